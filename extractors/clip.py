@@ -1,0 +1,197 @@
+"""``clip_vitb16``: CLIP ViT-B/16 image embeddings of a few frames per clip (CLIP-CA-MSA).
+
+Each sampled frame goes through open_clip's evaluation preprocessing (bicubic resize of the short
+side to 224, centre crop, CLIP mean/std) and the image tower; the output is the projected CLS
+embedding (512-d), L2-normalised by default as CLIP compares images and texts by cosine.
+
+Weights never download at run time. They come from ``Config.weights`` or else the environment
+variable ``MSA_CLIP_WEIGHTS``: a checkpoint file (.safetensors/.bin/.pt, loaded strictly, pickles
+with ``weights_only=True``) or an open_clip pretrained tag (``laion2b_s34b_b88k``, ``openai``) that
+is already in the local Hugging Face / open_clip cache. OpenAI's weights need ``arch =
+"ViT-B-16-quickgelu"`` when given as a file (a tag sets that itself). ``random_init=True`` builds
+seeded random weights for tests; its spec says so.
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar, Iterator
+
+import numpy as np
+
+from msa.extractors.base import Extractor, Features, FeatureSpec
+from msa.extractors.face import Frame, iter_frames, package_version
+from msa.pipeline.errors import MissingBackendError, UsageError
+from msa.pipeline.hashing import file_sha256
+
+ENV_WEIGHTS = "MSA_CLIP_WEIGHTS"
+_HINT = f"set {ENV_WEIGHTS}=/path/to/ViT-B-16 open_clip .safetensors/.bin (or a locally cached open_clip tag)"
+
+
+def _import_open_clip() -> Any:
+    try:
+        import open_clip
+    except ImportError as e:
+        raise MissingBackendError("open_clip is not installed; pip install 'msa[clip]' (open_clip_torch)") from e
+    return open_clip
+
+
+def cached_tag_file(arch: str, tag: str) -> tuple[Path | None, bool]:
+    """(local checkpoint of an open_clip pretrained tag or None, whether the tag needs QuickGELU).
+
+    Only looks in the caches open_clip would download into; never downloads.
+    """
+    open_clip = _import_open_clip()
+    cfg = open_clip.get_pretrained_cfg(arch, tag)
+    quick = bool(cfg.get("quick_gelu", False))
+    if cfg.get("hf_hub"):
+        from huggingface_hub import try_to_load_from_cache
+
+        repo, fname = os.path.split(cfg["hf_hub"])
+        names = [fname] if fname else ["open_clip_model.safetensors", "open_clip_pytorch_model.bin"]
+        for name in names:
+            hit = try_to_load_from_cache(repo, name)
+            if isinstance(hit, str) and os.path.isfile(hit):
+                return Path(hit), quick
+    if cfg.get("url"):
+        local = Path(os.path.expanduser("~/.cache/clip")) / os.path.basename(cfg["url"])
+        if local.is_file():
+            return local, quick
+    return None, quick
+
+
+class ClipViTB16(Extractor):
+    """Projected CLS embeddings (512-d) of ``n_frames`` uniformly spaced frames, or of frames at ``fps``."""
+
+    name = "clip_vitb16"
+    version = "1"
+    modality = "visual"
+    BATCH: ClassVar[int] = 16  # frames per forward pass
+
+    @dataclass(frozen=True)
+    class Config:
+        arch: str = "ViT-B-16"  # open_clip model name ("ViT-B-16-quickgelu" for OpenAI's weights file)
+        weights: str | None = None  # checkpoint path or cached open_clip tag; None: $MSA_CLIP_WEIGHTS
+        random_init: bool = False  # seeded random weights (tests); the spec records "random-init"
+        seed: int = 0
+        n_frames: int = 6  # frames spread evenly over the clip (CLIP-CA-MSA); ignored when fps is set
+        fps: float | None = None  # sample at a fixed rate instead
+        normalize: bool = True  # L2-normalise each embedding
+        max_side: int | None = None  # decode size cap; None keeps CLIP's own resize exact
+
+    def __init__(self, config: Any = None, **overrides: Any) -> None:
+        super().__init__(config, **overrides)
+        if self.config.fps is None and self.config.n_frames < 1:
+            raise UsageError("clip_vitb16 needs n_frames >= 1 or an fps")
+        self._model: Any = None
+        self._preprocess: Any = None
+        self._resolved: tuple[Path | None, bool] | None = None
+        self._sha256: str | None = None
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {**self.__dict__, "_model": None, "_preprocess": None}
+
+    def _weights(self) -> tuple[Path | None, bool]:
+        """(checkpoint file, force QuickGELU); (None, False) for random init; MissingBackendError if absent."""
+        if self.config.random_init:
+            return None, False
+        if self._resolved is None:
+            source = self.config.weights or os.environ.get(ENV_WEIGHTS)
+            if not source:
+                raise MissingBackendError(f"clip_vitb16 has no CLIP weights offline; {_HINT}")
+            path = Path(os.path.expanduser(source))
+            if path.is_file():
+                self._resolved = (path, False)
+            elif _import_open_clip().get_pretrained_cfg(self.config.arch, source):
+                hit, quick = cached_tag_file(self.config.arch, source)
+                if hit is None:
+                    raise MissingBackendError(
+                        f"open_clip tag {source!r} for {self.config.arch} is not in the local cache; {_HINT}"
+                    )
+                self._resolved = (hit, quick)
+            else:
+                raise MissingBackendError(f"CLIP weights not found: {source}; {_HINT}")
+        return self._resolved
+
+    def weights_identity(self) -> dict[str, Any]:
+        ident = {"package": "open_clip_torch", "version": package_version("open_clip_torch"), "arch": self.config.arch}
+        path, quick = self._weights()
+        if path is None:
+            return {**ident, "weights": "random-init", "seed": self.config.seed}
+        if self._sha256 is None:
+            self._sha256 = file_sha256(path)
+        return {**ident, "weights": path.name, "sha256": self._sha256, "quick_gelu": quick}
+
+    def spec(self) -> FeatureSpec:
+        # where the weights live is not part of the output's identity (their sha256 is)
+        spec = super().spec()
+        return dataclasses.replace(spec, config={**spec.config, "weights": None})
+
+    def describe(self) -> tuple[int, tuple[str, ...], float | None]:
+        dim = 512
+        if self.config.arch not in ("ViT-B-16", "ViT-B-16-quickgelu"):
+            cfg = _import_open_clip().get_model_config(self.config.arch)
+            if not cfg:
+                raise UsageError(f"unknown open_clip arch {self.config.arch!r}")
+            dim = int(cfg["embed_dim"])
+        return dim, tuple(f"clip_{i:03d}" for i in range(dim)), self.config.fps
+
+    def _get_model(self) -> tuple[Any, Any, Any]:
+        import torch
+
+        device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        if self._model is None:
+            open_clip = _import_open_clip()
+            path, quick = self._weights()
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(self.config.seed)
+                try:
+                    model, _, preprocess = open_clip.create_model_and_transforms(
+                        self.config.arch, pretrained=str(path) if path else None, force_quick_gelu=quick
+                    )
+                except RuntimeError as e:  # strict load: wrong architecture or a damaged file
+                    raise MissingBackendError(
+                        f"CLIP weights {path} do not fit {self.config.arch}: {str(e).splitlines()[0][:200]}"
+                    ) from e
+            self._model = model.visual.eval().to(device)
+            self._preprocess = preprocess
+        return self._model, self._preprocess, device
+
+    def _frames(self, clip: Any) -> Iterator[Frame]:
+        cfg = self.config
+        if cfg.fps is not None:
+            yield from iter_frames(clip, cfg.fps, cfg.max_side)
+            return
+        duration = float(clip.duration or 0.0)
+        # decode at n / duration fps (about n frames), then keep n evenly spaced ones
+        frames = list(iter_frames(clip, cfg.n_frames / duration if duration > 0 else None, cfg.max_side))
+        if frames:
+            yield from (frames[i] for i in np.round(np.linspace(0, len(frames) - 1, cfg.n_frames)).astype(int))
+
+    def extract(self, clip: Any) -> Features:
+        import torch
+        from PIL import Image
+
+        model, preprocess, device = self._get_model()
+        chunks, times, pending = [], [], []
+
+        def flush() -> None:
+            batch = torch.stack([preprocess(Image.fromarray(im)) for im in pending]).to(device)
+            with torch.inference_mode():
+                emb = model(batch).float()
+                if self.config.normalize:
+                    emb = torch.nn.functional.normalize(emb, dim=-1)
+            chunks.append(emb.cpu().numpy())
+            pending.clear()
+
+        for frame in self._frames(clip):
+            pending.append(frame.image)
+            times.append(frame.time)
+            if len(pending) == self.BATCH:
+                flush()
+        if pending:
+            flush()
+        data = np.concatenate(chunks) if chunks else np.zeros((0, self.describe()[0]), np.float32)
+        return Features(data, np.asarray(times, dtype=np.float64), meta={"n_frames": len(times)})

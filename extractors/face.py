@@ -1,0 +1,112 @@
+"""Shared helpers for the visual extractors: MediaPipe loading, the frame loop, face boxes, crops.
+
+Face finding for ``fer_emotion`` uses MediaPipe's BlazeFace short-range detector, the same detector
+that seeds ``facemesh_au``'s landmark model, so both extractors agree on which frames have a face.
+On the shared real clips it is 10-30x faster than OpenCV's Haar cascade and, unlike the full-range
+model, does not fire on the cartoon frames (see docs/extractors_visual.md).
+"""
+from __future__ import annotations
+
+import importlib.metadata
+from dataclasses import dataclass
+from typing import Any, Iterator
+
+import numpy as np
+
+from msa.pipeline.errors import MissingBackendError
+
+Box = tuple[float, float, float, float]  # x0, y0, x1, y1 in pixels
+
+
+def package_version(dist: str) -> str:
+    """Installed version of a distribution without importing it ("missing" when absent)."""
+    try:
+        return importlib.metadata.version(dist)
+    except importlib.metadata.PackageNotFoundError:
+        return "missing"
+
+
+def import_mediapipe() -> Any:
+    """Import mediapipe or raise a one-line MissingBackendError naming the package to install."""
+    try:
+        import mediapipe as mp
+    except ImportError as e:
+        raise MissingBackendError("mediapipe is not installed; pip install mediapipe==0.10.21") from e
+    return mp
+
+
+@dataclass(frozen=True)
+class Frame:
+    """One sampled RGB frame (H, W, 3) uint8 and its time in seconds."""
+
+    image: np.ndarray
+    time: float
+
+
+def iter_frames(clip: Any, fps: float | None, max_side: int | None, batch: int = 32) -> Iterator[Frame]:
+    """Frames of ``clip`` resampled to ``fps`` (None: native rate), longest side capped at ``max_side``."""
+    for fb in clip.frames(fps=fps, batch=batch, max_side=max_side):
+        for image, t in zip(fb.frames, fb.times):
+            yield Frame(np.ascontiguousarray(image), float(t))
+
+
+def box_area(box: Box) -> float:
+    return max(0.0, box[2] - box[0]) * max(0.0, box[3] - box[1])
+
+
+class FaceBoxFinder:
+    """Largest face box per RGB frame from MediaPipe BlazeFace; the detector is built once, lazily.
+
+    Static per-frame detection: the result for a frame never depends on earlier frames or clips.
+    """
+
+    def __init__(self, min_confidence: float = 0.5, full_range: bool = False) -> None:
+        self.min_confidence = min_confidence
+        self.full_range = full_range
+        self._detector: Any = None
+
+    def _get(self) -> Any:
+        if self._detector is None:
+            mp = import_mediapipe()
+            self._detector = mp.solutions.face_detection.FaceDetection(
+                model_selection=1 if self.full_range else 0, min_detection_confidence=self.min_confidence
+            )
+        return self._detector
+
+    def __call__(self, image: np.ndarray) -> Box | None:
+        """The largest detected face as a pixel box clipped to the image, or None."""
+        h, w = image.shape[:2]
+        result = self._get().process(image)
+        boxes: list[Box] = []
+        for det in result.detections or ():
+            rb = det.location_data.relative_bounding_box
+            x0, y0 = max(0.0, rb.xmin * w), max(0.0, rb.ymin * h)
+            x1, y1 = min(float(w), (rb.xmin + rb.width) * w), min(float(h), (rb.ymin + rb.height) * h)
+            if x1 > x0 and y1 > y0:
+                boxes.append((x0, y0, x1, y1))
+        return max(boxes, key=box_area) if boxes else None
+
+    def __getstate__(self) -> dict[str, Any]:
+        # the MediaPipe graph cannot be pickled (dask workers); it is rebuilt on first use
+        return {**self.__dict__, "_detector": None}
+
+
+def square_crop(gray: np.ndarray, box: Box, scale: float, shift_up: float, size: int) -> np.ndarray:
+    """A ``size`` x ``size`` crop of a square of side ``scale * max(w, h)`` centred on the box, moved up
+    by ``shift_up * h``.
+
+    Parts outside the image are filled by replicating the border, so faces at the edge keep their
+    scale. Resizing is bilinear, as in fer's own preprocessing.
+    """
+    import cv2
+
+    x0, y0, x1, y1 = box
+    side = max(1, int(round(max(x1 - x0, y1 - y0) * scale)))
+    left = int(round((x0 + x1) / 2.0 - side / 2.0))
+    top = int(round((y0 + y1) / 2.0 - shift_up * (y1 - y0) - side / 2.0))
+    h, w = gray.shape[:2]
+    pad = max(0, -left, -top, left + side - w, top + side - h)
+    if pad:
+        gray = cv2.copyMakeBorder(gray, pad, pad, pad, pad, cv2.BORDER_REPLICATE)
+    crop = gray[top + pad : top + pad + side, left + pad : left + pad + side]
+    return cv2.resize(crop, (size, size), interpolation=cv2.INTER_LINEAR)

@@ -1,0 +1,236 @@
+"""``facemesh_au``: MediaPipe face mesh (478 landmarks) -> AU-style geometric proxies + head pose.
+
+Per sampled frame, on the largest face:
+
+1. the landmarks are put in a y-up, z-toward-camera frame (pixels) and a similarity transform
+   (Umeyama) is fitted from rigid landmarks of MediaPipe's canonical face model (centimetres) onto them;
+2. its rotation gives head pitch / yaw / roll; its inverse frontalises all landmarks into the
+   canonical face frame, so the proxies below do not move with head pose;
+3. each proxy is a distance in that frame divided by the inter-ocular distance (eye centre to eye
+   centre), minus the value the canonical neutral face gets, so the canonical face scores 0
+   (AU25 and AU45 are zero-based on their own). Formulas: docs/extractors_visual.md.
+
+Frames without a face give zeros and ``face = 0``; never NaN.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from msa.extractors.base import Extractor, Features
+from msa.extractors.face import box_area, import_mediapipe, iter_frames, package_version
+
+# Canonical face model of MediaPipe (mediapipe/modules/face_geometry/data/canonical_face_model.obj),
+# in cm, y up, z toward the camera; the subject's right side has x < 0. Only the right half and the
+# midline are listed: the model is mirror-symmetric and the left half is filled in through _PAIRS.
+_CANON_RIGHT: dict[int, tuple[float, float, float]] = {
+    0: (0.0, -3.406404, 5.979507), 1: (0.0, -1.126865, 7.475604), 2: (0.0, -2.089024, 6.058267),
+    4: (0.0, -0.463170, 7.586580), 5: (0.0, 0.365669, 7.242870), 6: (0.0, 2.473255, 5.788627),
+    9: (0.0, 4.885979, 5.385258), 10: (0.0, 8.261778, 4.481535), 13: (0.0, -3.994436, 5.219482),
+    14: (0.0, -4.542400, 5.404754), 17: (0.0, -5.365123, 5.535441), 151: (0.0, 6.545390, 5.027311),
+    152: (0.0, -9.403378, 4.264492), 168: (0.0, 3.271027, 5.236015), 195: (0.0, 1.059413, 6.774605),
+    197: (0.0, 1.728369, 6.316750),
+    33: (-4.445859, 2.663991, 3.173422), 133: (-1.856432, 2.585245, 3.757904),
+    159: (-3.177186, 2.964136, 3.876973), 145: (-3.177186, 2.294265, 3.775704),
+    160: (-3.670075, 2.927714, 3.724325), 144: (-3.670075, 2.360153, 3.635230),
+    158: (-2.724032, 2.961810, 3.871767), 153: (-2.724032, 2.315802, 3.777151),
+    70: (-5.720968, 4.254584, 2.830852), 63: (-4.985894, 4.802461, 3.751977),
+    105: (-3.986562, 5.109487, 4.466315), 66: (-2.760292, 5.100971, 5.015990),
+    107: (-1.395634, 5.011963, 5.316032), 46: (-5.253307, 3.881582, 3.363159),
+    53: (-4.588603, 4.302037, 4.048484), 52: (-3.734964, 4.508230, 4.550454),
+    65: (-2.644548, 4.524654, 4.921559), 55: (-1.220941, 4.142165, 5.106035),
+    118: (-4.432338, 0.722096, 3.522615), 117: (-5.258659, 0.945811, 2.974312),
+    61: (-2.456206, -4.342621, 4.283884), 98: (-1.405627, -1.714196, 5.241087),
+    127: (-7.743095, 2.364999, -2.005167), 234: (-7.664182, 0.673132, -2.435867),
+}
+# subject's right -> left landmark index (MediaPipe face mesh topology)
+_PAIRS: dict[int, int] = {
+    33: 263, 133: 362, 159: 386, 145: 374, 160: 387, 144: 373, 158: 385, 153: 380,
+    70: 300, 63: 293, 105: 334, 66: 296, 107: 336, 46: 276, 53: 283, 52: 282, 65: 295, 55: 285,
+    118: 347, 117: 346, 61: 291, 98: 327, 127: 356, 234: 454,
+}
+# landmarks that barely move with expressions: forehead, nose, eye corners, face outline at the ears
+RIGID = (1, 2, 4, 5, 6, 9, 10, 151, 168, 195, 197, 33, 263, 133, 362, 98, 327, 127, 356, 234, 454)
+
+AU_COLUMNS = ("AU01", "AU02", "AU04", "AU05", "AU06", "AU10", "AU12", "AU15", "AU17", "AU20", "AU25", "AU26", "AU45")
+POSE_COLUMNS = ("pose_pitch", "pose_yaw", "pose_roll")
+COLUMNS = AU_COLUMNS + POSE_COLUMNS + ("face",)
+
+_INNER_BROW = (107, 66, 55, 65)
+_OUTER_BROW = (70, 63, 46, 53)
+_ALL_BROW = (70, 63, 105, 66, 107, 46, 53, 52, 65, 55)
+_UPPER_LID = (160, 159, 158)
+_LOWER_LID = (144, 145, 153)
+_CHEEK = (118, 117)
+
+
+def canonical_mesh() -> np.ndarray:
+    """(478, 3) canonical landmarks; rows this module does not use are NaN."""
+    mesh = np.full((478, 3), np.nan)
+    for i, p in _CANON_RIGHT.items():
+        mesh[i] = p
+        if i in _PAIRS:
+            mesh[_PAIRS[i]] = (-p[0], p[1], p[2])
+    return mesh
+
+
+def umeyama(src: np.ndarray, dst: np.ndarray) -> tuple[float, np.ndarray, np.ndarray]:
+    """Least-squares similarity ``dst ~ s * R @ src + t`` (no reflection): returns (s, R, t)."""
+    mu_s, mu_d = src.mean(0), dst.mean(0)
+    a, b = src - mu_s, dst - mu_d
+    u, sig, vt = np.linalg.svd(b.T @ a / len(src))
+    d = np.ones(3)
+    if np.linalg.det(u) * np.linalg.det(vt) < 0:
+        d[2] = -1.0
+    rot = u @ np.diag(d) @ vt
+    var_s = (a**2).sum() / len(src)
+    s = float((sig * d).sum() / var_s) if var_s > 0 else 0.0
+    return s, rot, mu_d - s * rot @ mu_s
+
+
+def pose_angles(rot: np.ndarray) -> tuple[float, float, float]:
+    """(pitch, yaw, roll) in degrees with ``rot = Ry(yaw) @ Rx(-pitch) @ Rz(roll)`` (camera frame: y up, z to camera).
+
+    pitch > 0: face turned up (chin up); yaw > 0: face turned toward the image's right (the subject's
+    left); roll > 0: head tilted counter-clockwise as the viewer sees it (toward the subject's right
+    shoulder). Exact for any rotation with |pitch| < 90.
+    """
+    yaw = np.degrees(np.arctan2(rot[0, 2], rot[2, 2]))
+    pitch = np.degrees(np.arctan2(rot[1, 2], np.hypot(rot[1, 0], rot[1, 1])))
+    roll = np.degrees(np.arctan2(rot[1, 0], rot[1, 1]))
+    return float(pitch), float(yaw), float(roll)
+
+
+def _y(f: np.ndarray, idx: tuple[int, ...]) -> float:
+    """Mean height of the given right-side landmarks and their left mirrors."""
+    both = list(idx) + [_PAIRS[i] for i in idx]
+    return float(f[both, 1].mean())
+
+
+def raw_proxies(f: np.ndarray) -> np.ndarray:
+    """The 12 distance measures (/ inter-ocular distance) and the eye aspect ratio, before offsets."""
+    eye_r, eye_l = f[[33, 133]].mean(0), f[[263, 362]].mean(0)
+    iod = float(np.linalg.norm(eye_l - eye_r))
+    eye_line = (eye_r[1] + eye_l[1]) / 2.0
+    inner_corner = _y(f, (133,))
+    outer_corner = _y(f, (33,))
+    inner_brow = _y(f, _INNER_BROW)
+    brow_gap = abs(f[55, 0] - f[285, 0])
+    mouth_w = abs(f[291, 0] - f[61, 0])
+    corner_lift = _y(f, (61,)) - f[0, 1]  # lip corners relative to the upper-lip centre
+    lid_open = np.mean([f[u, 1] - f[l, 1] for u, l in zip(_UPPER_LID + tuple(_PAIRS[i] for i in _UPPER_LID),
+                                                          _LOWER_LID + tuple(_PAIRS[i] for i in _LOWER_LID))])
+    eye_w = (abs(f[133, 0] - f[33, 0]) + abs(f[263, 0] - f[362, 0])) / 2.0
+    ear = lid_open / eye_w if eye_w > 0 else 0.0
+    dist = np.array(
+        [
+            inner_brow - inner_corner,                                  # AU01 inner brow raiser
+            _y(f, _OUTER_BROW) - outer_corner,                          # AU02 outer brow raiser
+            -(_y(f, _ALL_BROW) - eye_line) - 0.5 * brow_gap,            # AU04 brow lowerer
+            _y(f, _UPPER_LID) - eye_line,                               # AU05 upper lid raiser
+            (_y(f, _LOWER_LID) + _y(f, _CHEEK)) / 2.0 - eye_line,       # AU06 cheek raiser
+            -(f[2, 1] - f[0, 1]),                                       # AU10 upper lip raiser
+            corner_lift + 0.5 * mouth_w,                                # AU12 lip corner puller
+            -corner_lift,                                               # AU15 lip corner depressor
+            -(f[17, 1] - f[152, 1]),                                    # AU17 chin raiser
+            mouth_w,                                                    # AU20 lip stretcher
+            max(0.0, f[13, 1] - f[14, 1]),                              # AU25 lips part
+            f[2, 1] - f[152, 1],                                        # AU26 jaw drop
+        ]
+    )
+    return np.append(dist / iod, ear)  # AU45 slot: eye aspect ratio, scale-free
+
+
+_CANON_RAW = raw_proxies(canonical_mesh())
+_EAR0 = float(_CANON_RAW[12])
+_OFFSET = np.append(_CANON_RAW[:12], 0.0)
+_OFFSET[10] = 0.0  # AU25 is zero-based: closed lips give 0
+_RIGID_CANON = canonical_mesh()[list(RIGID)]
+
+
+def proxies(f: np.ndarray) -> np.ndarray:
+    """The 13 AU proxies of frontalised landmarks; the canonical neutral face scores 0 on each."""
+    au = raw_proxies(f) - _OFFSET
+    au[12] = 1.0 - au[12] / _EAR0  # AU45 blink: 1 - EAR / EAR of the canonical open eye
+    return au
+
+
+def frame_features(pts: np.ndarray) -> np.ndarray | None:
+    """Proxies + pose (16 values) from landmarks (478, 3) in a y-up, z-to-camera pixel frame; None if degenerate."""
+    s, rot, t = umeyama(_RIGID_CANON, pts[list(RIGID)])
+    if not s > 1e-9:
+        return None
+    frontal = (pts - t) @ rot / s
+    eyes = np.linalg.norm(frontal[[263, 362]].mean(0) - frontal[[33, 133]].mean(0))
+    if not eyes > 1e-6:
+        return None
+    row = np.concatenate([proxies(frontal), pose_angles(rot)])
+    return row if np.all(np.isfinite(row)) else None
+
+
+class FaceMeshAU(Extractor):
+    """Geometric AU intensity proxies, head pose and a face flag from MediaPipe face mesh."""
+
+    name = "facemesh_au"
+    version = "1"
+    modality = "visual"
+
+    @dataclass(frozen=True)
+    class Config:
+        fps: float = 10.0  # frames sampled per second of video
+        max_side: int | None = 640  # frames are downscaled so their longest side is at most this
+        max_faces: int = 3  # faces meshed per frame; the largest one is described
+        min_detection_confidence: float = 0.5
+
+    def __init__(self, config: Any = None, **overrides: Any) -> None:
+        super().__init__(config, **overrides)
+        self._mesh: Any = None
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {**self.__dict__, "_mesh": None}
+
+    def weights_identity(self) -> dict[str, Any]:
+        # face_landmark_with_attention.tflite + BlazeFace ship inside the mediapipe wheel
+        return {"package": "mediapipe", "version": package_version("mediapipe"), "model": "face_mesh refine_landmarks"}
+
+    def describe(self) -> tuple[int, tuple[str, ...], float | None]:
+        return len(COLUMNS), COLUMNS, self.config.fps
+
+    def _get_mesh(self) -> Any:
+        if self._mesh is None:
+            mp = import_mediapipe()
+            # static mode: every frame is detected afresh, so a frame's output never depends on
+            # earlier frames or on the previous clip (MediaPipe's tracking mode carries state)
+            self._mesh = mp.solutions.face_mesh.FaceMesh(
+                static_image_mode=True,
+                max_num_faces=self.config.max_faces,
+                refine_landmarks=True,
+                min_detection_confidence=self.config.min_detection_confidence,
+            )
+        return self._mesh
+
+    def landmarks(self, image: np.ndarray) -> np.ndarray | None:
+        """Landmarks (478, 3) of the largest face in an RGB frame, in pixels, y up, z toward the camera."""
+        h, w = image.shape[:2]
+        result = self._get_mesh().process(image)
+        best, best_area = None, -1.0
+        for face in result.multi_face_landmarks or ():
+            pts = np.array([(p.x * w, -p.y * h, -p.z * w) for p in face.landmark], dtype=np.float64)
+            area = box_area((pts[:, 0].min(), pts[:, 1].min(), pts[:, 0].max(), pts[:, 1].max()))
+            if area > best_area:
+                best, best_area = pts, area
+        return best
+
+    def extract(self, clip: Any) -> Features:
+        rows, times = [], []
+        for frame in iter_frames(clip, self.config.fps, self.config.max_side):
+            pts = self.landmarks(frame.image)
+            feats = frame_features(pts) if pts is not None else None
+            rows.append(np.append(feats, 1.0) if feats is not None else np.zeros(len(COLUMNS)))
+            times.append(frame.time)
+        data = np.asarray(rows, dtype=np.float32).reshape(len(rows), len(COLUMNS))
+        face = data[:, -1]
+        meta = {"face_ratio": float(face.mean()) if len(face) else 0.0, "n_frames": len(rows)}
+        return Features(data=data, times=np.asarray(times, dtype=np.float64), meta=meta)

@@ -1,0 +1,53 @@
+"""Model zoo. Every model is reachable through ``MODELS`` (lazy entries) with named config presets.
+
+A model class has a frozen ``Config`` dataclass and ``presets``: a dict from preset name to config
+overrides. ``"default"`` is the paper/MMSA setting, ``"tiny"`` a fast setting for tests, and a
+dataset name (``"mosi"``, ``"sims"``, ``"phq8"`` ...) the per-dataset defaults where they differ.
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+from msa.pipeline.errors import UsageError
+from msa.pipeline.registry import Registry
+
+MODELS: Registry = Registry("model")
+
+
+for _name, _path in {
+    "self_mm": "msa.models.self_mm:SelfMM",
+    "tfn": "msa.models.tfn:TFN",
+    "lmf": "msa.models.lmf:LMF",
+    "mult": "msa.models.mult:MulT",
+    "mimrl": "msa.models.mimrl:MIMRL",
+    "mmim": "msa.models.mmim:MMIM",
+    "hscl": "msa.models.hscl:HSCL",
+    "clip_ca_msa": "msa.models.clip_ca_msa:ClipCAMSA",
+    "text_regressor": "msa.models.text_regressor:TextRegressor",
+}.items():
+    MODELS.register(_name, _path)
+
+
+def build_config(model: str, dataset: str | None = None, preset: str = "default", overrides: dict[str, Any] | None = None) -> Any:
+    """Config = class defaults <- dataset preset <- named preset (e.g. tiny) <- user overrides.
+
+    Unknown keys are an error (a typo never silently becomes a default).
+    """
+    cls = MODELS.get(model)
+    presets: dict[str, dict[str, Any]] = getattr(cls, "presets", {})
+    if preset != "default" and preset not in presets:
+        raise UsageError(f"model {model!r} has no preset {preset!r}; presets: {', '.join(sorted(presets)) or 'none'}")
+    merged: dict[str, Any] = {}
+    for layer in (presets.get(dataset or "", {}), presets.get(preset, {}) if preset != "default" else {}, overrides or {}):
+        merged.update(layer)
+    known = {f.name for f in dataclasses.fields(cls.Config)}
+    unknown = sorted(set(merged) - known)
+    if unknown:
+        raise UsageError(f"unknown config key(s) for {model}: {', '.join(unknown)}; valid: {', '.join(sorted(known))}")
+    return cls.Config(**merged)
+
+
+def build_model(model: str, dims: Any, task: Any, config: Any = None) -> Any:
+    cls = MODELS.get(model)
+    return cls(config if config is not None else build_config(model, task.name), dims, task)

@@ -1,0 +1,126 @@
+"""The contract every model implements so that one trainer can train them all.
+
+A model is built from ``(config, dims, task)``: its frozen config dataclass, the input dimensions
+read from the data file, and the task (label range, metrics). It returns a dict from ``forward`` with
+at least ``"pred"`` (B,), computes its own ``loss``, names its parameter groups, and may use hooks.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import torch
+from torch import nn
+
+Batch = dict[str, torch.Tensor]
+"""Keys: text (B,L,Dt) float, text_bert (B,3,L) long, audio (B,Ta,Da), audio_lengths (B,),
+vision (B,Tv,Dv), vision_lengths (B,), labels (B,) float, optional labels_T/labels_A/labels_V (B,),
+index (B,) long = position of each sample in its split (for per-sample state such as Self-MM's banks)."""
+
+
+@dataclass(frozen=True)
+class Dims:
+    """Input shapes taken from the data file, never hard-coded per dataset."""
+
+    text: int
+    audio: int
+    vision: int
+    text_len: int
+    audio_len: int
+    vision_len: int
+    n_train: int = 0  # size of the training split (per-sample banks)
+
+
+@dataclass(frozen=True)
+class Task:
+    """What is predicted: ``kind`` regression/classification, the label range, and the metric family."""
+
+    name: str  # mosi | mosei | sims | simsv2 | phq8 | custom
+    low: float
+    high: float
+    metrics: str  # "mosi" | "sims" | "phq8"
+    n_classes: int = 0  # >0 only for classification models (e.g. CLIP-CA-MSA's 3 classes)
+
+
+@dataclass
+class ParamGroup:
+    """A named optimiser group. ``stage`` says which optimiser owns it (see ``MSAModel.stages``)."""
+
+    name: str
+    params: list[nn.Parameter]
+    lr: float
+    weight_decay: float = 0.0
+    stage: str = "main"
+
+
+@dataclass(frozen=True)
+class TrainSettings:
+    """Per-model optimisation facts the trainer honours (from the model's config)."""
+
+    optimizer: str = "adam"  # adam | adamw
+    batch_size: int = 32
+    update_every: int = 1  # gradient accumulation window (Self-MM 4, MulT 8)
+    clip_value: float | None = None  # clip_grad_value_ after backward
+    clip_norm: float | None = None  # clip_grad_norm_ after backward
+    early_stop: int = 8
+    max_epochs: int = 40
+    select: str = "val_loss"  # val_loss (min) | a metric name prefixed by max: or min:, e.g. "max:CCC"
+    scheduler: str | None = None  # None | "plateau:<patience>:<factor>" | "step:<size>:<gamma>" | "multistep:<m1,m2>:<gamma>"
+
+
+@dataclass
+class LossOut:
+    loss: torch.Tensor
+    logs: dict[str, float] = field(default_factory=dict)  # scalars to log per step (e.g. MI estimates)
+
+
+class MSAModel(nn.Module):
+    """Base class. Subclasses set ``name`` and ``Config`` and implement forward/loss/param_groups.
+
+    Hooks (optional, no-ops here) let a model keep training-time state without its own trainer:
+    ``on_train_start(loader)``, ``on_epoch_start(epoch)``, ``after_backward(out, batch, epoch)``,
+    ``on_epoch_end(epoch) -> dict`` (scalars merged into the epoch's results).
+    ``optimizer_steps()`` lets a model with several optimisers (MI estimators) define them.
+    """
+
+    name: ClassVar[str]
+    uses_bert_ids: ClassVar[bool] = False  # reads text_bert ids (fine-tunes a text encoder)
+
+    def __init__(self, config: Any, dims: Dims, task: Task) -> None:
+        super().__init__()
+        self.config = config
+        self.dims = dims
+        self.task = task
+
+    def forward(self, batch: Batch) -> dict[str, torch.Tensor]:
+        raise NotImplementedError
+
+    def loss(self, out: dict[str, torch.Tensor], batch: Batch, epoch: int, stage: str = "main") -> LossOut:
+        raise NotImplementedError
+
+    def param_groups(self) -> list[ParamGroup]:
+        raise NotImplementedError
+
+    def train_settings(self) -> TrainSettings:
+        return TrainSettings()
+
+    def stages(self, epoch: int) -> list[tuple[str, int]]:
+        """(stage name, passes over the train loader) for this epoch, in order.
+
+        Each stage steps only the optimiser built from the param groups with that ``stage``
+        (MIMRL: estimators then main network; MMIM: MMILB then main). Default: one "main" pass.
+        """
+        return [("main", 1)]
+
+    # hooks -----------------------------------------------------------------
+    def on_train_start(self, loader: Any) -> None:
+        pass
+
+    def on_epoch_start(self, epoch: int) -> None:
+        pass
+
+    def after_backward(self, out: dict[str, torch.Tensor], batch: Batch, epoch: int) -> None:
+        pass
+
+    def on_epoch_end(self, epoch: int) -> dict[str, float]:
+        return {}

@@ -1,0 +1,1 @@
+"""Shared building blocks: text encoders, sequence encoders, attention blocks, estimators."""

@@ -1,0 +1,99 @@
+"""LMF, Low-rank Multimodal Fusion (Liu et al., ACL 2018) as implemented in MMSA: MODELS.md 6.3.
+
+Subnets as in TFN (text_out = h_t // 2); the TFN weight tensor is replaced by rank-R modality factors,
+so the outer product is never formed: ŷ = Σ_r w_r · Π_m ([1; h_m] W_m^r) + b.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import torch
+from torch import nn
+
+from .base import Batch, Dims, LossOut, MSAModel, ParamGroup, Task, TrainSettings
+from .layers.seq import SubNet, TextSubNet
+from .tfn import augment, average_inputs
+
+
+@dataclass(frozen=True)
+class LMFConfig:
+    """MMSA ``config_regression.json`` "lmf" MOSI values."""
+
+    hidden_text: int = 128
+    hidden_audio: int = 16
+    hidden_video: int = 128
+    rank: int = 3
+    dropout_audio: float = 0.3
+    dropout_video: float = 0.3
+    dropout_text: float = 0.3
+    dropout_post: float = 0.3  # defined by MMSA but unused there; kept for config compatibility
+    text_dropout_inert: bool = True  # MMSA: the 1-layer text LSTM forces its dropout to 0 (AQ)
+    average: str = "padded"  # padded (MMSA, padding counts) | true (mean over true lengths)
+    optimise_fusion: bool = False  # MMSA never optimises fusion_weights / fusion_bias (AQ)
+    lr: float = 1e-3
+    factor_lr: float = 1e-3
+    weight_decay: float = 5e-3
+    batch_size: int = 64
+    early_stop: int = 8
+    max_epochs: int = 40
+
+
+class LMF(MSAModel):
+    name: ClassVar[str] = "lmf"
+    Config = LMFConfig
+    presets: ClassVar[dict[str, dict[str, Any]]] = {
+        "mosei": {"dropout_audio": 0.2, "dropout_video": 0.2, "dropout_text": 0.2, "dropout_post": 0.2,
+                  "rank": 4, "batch_size": 32, "weight_decay": 1e-3},
+        "sims": {"hidden_text": 64, "hidden_video": 64, "dropout_audio": 0.2, "dropout_video": 0.2,
+                 "dropout_text": 0.2, "dropout_post": 0.2, "rank": 4, "lr": 2e-3, "factor_lr": 5e-4},
+        "simsv2": {"hidden_text": 64, "hidden_video": 64, "dropout_audio": 0.2, "dropout_video": 0.2,
+                   "dropout_text": 0.2, "dropout_post": 0.2, "rank": 4, "lr": 2e-3, "factor_lr": 5e-4},
+        "tiny": {"hidden_text": 8, "hidden_audio": 4, "hidden_video": 4, "rank": 2, "dropout_audio": 0.0,
+                 "dropout_video": 0.0, "dropout_text": 0.0, "dropout_post": 0.0, "batch_size": 8,
+                 "lr": 1e-2, "factor_lr": 1e-2, "weight_decay": 0.0},
+    }
+
+    def __init__(self, config: LMFConfig, dims: Dims, task: Task) -> None:
+        super().__init__(config, dims, task)
+        c = config
+        self.text_out = c.hidden_text // 2
+        self.audio_subnet = SubNet(dims.audio, c.hidden_audio, c.dropout_audio)
+        self.video_subnet = SubNet(dims.vision, c.hidden_video, c.dropout_video)
+        self.text_subnet = TextSubNet(dims.text, c.hidden_text, self.text_out, c.dropout_text, c.text_dropout_inert)
+        self.audio_factor = nn.Parameter(torch.empty(c.rank, c.hidden_audio + 1, 1))
+        self.video_factor = nn.Parameter(torch.empty(c.rank, c.hidden_video + 1, 1))
+        self.text_factor = nn.Parameter(torch.empty(c.rank, self.text_out + 1, 1))
+        self.fusion_weights = nn.Parameter(torch.empty(1, c.rank), requires_grad=c.optimise_fusion)
+        self.fusion_bias = nn.Parameter(torch.zeros(1, 1), requires_grad=c.optimise_fusion)
+        for p in (self.audio_factor, self.video_factor, self.text_factor, self.fusion_weights):
+            nn.init.xavier_normal_(p)
+
+    def forward(self, batch: Batch) -> dict[str, torch.Tensor]:
+        audio, vision = average_inputs(batch, self.dims, self.config.average)
+        a = augment(self.audio_subnet(audio))
+        v = augment(self.video_subnet(vision))
+        t = augment(self.text_subnet(batch["text"]))
+        # (B, d+1) @ (R, d+1, o) -> (R, B, o); the product over modalities, then a weighted sum over R
+        fused = torch.matmul(a, self.audio_factor) * torch.matmul(v, self.video_factor) * torch.matmul(t, self.text_factor)
+        pred = torch.einsum("r,rbo->bo", self.fusion_weights[0], fused) + self.fusion_bias
+        return {"pred": pred[:, 0]}
+
+    def loss(self, out: dict[str, torch.Tensor], batch: Batch, epoch: int, stage: str = "main") -> LossOut:
+        return LossOut((out["pred"] - batch["labels"].reshape(-1).to(out["pred"].dtype)).abs().mean())
+
+    def param_groups(self) -> list[ParamGroup]:
+        c = self.config
+        subnets = [p for m in (self.audio_subnet, self.video_subnet, self.text_subnet) for p in m.parameters()]
+        groups = [
+            ParamGroup("subnets", subnets, c.lr, c.weight_decay),
+            ParamGroup("factors", [self.audio_factor, self.video_factor, self.text_factor], c.factor_lr, c.weight_decay),
+        ]
+        if c.optimise_fusion:
+            groups.append(ParamGroup("fusion", [self.fusion_weights, self.fusion_bias], c.factor_lr, c.weight_decay))
+        return groups
+
+    def train_settings(self) -> TrainSettings:
+        c = self.config
+        return TrainSettings(optimizer="adam", batch_size=c.batch_size, early_stop=c.early_stop,
+                             max_epochs=c.max_epochs, select="val_loss")

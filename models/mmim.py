@@ -1,0 +1,211 @@
+"""MMIM, Multimodal InfoMax (Han et al., EMNLP 2021), MODELS.md §3.
+
+Text CLS vector + LSTM audio/vision vectors -> fusion SubNet. Two MI signals: a CPC bound between each
+modality and the fused vector (fusion level), and MMILB, a Barber-Agakov bound text->vision and
+text->audio with a Gaussian-mixture entropy over a one-batch memory (input level). Each epoch runs an
+"mmilb" stage (only MMILB's Gaussian heads learn, loss -lld; only when ``contrast``) then the "main"
+stage (L1 + alpha*NCE - beta*lld - beta*H; H only from the third batch of the epoch on).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.nn.utils.rnn import pack_padded_sequence
+
+from msa.pipeline.errors import UsageError
+
+from .base import Batch, Dims, LossOut, MSAModel, ParamGroup, Task, TrainSettings
+from .layers.mi import CPC, MMILB, gaussian_entropy
+from .layers.text import TextEncoder
+
+
+@dataclass(frozen=True)
+class MMIMConfig:
+    text_encoder: str = "minilm"  # minilm | tiny-random | local HF folder (paper: bert-base-uncased)
+    finetune_text: bool = True
+    d_vh: int = 16
+    d_ah: int = 16
+    d_vout: int = 16
+    d_aout: int = 16
+    n_layer: int = 1
+    bidirectional: bool = False  # the README command; the MMSA port sets it
+    dropout_v: float = 0.1  # used only when n_layer > 1
+    dropout_a: float = 0.1
+    d_prjh: int = 128
+    dropout_prj: float = 0.1
+    cpc_layers: int = 1
+    alpha: float = 0.1  # CPC weight
+    beta: float = 0.1  # lld and entropy weight
+    contrast: bool = True  # the "mmilb" stage plus the NCE and lld terms
+    add_va: bool = False  # a third MMILB pair vision -> audio
+    mem_size: int = 1
+    h_threshold: float = 0.0  # entropy groups: label > threshold vs label < threshold
+    label_scale: float = 1.0  # the network predicts labels / label_scale
+    lr_main: float = 1e-3
+    lr_bert: float = 5e-5
+    lr_mmilb: float = 1e-3
+    weight_decay_main: float = 1e-4
+    weight_decay_bert: float = 1e-4
+    weight_decay_mmilb: float = 1e-4
+    clip_norm: float = 1.0
+    batch_size: int = 32
+    max_epochs: int = 40
+    early_stop: int = 10
+    scheduler: str | None = "plateau:20:0.5"
+    select: str = "val_loss"
+
+    def __post_init__(self) -> None:
+        if min(self.d_vh, self.d_ah, self.d_vout, self.d_aout, self.d_prjh, self.n_layer, self.cpc_layers,
+               self.mem_size) < 1 or self.label_scale <= 0:
+            raise UsageError("mmim config sizes, n_layer, cpc_layers and mem_size must be >= 1 and label_scale > 0")
+
+
+class RNNEncoder(nn.Module):
+    """Packed LSTM over the valid frames; the last layer's final hidden state -> Linear."""
+
+    def __init__(self, d_in: int, d_hidden: int, d_out: int, n_layer: int, dropout: float, bidirectional: bool) -> None:
+        super().__init__()
+        p = dropout if n_layer > 1 else 0.0
+        self.rnn = nn.LSTM(d_in, d_hidden, n_layer, dropout=p, bidirectional=bidirectional, batch_first=True)
+        self.drop = nn.Dropout(p)
+        self.out = nn.Linear(d_hidden * (2 if bidirectional else 1), d_out)
+        self.bidirectional = bidirectional
+
+    def forward(self, x: torch.Tensor, lengths: torch.Tensor | None) -> torch.Tensor:
+        if lengths is None:
+            lengths = (x != 0).any(-1).sum(1)
+        lengths = lengths.long().clamp(1, x.size(1)).cpu()
+        _, (h_n, _) = self.rnn(pack_padded_sequence(x, lengths, batch_first=True, enforce_sorted=False))
+        h = torch.cat([h_n[-2], h_n[-1]], dim=-1) if self.bidirectional else h_n[-1]
+        return self.out(self.drop(h))
+
+
+class MMIM(MSAModel):
+    name = "mmim"
+    uses_bert_ids = True
+    Config = MMIMConfig
+    presets: ClassVar[dict[str, dict[str, Any]]] = {
+        "mosi": {},
+        "mosei": {},
+        "phq8": dict(label_scale=25.0, h_threshold=9.5, select="max:CCC"),
+        "tiny": dict(text_encoder="tiny-random", d_vh=8, d_ah=8, d_vout=8, d_aout=8, d_prjh=16, dropout_prj=0.0,
+                     batch_size=16, max_epochs=3, early_stop=3),
+    }
+
+    def __init__(self, config: MMIMConfig, dims: Dims, task: Task) -> None:
+        super().__init__(config, dims, task)
+        c = config
+        self.text_encoder = TextEncoder(c.text_encoder, finetune=c.finetune_text)
+        d_t = self.text_encoder.hidden_size
+        self.enc_v = RNNEncoder(dims.vision, c.d_vh, c.d_vout, c.n_layer, c.dropout_v, c.bidirectional)
+        self.enc_a = RNNEncoder(dims.audio, c.d_ah, c.d_aout, c.n_layer, c.dropout_a, c.bidirectional)
+        self.fusion_drop = nn.Dropout(c.dropout_prj)
+        self.fusion_1 = nn.Linear(d_t + c.d_aout + c.d_vout, c.d_prjh)
+        self.fusion_2 = nn.Linear(c.d_prjh, c.d_prjh)
+        self.fusion_out = nn.Linear(c.d_prjh, 1)
+        self.cpc = nn.ModuleDict({"t": CPC(d_t, c.d_prjh, c.cpc_layers), "v": CPC(c.d_vout, c.d_prjh, c.cpc_layers),
+                                  "a": CPC(c.d_aout, c.d_prjh, c.cpc_layers)})
+        pairs = {"tv": (d_t, c.d_vout), "ta": (d_t, c.d_aout)} | ({"va": (c.d_vout, c.d_aout)} if c.add_va else {})
+        self.mi = nn.ModuleDict({k: MMILB(dx, dy) for k, (dx, dy) in pairs.items()})
+        for name, p in self.named_parameters():
+            if p.dim() >= 2 and not name.startswith("text_encoder."):
+                nn.init.xavier_normal_(p)
+        self._memory: dict[str, list[tuple[torch.Tensor, torch.Tensor]]] = {}
+        self._batch_i = 0
+        self._stage = "main"
+
+    def forward(self, batch: Batch) -> dict[str, torch.Tensor]:
+        t = self.text_encoder(batch["text_bert"])[:, 0]
+        v = self.enc_v(batch["vision"].float(), batch.get("vision_lengths"))
+        a = self.enc_a(batch["audio"].float(), batch.get("audio_lengths"))
+        u1 = torch.tanh(self.fusion_1(self.fusion_drop(torch.cat([t, a, v], dim=-1))))
+        u2 = torch.tanh(self.fusion_2(u1))
+        raw = self.fusion_out(u2).squeeze(-1)
+        return {"pred": raw * self.config.label_scale, "raw": raw, "t": t, "v": v, "a": a, "fusion": u2}
+
+    # loss -------------------------------------------------------------------------------------------
+    def _lld(self, out: dict[str, torch.Tensor], detach: bool) -> torch.Tensor:
+        f = {k: out[k].detach() if detach else out[k] for k in ("t", "v", "a")}
+        return sum(self.mi[k](f[k[0]], f[k[1]]) for k in self.mi)
+
+    def _entropy(self, out: dict[str, torch.Tensor], labels: torch.Tensor, use: bool) -> torch.Tensor | None:
+        """The Gaussian-mixture entropy H over this batch plus the memory (when ``use``); the memory is
+        then replaced by this batch. A group too small for a full-rank covariance skips that pair."""
+        c = self.config
+        pos, neg = labels > c.h_threshold, labels < c.h_threshold
+        total = None
+        for k in self.mi:
+            proj = self.mi[k].project(out[k[1]])
+            mem = self._memory.setdefault(k, [])
+            if use and mem:
+                p_all = torch.cat([m[0] for m in mem] + [proj[pos]])
+                n_all = torch.cat([m[1] for m in mem] + [proj[neg]])
+                if min(p_all.size(0), n_all.size(0)) > proj.size(1):
+                    h = gaussian_entropy(p_all, n_all)
+                    if torch.isfinite(h):
+                        total = h if total is None else total + h
+            mem.append((proj[pos].detach(), proj[neg].detach()))
+            del mem[: -c.mem_size]
+        return total
+
+    def loss(self, out: dict[str, torch.Tensor], batch: Batch, epoch: int, stage: str = "main") -> LossOut:
+        c = self.config
+        labels = batch["labels"].float().view(-1).to(out["raw"].device)
+        self._stage = stage
+        if stage == "mmilb":
+            lld = self._lld(out, detach=True)
+            return LossOut(-lld, {"lld": float(lld.detach())})
+        if stage != "main":
+            raise UsageError(f"mmim has stages 'mmilb' and 'main', not {stage!r}")
+        task = F.l1_loss(out["raw"], labels / c.label_scale)
+        logs = {"task": float(task.detach())}
+        if not self.training:
+            return LossOut(task, logs)
+        loss = task
+        if c.contrast:
+            nce = sum(self.cpc[m](out[m], out["fusion"]) for m in ("t", "v", "a"))
+            lld = self._lld(out, detach=False)
+            loss = loss + c.alpha * nce - c.beta * lld
+            logs.update(nce=float(nce.detach()), lld=float(lld.detach()))
+        h = self._entropy(out, labels, use=self._batch_i > c.mem_size)
+        self._batch_i += 1
+        if h is not None:
+            loss = loss - c.beta * h
+            logs["H"] = float(h.detach())
+        return LossOut(loss, logs)
+
+    # schedule and hooks -----------------------------------------------------------------------------
+    def stages(self, epoch: int) -> list[tuple[str, int]]:
+        return [("mmilb", 1), ("main", 1)] if self.config.contrast else [("main", 1)]
+
+    def param_groups(self) -> list[ParamGroup]:
+        c = self.config
+        mmilb = list(self.mi.parameters())
+        skip = {id(p) for p in mmilb} | {id(p) for p in self.text_encoder.parameters()}
+        groups = [
+            ParamGroup("bert", [p for p in self.text_encoder.parameters() if p.requires_grad], c.lr_bert,
+                       c.weight_decay_bert),
+            ParamGroup("main", [p for p in self.parameters() if p.requires_grad and id(p) not in skip], c.lr_main,
+                       c.weight_decay_main),
+            ParamGroup("mmilb", mmilb, c.lr_mmilb, c.weight_decay_mmilb, stage="mmilb"),
+        ]
+        return [g for g in groups if g.params]
+
+    def train_settings(self) -> TrainSettings:
+        c = self.config
+        return TrainSettings(optimizer="adam", batch_size=c.batch_size, clip_norm=c.clip_norm or None,
+                             early_stop=c.early_stop, max_epochs=c.max_epochs, select=c.select, scheduler=c.scheduler)
+
+    def on_epoch_start(self, epoch: int) -> None:
+        self._memory, self._batch_i = {}, 0
+
+    def after_backward(self, out: dict[str, torch.Tensor], batch: Batch, epoch: int) -> None:
+        """Drop gradients the current stage must not use (MMILB heads in "main", the rest in "mmilb")."""
+        own = {id(p) for p in self.mi.parameters()}
+        for p in self.parameters():
+            if (id(p) in own) != (self._stage == "mmilb"):
+                p.grad = None

@@ -1,0 +1,1 @@
+"""Stage orchestration: media decode, cache, runner, dataset assembly, trainer, bundles, CLIs."""

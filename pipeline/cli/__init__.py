@@ -1,0 +1,1 @@
+"""Console entry points: msa-extract, msa-predict, msa-train, msa-eval, msa-doctor."""

@@ -1,0 +1,281 @@
+"""msa-extract: raw clips -> cached per-clip features -> one MMSA-schema features file.
+
+    msa-extract INPUT --out feats/ [--recipe default] [--extractors text:minilm,audio:egemaps,visual:none]
+                [--set visual.fps=5] [--jobs N] [--backend loky|dask] [--scheduler ADDR]
+                [--max-len 50 | --max-len text=50,audio=400,vision=300] [--format pkl|npz]
+                [--limit-seconds S] [--missing error|empty]
+
+INPUT is a folder of clips (searched recursively), one media file, or an MMSA dataset folder
+(label.csv + Raw/<video_id>/<clip_id>.<ext>). Rerunning the same command resumes: what is cached
+is not extracted again.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import signal
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from ..errors import ExtractionError, UsageError
+from ..sources import LabelCsvError, discover
+from . import common
+from .extract_report import Progress, summary_table
+
+PROG = "msa-extract"
+MODALITY_KEYS = {"text": "text", "audio": "audio", "visual": "vision", "vision": "vision"}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from msa.extractors import RECIPES
+
+    p = argparse.ArgumentParser(prog=PROG, description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("input", help="folder of clips, one media file, or a dataset folder with label.csv + Raw/")
+    p.add_argument("--out", required=True, help="output folder (features file, errors.jsonl, cache/)")
+    p.add_argument("--recipe", default="default", choices=sorted(RECIPES), help="named extractor set")
+    p.add_argument("--extractors", action="append", default=[], metavar="MOD:NAME,...",
+                   help="override the recipe per modality (asr/text/audio/visual); NAME 'none' disables one")
+    p.add_argument("--set", action="append", default=[], metavar="MOD.KEY=VALUE", dest="settings",
+                   help="extractor config override, e.g. visual.fps=5 (repeatable; JSON values)")
+    p.add_argument("--jobs", type=int, default=1, help="clips in parallel (default 1)")
+    p.add_argument("--backend", default="loky", choices=("loky", "dask"), help="parallel engine for --jobs")
+    p.add_argument("--scheduler", default=None, metavar="ADDR", help="dask scheduler address (default: a local cluster)")
+    p.add_argument("--max-len", default="", metavar="N|MOD=N,...", help="pad/truncate lengths (default: longest)")
+    p.add_argument("--format", default="pkl", choices=("pkl", "npz"), help="features file format")
+    p.add_argument("--limit-seconds", type=float, default=None, help="clips longer than this fail as too_long")
+    p.add_argument("--missing", default="error", choices=("error", "empty"),
+                   help="a clip without the audio/video stream an extractor needs: fail it, or keep it empty")
+    p.add_argument("--quiet", action="store_true", help="no progress lines")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    return common.run(PROG, build_parser(), _main, argv)
+
+
+def _main(args: argparse.Namespace) -> int:
+    from ..runner import Plan, StorageError, run_all
+
+    if hasattr(signal, "SIGXFSZ"):  # a file-size limit gives EFBIG (a clear error), not a silent kill
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    if args.jobs < 1:
+        raise UsageError("--jobs must be at least 1")
+    if args.scheduler and args.backend != "dask":
+        raise UsageError("--scheduler needs --backend dask")
+    refs, specs = resolve_extractors(args.recipe, ",".join(args.extractors), args.settings)
+    max_len = parse_max_len(args.max_len)
+    out = Path(args.out)
+    try:
+        source = discover(args.input)
+    except LabelCsvError as e:
+        _write_report(out, e)
+        raise
+    _check_writable(out, StorageError)
+    plan = Plan(
+        out_dir=str(out),
+        extractors=tuple(r for m, r in refs.items() if m != "asr"),
+        spec_hashes=tuple((m, s["spec_hash"]) for m, s in specs.items()),
+        asr=refs.get("asr"),
+        limit_seconds=args.limit_seconds,
+        missing=args.missing,
+        torch_threads=max(1, (os.cpu_count() or 1) // args.jobs) if args.jobs > 1 else 0,
+        stop_file=str(out / "cache" / f".stop-{os.getpid()}"),
+        main_pid=os.getpid(),
+    )
+    from ..cache import FeatureCache
+
+    FeatureCache(out).sweep_temp()
+    errors_path = out / "errors.jsonl"
+    _atomic_text(errors_path, "")
+    progress = Progress(len(source.items), enabled=not args.quiet)
+    t0 = time.perf_counter()
+
+    def on_record(rec: Any) -> None:
+        if rec.error is not None:
+            with open(errors_path, "a", encoding="utf-8") as f:  # one line per failure, as it happens
+                f.write(json.dumps(rec.error, ensure_ascii=False) + "\n")
+        progress.update(rec)
+
+    try:
+        records, interrupted = run_all(list(source.items), plan, jobs=args.jobs, backend=args.backend,
+                                       scheduler=args.scheduler, on_record=on_record)
+    except KeyboardInterrupt:
+        progress.close()
+        print(f"{PROG}: stopped; finished clips are cached. Rerun the same command to resume.", file=sys.stderr)
+        return 130
+    progress.close()
+    failures = [r.error for r in records if r.error is not None]
+    _atomic_text(errors_path, "".join(json.dumps(e, ensure_ascii=False) + "\n" for e in failures))
+    wall = time.perf_counter() - t0
+    if interrupted:
+        print(summary_table(records, wall, len(source.items)))
+        print(f"{PROG}: interrupted after {len(records)} of {len(source.items)} clips; finished clips are cached. "
+              "Rerun the same command to resume.", file=sys.stderr)
+        return 130
+    entries = [r.entry for r in records if r.entry is not None]
+    if source.kind == "file" and failures:
+        e = failures[0]
+        raise ExtractionError(f"{e['path']}: {e['reason']}: {e['message']}", reason=e["reason"])
+    if not entries:
+        raise ExtractionError(f"no clip could be extracted ({len(failures)} failed); see {errors_path}")
+    t1 = time.perf_counter()
+    features_path = _assemble(entries, specs, records, source, plan, max_len, out, args.format)
+    assemble_s = time.perf_counter() - t1
+    wall = time.perf_counter() - t0
+    table = summary_table(records, wall, len(source.items), assemble_s=assemble_s)
+    print(table)
+    print(f"features: {features_path}" + (f"   errors: {errors_path} ({len(failures)})" if failures else ""))
+    _write_summary(out, records, wall, assemble_s, args)
+    return 0
+
+
+def resolve_extractors(recipe: str, overrides: str, settings: list[str]) -> tuple[dict[str, Any], dict[str, dict]]:
+    """Recipe + ``--extractors`` + ``--set`` -> {modality: ExtractorRef} and {modality: spec dict}."""
+    from msa.extractors import EXTRACTORS, RECIPES
+
+    from ..runner import ExtractorRef
+
+    chosen = dict(RECIPES[recipe])
+    for part in filter(None, (s.strip() for s in overrides.split(","))):
+        modality, sep, name = part.partition(":")
+        modality = "visual" if modality == "vision" else modality
+        if not sep or modality not in ("asr", "text", "audio", "visual"):
+            raise UsageError(f"--extractors: expected MOD:NAME with MOD in asr/text/audio/visual, got {part!r}")
+        chosen[modality] = name
+    changes: dict[str, dict[str, Any]] = {}
+    for s in settings:
+        lhs, sep, value = s.partition("=")
+        modality, dot, key = lhs.partition(".")
+        modality = "visual" if modality == "vision" else modality
+        if not sep or not dot or modality not in chosen:
+            raise UsageError(f"--set: expected MOD.KEY=VALUE for an active modality ({', '.join(chosen)}), got {s!r}")
+        changes.setdefault(modality, {})[key] = value
+    refs: dict[str, Any] = {}
+    specs: dict[str, dict] = {}
+    for modality in ("asr", "text", "audio", "visual"):
+        name = chosen.get(modality, "none")
+        if name == "none":
+            if modality in changes:
+                raise UsageError(f"--set {modality}.*: modality {modality} is disabled")
+            continue
+        cls = EXTRACTORS.get(name)
+        if cls.modality != modality:
+            raise UsageError(f"--extractors {modality}:{name}: {name} is a {cls.modality} extractor")
+        config = _configure(cls, changes.get(modality, {}))
+        refs[modality] = ExtractorRef(modality, cls, config)
+        if modality != "asr":  # ASR's spec is only computed where a clip needs it (no model load otherwise)
+            specs[modality] = cls(config).spec().to_dict()
+    if not specs:
+        raise UsageError("no text, audio or visual extractor selected")
+    return refs, specs
+
+
+def _configure(cls: type, changes: dict[str, str]) -> Any:
+    base = cls.Config()
+    fields = {f.name: f for f in dataclasses.fields(base)}
+    values = {}
+    for key, raw in changes.items():
+        if key not in fields:
+            raise UsageError(f"--set: {cls.name} has no setting {key!r}; valid: {', '.join(fields) or 'none'}")
+        values[key] = _coerce(cls.name, key, raw, getattr(base, key))
+    return dataclasses.replace(base, **values)
+
+
+def _coerce(name: str, key: str, raw: str, default: Any) -> Any:
+    try:
+        value = json.loads(raw)
+    except json.JSONDecodeError:
+        value = raw
+    if default is None or value is None:
+        return value
+    if isinstance(default, bool):
+        if isinstance(value, bool):
+            return value
+    elif isinstance(default, (int, float)) and isinstance(value, (int, float)) and not isinstance(value, bool):
+        if isinstance(default, float) or float(value).is_integer():
+            return type(default)(value)
+    elif isinstance(default, str):
+        return raw
+    elif isinstance(default, (tuple, list)) and isinstance(value, list):
+        return type(default)(value)
+    raise UsageError(f"--set {name}.{key}={raw}: expected a {type(default).__name__} like {default!r}")
+
+
+def parse_max_len(text: str) -> dict[str, int | None]:
+    """'50' -> every modality; 'text=50,audio=400,vision=300' -> per modality (our names)."""
+    if not text:
+        return {}
+    names = {"text": "text", "audio": "audio", "vision": "visual", "visual": "visual"}
+    try:
+        if "=" not in text:
+            n = int(text)
+            out: dict[str, int | None] = {m: n for m in ("text", "audio", "visual")}
+        else:
+            out = {}
+            for part in text.split(","):
+                k, _, v = part.partition("=")
+                if k.strip() not in names:
+                    raise ValueError(k)
+                out[names[k.strip()]] = int(v)
+    except ValueError as e:
+        raise UsageError(f"--max-len: expected N or text=N,audio=N,vision=N, got {text!r}") from e
+    if any(v is not None and v < 1 for v in out.values()):
+        raise UsageError("--max-len values must be at least 1")
+    return out
+
+
+def _assemble(entries: list, specs: dict, records: list, source: Any, plan: Any, max_len: dict,
+              out: Path, fmt: str) -> Path:
+    from ..assemble import assemble, write_features
+    from ..cache import FeatureCache
+
+    asr = next((r.asr_spec for r in records if r.asr_spec), None)
+    data = assemble(
+        entries, specs, FeatureCache(out), has_modes=source.has_modes, sub_label_keys=source.sub_label_keys,
+        max_len=max_len,
+        extra_config={"asr": asr, "missing": plan.missing, "source": source.kind,
+                      "failed": sorted(r.item.id for r in records if r.error is not None)},
+    )
+    return write_features(data, out / f"features.{fmt}", fmt)
+
+
+def _check_writable(out: Path, error: type) -> None:
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=out, prefix=".write-test-"):
+            pass
+    except OSError as e:
+        raise error(f"output folder {out} is not writable ({e.strerror or e})") from e
+
+
+def _atomic_text(path: Path, text: str) -> None:
+    from ..cache import atomic_write_bytes
+
+    atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def _write_report(out: Path, e: LabelCsvError) -> None:
+    """The full list of label.csv problems (the error line shows the first ones)."""
+    try:
+        _atomic_text(out / "label_errors.txt", "\n".join(e.problems) + "\n")
+    except OSError:
+        return
+    e.args = (f"{e.args[0]} (all {len(e.problems)} listed in {out / 'label_errors.txt'})",)
+
+
+def _write_summary(out: Path, records: list, wall: float, assemble_s: float, args: argparse.Namespace) -> None:
+    from .extract_report import summarize
+
+    summary = summarize(records, wall, assemble_s)
+    summary.update({"jobs": args.jobs, "backend": args.backend})
+    _atomic_text(out / "summary.json", json.dumps(summary, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,264 @@
+"""The extraction job with small fake extractors: caching, per-clip errors, flags, parallel runs.
+
+The fakes (extract_fakes.py) log every call, so "re-extracts nothing" is checked by counting calls.
+The real default recipe runs in tests/e2e/test_extract_e2e.py.
+"""
+from __future__ import annotations
+
+import json
+import os
+import pickle
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+import extract_fakes
+from extract_fakes import FAKE_RECIPE, calls
+from msa.pipeline.cache import FeatureCache
+from msa.pipeline.cli.extract import main
+from msa.pipeline.hashing import file_sha256
+
+extract_fakes.register()
+HERE = Path(__file__).resolve().parent
+
+
+@pytest.fixture(scope="module")
+def clips(make_clip: Any) -> dict[str, Path]:
+    return {
+        "av": make_clip(duration=1.0, fps=10, size=(64, 48)),
+        "av2": make_clip(duration=1.2, fps=10, size=(64, 48), tone_hz=660.0),
+        "silent_video": make_clip(duration=1.0, fps=10, size=(64, 48), audio=False),
+        "wav": make_clip(duration=0.8, video=False, ext="wav", sample_rate=16000),
+    }
+
+
+def folder(tmp_path: Path, clips: dict[str, Path], names: tuple[str, ...], corrupt: bool = False) -> Path:
+    root = tmp_path / "in"
+    root.mkdir()
+    for n in names:
+        shutil.copy(clips[n], root / f"{n}{clips[n].suffix}")
+    if corrupt:
+        (root / "broken.mp4").write_bytes(b"\x00\x00\x00\x18ftypmp42" + b"\x17" * 2000)
+    return root
+
+
+def extract(inp: Path, out: Path, log: Path, *extra: str) -> int:
+    sets = [f"--set={m}.log={log}" for m in ("text", "audio", "visual")]
+    return main([str(inp), "--out", str(out), "--extractors", f"{FAKE_RECIPE},asr:fake_asr",
+                 "--set", f"asr.log={log}", *sets, "--quiet", *extra])
+
+
+def summary(out: Path) -> dict[str, Any]:
+    return json.loads((out / "summary.json").read_text())
+
+
+def errors(out: Path) -> list[dict[str, str]]:
+    return [json.loads(line) for line in (out / "errors.jsonl").read_text().splitlines()]
+
+
+def load(out: Path) -> dict[str, Any]:
+    with open(out / "features.pkl", "rb") as f:
+        return pickle.load(f)
+
+
+def test_folder_run_errors_flags_and_a_rerun_that_extracts_nothing(tmp_path: Path, clips: dict) -> None:
+    inp = folder(tmp_path, clips, ("av", "silent_video", "wav"), corrupt=True)
+    (inp / "av.txt").write_text("a given transcript")
+    out, log = tmp_path / "out", tmp_path / "calls.log"
+    assert extract(inp, out, log, "--missing", "empty") == 0
+    first = sorted(calls(log))
+    assert first == sorted(["fake_text av", "fake_audio av", "fake_visual av",
+                            "fake_asr wav", "fake_text wav", "fake_audio wav",
+                            "fake_text silent_video", "fake_visual silent_video"])
+    [err] = errors(out)
+    assert err["id"] == "in$_$broken" and err["stage"] == "probe" and err["reason"] == "corrupt_media"
+    assert err["path"].endswith("broken.mp4") and "broken.mp4" in err["message"]
+    data = load(out)
+    split = data["all"]
+    assert list(split["id"]) == ["in$_$av", "in$_$silent_video", "in$_$wav"]
+    assert list(split["raw_text"]) == ["a given transcript", "", "tone"]
+    assert list(split["flags"]) == ["no_face", "no_audio,no_speech,no_face", "no_video"]
+    assert list(split["audio_lengths"]) == [10, 0, 8] and list(split["vision_lengths"]) == [5, 5, 0]
+    assert split["audio"].shape == (3, 10, 3) and split["vision"].shape == (3, 5, 3)
+    assert not split["audio"][1].any() and not split["vision"][2].any()  # missing streams stay zero
+    assert split["text"].shape == (3, 5, 4) and list(split["text_lengths"]) == [5, 2, 3]
+    assert split["text_bert"].shape == (3, 3, 5) and split["text_bert"].dtype == np.float32
+    assert list(split["text_bert"][:, 1].sum(axis=1)) == [5, 2, 3]  # attention mask = true lengths
+    assert data["config"]["asr"]["name"] == "fake_asr"
+    assert data["config"]["specs"]["vision"]["name"] == "fake_visual"
+    s = summary(out)
+    assert s["clips"] == {"ok": 3, "extracted": 3, "cached": 0, "failed": 1}
+    assert s["flags"] == {"no_face": 2, "no_audio": 1, "no_speech": 1, "no_video": 1}
+    before = (out / "features.pkl").read_bytes()
+
+    assert extract(inp, out, log, "--missing", "empty") == 0
+    assert sorted(calls(log)) == first  # nothing re-extracted, ASR included
+    assert summary(out)["clips"] == {"ok": 3, "extracted": 0, "cached": 3, "failed": 1}
+    assert (out / "features.pkl").read_bytes() == before
+    assert len(errors(out)) == 1  # errors.jsonl describes the latest run, not an accumulation
+
+
+def test_rename_hits_the_cache_and_config_change_reextracts_one_extractor(tmp_path: Path, clips: dict) -> None:
+    inp = folder(tmp_path, clips, ("av", "av2"))
+    out, log = tmp_path / "out", tmp_path / "calls.log"
+    assert extract(inp, out, log) == 0
+    n = len(calls(log))
+    (inp / "av.mp4").rename(inp / "renamed.mp4")
+    assert extract(inp, out, log) == 0
+    assert len(calls(log)) == n
+    assert "in$_$renamed" in list(load(out)["all"]["id"])
+    assert extract(inp, out, log, "--set", "visual.fps=2") == 0
+    assert sorted(calls(log)[n:]) == ["fake_visual av2", "fake_visual renamed"]
+    assert load(out)["all"]["vision"].shape[1] == 2
+    assert summary(out)["stage_seconds"].keys() >= {"visual"} and "audio" not in summary(out)["stage_seconds"]
+
+
+def test_corrupt_cache_file_is_reextracted_not_trusted(tmp_path: Path, clips: dict) -> None:
+    inp = folder(tmp_path, clips, ("av", "av2"))
+    out, log = tmp_path / "out", tmp_path / "calls.log"
+    assert extract(inp, out, log) == 0
+    good = load(out)
+    n = len(calls(log))
+    sha = file_sha256(inp / "av2.mp4")
+    [audio_file] = (out / "cache" / "fake_audio").glob(f"*/{sha}.pkl")
+    audio_file.write_bytes(audio_file.read_bytes()[:-7])  # truncated
+    assert extract(inp, out, log) == 0
+    assert calls(log)[n:] == ["fake_audio av2"]
+    again = load(out)
+    assert np.array_equal(again["all"]["audio"], good["all"]["audio"])
+
+
+def test_missing_stream_fails_the_clip_by_default(tmp_path: Path, clips: dict) -> None:
+    inp = folder(tmp_path, clips, ("av", "silent_video"))
+    out, log = tmp_path / "out", tmp_path / "calls.log"
+    assert extract(inp, out, log) == 0
+    [err] = errors(out)
+    assert (err["id"], err["stage"], err["reason"]) == ("in$_$silent_video", "probe", "no_audio")
+    assert "--missing empty" in err["message"]
+    assert list(load(out)["all"]["id"]) == ["in$_$av"]
+
+
+def test_label_csv_transcripts_never_run_asr_and_labels_flow_through(tmp_path: Path, clips: dict) -> None:
+    root = tmp_path / "ds"
+    for vid, cid, name in (("v1", "a", "av"), ("v1", "b", "av2"), ("v2", "a", "wav")):
+        (root / "Raw" / vid).mkdir(parents=True, exist_ok=True)
+        shutil.copy(clips[name], root / "Raw" / vid / f"{cid}{clips[name].suffix}")
+    (root / "label.csv").write_text("video_id,clip_id,text,label,label_T,label_A,label_V,annotation,mode\n"
+                                    "v1,a,good movie,2.0,1,2,3,Positive,train\n"
+                                    "v1,b,bad movie,-1.5,-1,-2,-3,Negative,train\n"
+                                    "v2,a,okay,0.0,0,0,0,Neutral,test\n")
+    out, log = tmp_path / "out", tmp_path / "calls.log"
+    assert extract(root, out, log, "--missing", "empty", "--max-len", "text=3,audio=4") == 0
+    assert not any(c.startswith("fake_asr") for c in calls(log))
+    data = load(out)
+    assert set(data) == {"train", "test", "config"}
+    tr = data["train"]
+    assert list(tr["id"]) == ["v1$_$a", "v1$_$b"] and list(tr["raw_text"]) == ["good movie", "bad movie"]
+    assert tr["regression_labels"].dtype == np.float32 and list(tr["regression_labels"]) == [2.0, -1.5]
+    assert list(tr["regression_labels_V"]) == [3.0, -3.0] and list(tr["annotations"]) == ["Positive", "Negative"]
+    assert tr["text"].shape[1] == 3 and tr["audio"].shape[1] == 4 and list(tr["audio_lengths"]) == [4, 4]
+    assert list(tr["text_lengths"]) == [3, 3]  # truncated to --max-len, lengths say so
+    assert data["config"]["max_len"] == {"text": 3, "audio": 4, "vision": 6}  # av2: 1.2 s at 5 fps
+    assert data["config"]["asr"] is None
+
+
+def test_sidecar_problems_and_too_long_are_per_clip_errors(tmp_path: Path, clips: dict) -> None:
+    inp = folder(tmp_path, clips, ("av", "av2", "wav", "silent_video"))
+    (inp / "av.txt").write_text("   ")
+    (inp / "wav.vtt").write_bytes(b"WEBVTT\n\n00:00.000 --> 00:01.000\nna\xefve\xff\n")
+    out, log = tmp_path / "out", tmp_path / "calls.log"
+    assert extract(inp, out, log, "--missing", "empty", "--limit-seconds", "1.1") == 0
+    got = {e["id"]: (e["stage"], e["reason"]) for e in errors(out)}
+    assert got == {"in$_$av": ("transcript", "empty_transcript"), "in$_$wav": ("transcript", "bad_transcript"),
+                   "in$_$av2": ("probe", "too_long")}  # 1.2 s > 1.1 s
+    assert list(load(out)["all"]["id"]) == ["in$_$silent_video"]
+    assert not any(c.startswith("fake_asr") for c in calls(log))  # a bad sidecar is not replaced by ASR
+
+
+def test_all_clips_failing_is_an_error_and_single_file_failures_exit_nonzero(
+        tmp_path: Path, clips: dict, capsys: pytest.CaptureFixture[str]) -> None:
+    inp = folder(tmp_path, clips, (), corrupt=True)
+    assert extract(inp, tmp_path / "out", tmp_path / "log") == 1
+    assert "no clip could be extracted (1 failed)" in capsys.readouterr().err
+    assert extract(inp / "broken.mp4", tmp_path / "out2", tmp_path / "log") == 1
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert err.startswith("msa-extract: error: ") and "broken.mp4: corrupt_media:" in err
+
+
+def test_bad_usage_is_a_one_line_error(tmp_path: Path, clips: dict, capsys: pytest.CaptureFixture[str]) -> None:
+    inp = folder(tmp_path, clips, ("av",))
+    for extra, msg in ((["--set", "visual.nope=1"], "fake_visual has no setting 'nope'"),
+                       (["--set", "visual.fps=fast"], "expected a float"),
+                       (["--extractors", "audio:fake_text"], "fake_text is a text extractor"),
+                       (["--extractors", "audio:nope"], "unknown extractor 'nope'"),
+                       (["--max-len", "text=0"], "at least 1"),
+                       (["--scheduler", "tcp://x:1"], "--scheduler needs --backend dask")):
+        assert extract(inp, tmp_path / "out", tmp_path / "log", *extra) == 2, extra
+        assert msg in capsys.readouterr().err
+
+
+def test_clip_claimed_by_another_process_is_waited_for_not_duplicated(tmp_path: Path, clips: dict) -> None:
+    inp = folder(tmp_path, clips, ("av", "av2"))
+    out, log = tmp_path / "out", tmp_path / "calls.log"
+    held = FeatureCache(out).lock(file_sha256(inp / "av.mp4"))
+    assert held is not None
+    threading.Timer(1.0, held.release).start()  # the "other process" finishes without output
+    assert extract(inp, out, log) == 0
+    assert sorted(calls(log)) == sorted(f"fake_{m} {c}" for m in ("asr", "text", "audio", "visual") for c in ("av", "av2"))
+    assert calls(log)[-1].endswith(" av")  # av2 went first; av was done after the claim was released
+
+
+def test_parallel_loky_and_dask_match_sequential(tmp_path: Path, clips: dict) -> None:
+    from dask.distributed import LocalCluster
+
+    inp = folder(tmp_path, clips, ("av", "av2", "wav"), corrupt=True)
+    log = tmp_path / "calls.log"
+    assert extract(inp, tmp_path / "seq", log, "--missing", "empty") == 0
+    assert extract(inp, tmp_path / "loky", log, "--missing", "empty", "--jobs", "2") == 0
+    with LocalCluster(n_workers=1, threads_per_worker=2, processes=False, dashboard_address=None) as cluster:
+        assert extract(inp, tmp_path / "dask", log, "--missing", "empty", "--backend", "dask",
+                       "--scheduler", cluster.scheduler_address) == 0
+    seq = (tmp_path / "seq" / "features.pkl").read_bytes()
+    for name in ("loky", "dask"):
+        assert (tmp_path / name / "features.pkl").read_bytes() == seq, name
+        assert errors(tmp_path / name) == errors(tmp_path / "seq")
+        assert summary(tmp_path / name)["clips"]["extracted"] == 3
+
+
+def test_ctrl_c_finishes_the_clip_in_flight_and_the_rerun_resumes(tmp_path: Path, clips: dict) -> None:
+    inp = folder(tmp_path, clips, ("av", "av2", "wav"))
+    shutil.copy(clips["av"], inp / "av_copy2.mp4")
+    (inp / "av_copy2.mp4").write_bytes((inp / "av_copy2.mp4").read_bytes() + b"\0")  # distinct bytes
+    out, log = tmp_path / "out", tmp_path / "calls.log"
+    code = ("import sys; sys.path.insert(0, sys.argv[1]); import extract_fakes; extract_fakes.register()\n"
+            "from msa.pipeline.cli.extract import main; sys.exit(main(sys.argv[2:]))\n")
+    argv = [sys.executable, "-c", code, str(HERE), str(inp), "--out", str(out), "--missing", "empty",
+            "--extractors", f"{FAKE_RECIPE},asr:fake_asr", "--set", "audio.sleep=0.6", "--set", f"audio.log={log}"]
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 60
+        while len(calls(log)) < 2 and time.monotonic() < deadline:  # second clip's audio is in flight
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGINT)
+        stdout, stderr = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 130, stderr
+    assert "Rerun the same command to resume" in stderr and "Traceback" not in stderr
+    assert (out / "errors.jsonl").read_text() == ""
+    assert not (out / "features.pkl").exists()
+    done = len(list((out / "cache" / "fake_audio").glob("*/*.pkl")))
+    assert 2 <= done < 4  # the clip in flight was finished and cached, later ones not started
+    assert not list((out / "cache").rglob("*.tmp")) and not list((out / "cache").glob(".stop-*"))
+    assert subprocess.run(argv, capture_output=True, timeout=120).returncode == 0
+    assert len(calls(log)) == 4  # each clip's audio extracted exactly once across both runs
+    assert len(load(out)["all"]["id"]) == 4
