@@ -78,9 +78,10 @@ def resolve_model(model: str) -> tuple[Path, dict[str, Any]]:
 
 def _hf_cache_folder(name: str) -> Path | None:
     """A faster-whisper size name ('small', 'large-v3') already in the Hugging Face cache, else None."""
-    from faster_whisper.utils import _MODELS
+    import faster_whisper.utils
 
-    repo = _MODELS.get(name, name if "/" in name else None)
+    sizes: dict[str, str] = getattr(faster_whisper.utils, "_MODELS", {})  # size name -> hub repo
+    repo = sizes.get(name, name if "/" in name else None)
     if repo is None:
         return None
     from huggingface_hub import snapshot_download
@@ -131,12 +132,13 @@ class WhisperASR(Extractor):
     def describe(self) -> tuple[int, tuple[str, ...], float | None]:
         return len(COLUMNS), COLUMNS, None
 
-    def _model(self) -> Any:
-        folder, _ = resolve_model(self.config.model)
+    def _compute(self) -> tuple[str, str]:
+        """(device, compute type) this process uses."""
         device, compute = _device()
-        if self.config.compute_type != "auto":
-            compute = self.config.compute_type
-        return _load(str(folder), device, compute)
+        return device, compute if self.config.compute_type == "auto" else self.config.compute_type
+
+    def _model(self) -> Any:
+        return _load(str(resolve_model(self.config.model)[0]), *self._compute())
 
     def transcribe(self, clip: Any) -> Transcript:
         """Transcript with word timings (seconds from the clip start); empty when no speech is found."""
@@ -150,7 +152,9 @@ class WhisperASR(Extractor):
         """One row per word: (start, end, probability); times are word centres; meta holds text and words."""
         audio = np.asarray(clip.audio(SAMPLE_RATE), dtype=np.float32).reshape(-1)
         transcript, probs = self._run(audio, getattr(clip, "clip_id", None))
-        return transcript_to_features(transcript, duration=audio.size / SAMPLE_RATE, probs=probs)
+        features = transcript_to_features(transcript, duration=audio.size / SAMPLE_RATE, probs=probs)
+        features.meta["compute"] = "/".join(self._compute())  # int8 on CPU and float16 on CUDA may differ
+        return features
 
     def _run(self, audio: np.ndarray, clip_id: str | None) -> tuple[Transcript, list[float]]:
         source = f"asr:{self.name}"

@@ -219,7 +219,7 @@ class MFCC39(Extractor):
             S=librosa.power_to_db(mel, ref=1.0, amin=1e-10, top_db=None), n_mfcc=13, lifter=c.lifter
         )[:, :t]
         d1 = librosa.feature.delta(mfcc, width=c.delta_width, order=1, mode="nearest")
-        d2 = librosa.feature.delta(mfcc, width=c.delta_width, order=2, mode="nearest")
+        d2 = librosa.feature.delta(d1, width=c.delta_width, order=1, mode="nearest")  # delta of delta, as HTK
         return finish(np.concatenate([mfcc, d1, d2]).T, frame_times(t), y.size)
 
 
@@ -240,20 +240,26 @@ class _OpenSmile(Extractor):
     feature_set: str  # opensmile.FeatureSet member name
 
     def _levels(self) -> tuple[str, ...]:
-        return ("LowLevelDescriptors",)
+        """opensmile.FeatureLevel member names whose outputs are concatenated column-wise."""
+        raise NotImplementedError
 
     @functools.cached_property
     def _smiles(self) -> list[Any]:
         import opensmile
 
         fs = getattr(opensmile.FeatureSet, self.feature_set)
-        return [opensmile.Smile(feature_set=fs, feature_level=getattr(opensmile.FeatureLevel, lv)) for lv in self._levels()]
+        levels = [getattr(opensmile.FeatureLevel, lv) for lv in self._levels()]
+        return [opensmile.Smile(feature_set=fs, feature_level=lv) for lv in levels]
+
+    def __getstate__(self) -> dict[str, Any]:
+        """Picklable for process pools: the Smile objects are rebuilt on first use."""
+        return {k: v for k, v in self.__dict__.items() if k != "_smiles"}
 
     def weights_identity(self) -> dict[str, Any]:
         return {"package": "opensmile", "version": version("opensmile"), "feature_set": self.feature_set}
 
     def _functionals(self) -> bool:
-        return False
+        return self._levels() == ("Functionals",)
 
     def describe(self) -> tuple[int, tuple[str, ...], float | None]:
         cols = tuple(name for s in self._smiles for name in s.feature_names)
@@ -285,9 +291,6 @@ class EGeMAPS(_OpenSmile):
     class Config:
         functionals: bool = False
 
-    def _functionals(self) -> bool:
-        return self.config.functionals
-
     def _levels(self) -> tuple[str, ...]:
         return ("Functionals",) if self.config.functionals else ("LowLevelDescriptors",)
 
@@ -303,4 +306,5 @@ class ComParE(_OpenSmile):
         deltas: bool = False
 
     def _levels(self) -> tuple[str, ...]:
-        return ("LowLevelDescriptors", "LowLevelDescriptors_Deltas") if self.config.deltas else ("LowLevelDescriptors",)
+        lld = ("LowLevelDescriptors",)
+        return (*lld, "LowLevelDescriptors_Deltas") if self.config.deltas else lld

@@ -58,6 +58,8 @@ class FaceBoxFinder:
     """Largest face box per RGB frame from MediaPipe BlazeFace; the detector is built once, lazily.
 
     Static per-frame detection: the result for a frame never depends on earlier frames or clips.
+    Detections scoring below ``min_confidence`` are dropped here: MediaPipe 0.10.21 ignores its own
+    ``min_detection_confidence`` option for this graph and keeps everything above 0.5.
     """
 
     def __init__(self, min_confidence: float = 0.5, full_range: bool = False) -> None:
@@ -79,6 +81,8 @@ class FaceBoxFinder:
         result = self._get().process(image)
         boxes: list[Box] = []
         for det in result.detections or ():
+            if det.score[0] < self.min_confidence:  # the graph option alone does not filter (0.10.21)
+                continue
             rb = det.location_data.relative_bounding_box
             x0, y0 = max(0.0, rb.xmin * w), max(0.0, rb.ymin * h)
             x1, y1 = min(float(w), (rb.xmin + rb.width) * w), min(float(h), (rb.ymin + rb.height) * h)

@@ -120,8 +120,9 @@ def raw_proxies(f: np.ndarray) -> np.ndarray:
     brow_gap = abs(f[55, 0] - f[285, 0])
     mouth_w = abs(f[291, 0] - f[61, 0])
     corner_lift = _y(f, (61,)) - f[0, 1]  # lip corners relative to the upper-lip centre
-    lid_open = np.mean([f[u, 1] - f[l, 1] for u, l in zip(_UPPER_LID + tuple(_PAIRS[i] for i in _UPPER_LID),
-                                                          _LOWER_LID + tuple(_PAIRS[i] for i in _LOWER_LID))])
+    upper = list(_UPPER_LID) + [_PAIRS[i] for i in _UPPER_LID]
+    lower = list(_LOWER_LID) + [_PAIRS[i] for i in _LOWER_LID]
+    lid_open = float(np.mean(f[upper, 1] - f[lower, 1]))  # upper and lower lid points face each other
     eye_w = (abs(f[133, 0] - f[33, 0]) + abs(f[263, 0] - f[362, 0])) / 2.0
     ear = lid_open / eye_w if eye_w > 0 else 0.0
     dist = np.array(
@@ -144,16 +145,16 @@ def raw_proxies(f: np.ndarray) -> np.ndarray:
 
 
 _CANON_RAW = raw_proxies(canonical_mesh())
-_EAR0 = float(_CANON_RAW[12])
-_OFFSET = np.append(_CANON_RAW[:12], 0.0)
-_OFFSET[10] = 0.0  # AU25 is zero-based: closed lips give 0
+_OFFSET = _CANON_RAW.copy()
+_OFFSET[10] = 0.0  # AU25 is zero-based: closed lips give 0 (AU45 is set in proxies())
 _RIGID_CANON = canonical_mesh()[list(RIGID)]
 
 
 def proxies(f: np.ndarray) -> np.ndarray:
-    """The 13 AU proxies of frontalised landmarks; the canonical neutral face scores 0 on each."""
-    au = raw_proxies(f) - _OFFSET
-    au[12] = 1.0 - au[12] / _EAR0  # AU45 blink: 1 - EAR / EAR of the canonical open eye
+    """The 13 AU proxies of frontalised landmarks; the canonical neutral face scores 0 (AU25: its lip gap)."""
+    raw = raw_proxies(f)
+    au = raw - _OFFSET
+    au[12] = 1.0 - raw[12] / _CANON_RAW[12]  # AU45 blink: 1 - EAR / EAR of the canonical open eye
     return au
 
 

@@ -90,8 +90,9 @@ class _TransformerText(Extractor):
         tok, model, device = _load(str(self._folder()))
         text = transcript.text.strip()
         fast = bool(getattr(tok, "is_fast", False))
-        enc = tok(text, add_special_tokens=False, return_offsets_mapping=fast, verbose=False) if text else {"input_ids": []}
-        ids: list[int] = list(enc["input_ids"])
+        enc = tok(text, add_special_tokens=False, return_offsets_mapping=fast, verbose=False) if text else {}
+        ids: list[int] = list(enc.get("input_ids", []))
+        use_tt = "token_type_ids" in tok.model_input_names
         prefix, suffix = _special_template(tok)
         max_len = self._max_len(tok, model)
         window = max_len - len(prefix) - len(suffix)
@@ -99,11 +100,12 @@ class _TransformerText(Extractor):
             raise UsageError(f"{self.name}: need stride >= 0 and max_len > {len(prefix) + len(suffix)}")
         stride = min(self.config.stride, window // 2)  # a clamped max_len may leave room for less overlap
 
-        hidden, n_windows = _encode_windows(model, device, ids, prefix, suffix, window, stride, tok)
+        hidden, n_windows = _encode_windows(model, device, ids, prefix, suffix, window, stride, use_tt)
         kept = ids[:window]
         tb_ids = np.asarray(prefix + kept + suffix, dtype=np.int64)
         text_bert = np.stack([tb_ids, np.ones_like(tb_ids), np.zeros_like(tb_ids)])
-        times, axis = _token_times(transcript, text, enc.get("offset_mapping") if fast else None, len(prefix), hidden.shape[0])
+        offsets = enc.get("offset_mapping") if fast else None
+        times, axis = _token_times(transcript, text, offsets, len(prefix), hidden.shape[0])
         meta = {
             "empty_transcript": not ids,
             "n_tokens": int(hidden.shape[0]),
@@ -113,7 +115,7 @@ class _TransformerText(Extractor):
             "text_bert_len": int(tb_ids.size),
             "text_bert_truncated": len(ids) > window,
             "time_axis": axis,
-            "uses_token_type_ids": "token_type_ids" in tok.model_input_names,
+            "uses_token_type_ids": use_tt,
         }
         return Features(data=hidden, times=times, extra={"text_bert": text_bert}, meta=meta)
 
@@ -136,12 +138,13 @@ def _special_template(tok: Any) -> tuple[list[int], list[int]]:
     for k in range(len(full) - len(probe) + 1):
         if full[k : k + len(probe)] == probe:
             return list(full[:k]), list(full[k + len(probe) :])
-    raise MissingBackendError("text: tokenizer adds specials in an unsupported layout (expected prefix + text + suffix)")
+    raise MissingBackendError("text: tokenizer adds special tokens in an unsupported layout (not prefix+text+suffix)")
 
 
 def _encode_windows(
-    model: Any, device: str, ids: list[int], prefix: list[int], suffix: list[int], window: int, stride: int, tok: Any
-) -> tuple[np.ndarray, int]:
+    model: Any, device: str, ids: list[int], prefix: list[int], suffix: list[int],
+    window: int, stride: int, use_tt: bool,
+) -> tuple[np.ndarray, int]:  # fmt: skip
     """Run overlapping windows and average per token. Returns (hidden (L, H) float32, number of windows)."""
     import torch
 
@@ -152,7 +155,6 @@ def _encode_windows(
         step = window - stride
         starts = list(range(0, n - window, step)) + [n - window]  # last window ends at the last token
     chunks = [prefix + ids[s : s + window] + suffix for s in starts]  # equal length when n > window: no padding
-    use_tt = "token_type_ids" in tok.model_input_names
     outs: list[np.ndarray] = []
     with torch.inference_mode():
         for b in range(0, len(chunks), _BATCH):

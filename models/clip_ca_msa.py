@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, ClassVar
 
 import torch
@@ -24,8 +25,7 @@ from torch import nn
 
 from msa.models.base import Batch, Dims, LossOut, MSAModel, ParamGroup, Task, TrainSettings
 from msa.models.layers.attention import CrossAttentionBlock, ResidualAttentionBlock
-from msa.models.layers.text import TINY, TextEncoder
-from msa.models.layers.text import minilm_path
+from msa.models.layers.text import TINY, TextEncoder, minilm_path
 from msa.pipeline.errors import MissingBackendError, UsageError
 
 LABEL_SOURCES = ("auto", "text", "clip", "random")
@@ -35,6 +35,7 @@ CLS_BOUNDS = (-0.1, 0.1)  # MMSA 3-class bins: y <= -0.1 neg, (-0.1, 0.1] neu, >
 
 @dataclass(frozen=True)
 class ClipCAMSAConfig:
+    n_classes: int = 3  # 3: the paper's neg/neu/pos classifier; 0: the regression variant (MOSI, PHQ-8)
     text_encoder: str = "minilm"
     finetune_text: bool = True
     text_prompt: str = "the sentiment of this video is"  # prepended after [CLS]; "" disables
@@ -141,7 +142,9 @@ def load_tokenizer(name: str) -> Any:
 
 
 def load_clip(model_name: str, weights: str) -> nn.Module:
-    """An open_clip model from a local checkpoint (never downloads)."""
+    """An open_clip model from a local checkpoint file (a tag such as 'openai' would download: refused)."""
+    if not Path(weights).is_file():
+        raise MissingBackendError(f"clip_weights {weights!r} is not a file: supply a local open_clip {model_name} checkpoint")
     try:
         import open_clip
     except ImportError as e:
@@ -149,8 +152,7 @@ def load_clip(model_name: str, weights: str) -> nn.Module:
     try:
         return open_clip.create_model(model_name, pretrained=weights, load_weights=True).eval()
     except (OSError, RuntimeError, ValueError) as e:
-        raise MissingBackendError(f"cannot load open_clip {model_name!r} weights from {weights!r}: "
-                                  f"supply a local ViT-B/16 checkpoint file") from e
+        raise MissingBackendError(f"cannot load open_clip {model_name!r} weights from {weights!r}: {e}") from e
 
 
 class ClipCAMSA(MSAModel):
@@ -160,9 +162,11 @@ class ClipCAMSA(MSAModel):
     uses_bert_ids: ClassVar[bool] = True
     Config = ClipCAMSAConfig
     presets: ClassVar[dict[str, dict[str, Any]]] = {
-        "mosi": {},
+        "mosi": {"n_classes": 0},
+        "mosei": {"n_classes": 0},
+        "custom": {"n_classes": 0},  # an arbitrary label range: the regression variant
         "sims": {},  # the paper's dataset; a Chinese encoder (e.g. bert-base-chinese) + Chinese template is closer
-        "phq8": {"label_template": "a video of a {} person",
+        "phq8": {"n_classes": 0, "label_template": "a video of a {} person",
                  "label_words": ("not depressed", "moderately depressed", "severely depressed")},
         "tiny": {"text_encoder": "tiny-random", "label_source": "random", "width": 32, "video_layers": 1,
                  "video_heads": 2, "cross_heads": 2, "cross_ffn": 64, "max_epochs": 2},
@@ -193,9 +197,9 @@ class ClipCAMSA(MSAModel):
 
     @staticmethod
     def _check(c: ClipCAMSAConfig, task: Task) -> None:
-        if task.n_classes not in (0, len(c.label_words)):
-            raise UsageError(f"clip_ca_msa classifies into {len(c.label_words)} classes, task asks for {task.n_classes}")
-        if task.n_classes and len(c.label_words) != 3:
+        if task.n_classes != c.n_classes:
+            raise UsageError(f"clip_ca_msa config n_classes={c.n_classes} but the task has n_classes={task.n_classes}")
+        if c.n_classes not in (0, 3) or (c.n_classes and len(c.label_words) != 3):
             raise UsageError("clip_ca_msa classification uses the 3 MMSA sentiment classes (neg/neu/pos)")
         if len(c.label_words) < 2:
             raise UsageError("clip_ca_msa needs at least two label words")
@@ -244,7 +248,7 @@ class ClipCAMSA(MSAModel):
             return  # a different width: keep the random initialisation
         with torch.no_grad():
             for mine, theirs in zip(self.video.blocks, blocks):
-                mine.load_state_dict(theirs.state_dict(), strict=False)
+                mine.load_state_dict(theirs.state_dict())  # same parameter names as open_clip
             self.video.positions.copy_(pos[: self.config.max_frames + 1])
 
     def _text_ids(self, text_bert: torch.Tensor) -> torch.Tensor:
@@ -275,8 +279,9 @@ class ClipCAMSA(MSAModel):
             probs = (w[0] * p_t + w[1] * p_v) / w.sum()
         else:
             probs = 0.5 * (p_t + p_v)
-        out = {"logits_t": z_t, "logits_v": z_v, "probs": probs, "logits": probs.clamp_min(1e-12).log()}
+        out = {"logits_t": z_t, "logits_v": z_v, "probs": probs}
         if self.classify:
+            out["logits"] = probs.clamp_min(1e-12).log()  # log of the fused distribution: softmax(logits) = probs
             out["pred"] = (probs.argmax(-1) - 1).to(z_t.dtype)
         else:
             out["score_t"], out["score_v"] = p_t @ self.anchors, p_v @ self.anchors
@@ -313,6 +318,6 @@ class ClipCAMSA(MSAModel):
 
     def train_settings(self) -> TrainSettings:
         c = self.config
-        select = "max:Acc" if self.classify else ("max:CCC" if self.task.metrics == "phq8" else "min:MAE")
+        select = "max:Acc_3" if self.classify else ("max:CCC" if self.task.metrics == "phq8" else "min:MAE")
         return TrainSettings(optimizer="adamw", batch_size=c.batch_size, early_stop=c.early_stop,
                              max_epochs=c.max_epochs, select=select)

@@ -49,6 +49,7 @@ class HSCLConfig:
     omega1: float = 0.01
     omega2: float = 0.1
     xavier_init: bool = True
+    range_output: bool = True  # pred = centre + (high-low)/6 * MLP: the identity on MOSI's [-3, 3] (reference)
     lr_bert: float = 5e-5
     weight_decay_bert: float = 1e-4
     lr_main: float = 1e-3
@@ -162,6 +163,9 @@ class HSCL(MSAModel):
         })
         self.head = nn.Sequential(nn.Dropout(c.dropout_prj), nn.Linear(width, c.d_prjh), nn.Tanh(),
                                   nn.Linear(c.d_prjh, c.d_prjh), nn.Tanh(), nn.Linear(c.d_prjh, 1))
+        scale = (task.high - task.low) / 6.0 if c.range_output else 1.0
+        self.register_buffer("out_affine", torch.tensor([(task.high + task.low) / 2.0 if c.range_output else 0.0, scale]),
+                             persistent=False)
         if c.xavier_init:
             for name, p in self.named_parameters():
                 if not name.startswith("text.") and p.dim() >= 2:
@@ -174,7 +178,7 @@ class HSCL(MSAModel):
         r_at = self.fuse_a(e_t, e_a, m_a)[:, 0]
         r_vt = self.fuse_v(e_t, e_v, m_v)[:, 0]
         fused = 0.5 * (r_at + r_vt)  # the paper's "1/2 (R_at + R_vt)": a mean, not a concatenation
-        pred = self.head(fused).squeeze(-1)
+        pred = self.out_affine[0] + self.out_affine[1] * self.head(fused).squeeze(-1)
         return {
             "pred": pred, "fused": fused,
             "z_t": self.proj["t"](e_t[:, 0]), "z_a": self.proj["a"](e_a[:, 0]), "z_v": self.proj["v"](e_v[:, 0]),

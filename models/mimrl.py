@@ -16,13 +16,13 @@ from typing import Any, ClassVar
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from msa.pipeline.errors import UsageError
 
 from .base import Batch, Dims, LossOut, MSAModel, ParamGroup, Task, TrainSettings
 from .layers.cubemlp import ACTIVATIONS, MLPEncoder, parse_flags, parse_sizes
 from .layers.mi import BOUNDS, CMI_FORMS, CMI_LAST, CRITICS, CMIEstimator, MIEstimator
+from .layers.seq import PackedRNN
 from .layers.text import TextEncoder
 
 MI_TERMS: dict[str, tuple[str, str]] = {"f_t": ("F", "T"), "f_a": ("F", "A"), "f_v": ("F", "V"),
@@ -132,8 +132,8 @@ _CUBE_PUBLISHED = dict(time_len=100, d_hiddens="50-3-128=10-3-128", d_outs="50-3
 
 
 class SequenceEncoder(nn.Module):
-    """Audio/vision encoder of §2.1: BiGRU/BiLSTM over the non-zero frames (directions summed) or a
-    Conv1d, then ReLU(LayerNorm)."""
+    """Audio/vision encoder of §2.1: BiGRU (2 layers) or BiLSTM (1 layer) over the frames that are not all
+    zeros, directions summed, or a Conv1d; then ReLU(LayerNorm)."""
 
     def __init__(self, d_in: int, d_out: int, kind: str = "gru") -> None:
         super().__init__()
@@ -141,8 +141,7 @@ class SequenceEncoder(nn.Module):
         if kind == "conv":
             self.net: nn.Module = nn.Conv1d(d_in, d_out, kernel_size=3, padding=1)
         else:
-            rnn = nn.GRU if kind == "gru" else nn.LSTM
-            self.net = rnn(d_in, d_out, 2 if kind == "gru" else 1, bidirectional=True, batch_first=True)
+            self.net = PackedRNN(d_in, d_out, 2 if kind == "gru" else 1, bidirectional=True, cell=kind)
             for name, p in self.net.named_parameters():
                 if "weight_hh" in name:
                     nn.init.orthogonal_(p)
@@ -152,9 +151,8 @@ class SequenceEncoder(nn.Module):
         if self.kind == "conv":
             y = self.net(x.transpose(1, 2)).transpose(1, 2)
         else:
-            lengths = (x != 0).any(-1).sum(1).clamp(min=1).cpu()  # frames that are not all zeros
-            packed = pack_padded_sequence(x, lengths, batch_first=True, enforce_sorted=False)
-            y, _ = pad_packed_sequence(self.net(packed)[0], batch_first=True, total_length=x.size(1))
+            y = self.net(x, (x != 0).any(-1).sum(1), return_outputs=True)[0]
+            y = F.pad(y, (0, 0, 0, x.size(1) - y.size(1)))  # re-pad to the input length
             y = y[..., : self.d_out] + y[..., self.d_out:]
         return F.relu(self.norm(y))
 
@@ -261,13 +259,10 @@ class MIMRL(MSAModel):
             return LossOut(task, logs)
         feats = self._features(out, y, detach=False)
         self._collect.append({k: f.detach() for k, f in feats.items()})
-        if epoch == 0 or not self._can_estimate(y.numel()):
-            return LossOut(task, logs)  # epoch 0: the memory is empty and L2 = L_task
+        if not self._can_estimate(y.numel()):
+            return LossOut(task, logs)  # first epoch: the memory is empty and L2 = L_task
         est, _ = self.estimates(feats)
-        info = information_terms(est)
-        self._accumulate(info)
-        self._accumulate({f"cmi_{n}": est[n] for n in CMI_TERMS})
-        logs.update({k: float(v.detach()) for k, v in info.items()})
+        self._accumulate(information_terms(est) | {f"cmi_{n}": est[n] for n in CMI_TERMS})
         return LossOut(stage2_loss(task, est, self.config.c2), logs)
 
     def _stage1_loss(self, out: dict[str, torch.Tensor], y: torch.Tensor) -> LossOut:
@@ -276,13 +271,12 @@ class MIMRL(MSAModel):
             return LossOut(sum(p.sum() * 0.0 for p in self._estimator_params()), {})
         est, bce = self.estimates(self._features(out, y, detach=True))
         terms = {n: -est[n] for n in MI_TERMS} | bce
-        loss = sum(c * terms[n] for c, n in zip(self.config.c1, STAGE1_ORDER))
-        self._accumulate({"vmi_loss": loss})
-        return LossOut(loss, {"vmi_loss": float(loss.detach())})
+        return LossOut(sum(c * terms[n] for c, n in zip(self.config.c1, STAGE1_ORDER)), {})
 
     # schedule and hooks -----------------------------------------------------------------------------
     def stages(self, epoch: int) -> list[tuple[str, int]]:
-        if epoch == 0 or self.config.stage1_n < 1:
+        """Estimators first, once a memory exists (from the second epoch on), then the main network."""
+        if self.memory is None or self.config.stage1_n < 1:
             return [("main", 1)]
         return [("vmi", self.config.stage1_n), ("main", 1)]
 
@@ -302,6 +296,9 @@ class MIMRL(MSAModel):
         return TrainSettings(optimizer="adam", batch_size=c.batch_size, clip_value=c.clip_value or None,
                              early_stop=c.early_stop, max_epochs=c.max_epochs, select=c.select, scheduler=c.scheduler)
 
+    def on_train_start(self, loader: Any) -> None:
+        self.memory = None
+
     def on_epoch_start(self, epoch: int) -> None:
         self._collect, self._sums, self._counts = [], {}, {}
 
@@ -313,7 +310,8 @@ class MIMRL(MSAModel):
                 p.grad = None
 
     def on_epoch_end(self, epoch: int) -> dict[str, float]:
-        """Swap in this epoch's main-stage features as the memory; return the epoch's mean estimates."""
+        """Swap in this epoch's main-stage features as the memory; return the epoch's mean information
+        amounts (I_fusion_t/a/v, I_inv, I_spec_t/a/v, I_comp) and raw CMI estimates (cmi_*)."""
         if self._collect:
             self.memory = {k: torch.cat([b[k] for b in self._collect]) for k in FEATURES}
         self._collect = []

@@ -14,12 +14,12 @@ from typing import Any, ClassVar
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.nn.utils.rnn import pack_padded_sequence
 
 from msa.pipeline.errors import UsageError
 
 from .base import Batch, Dims, LossOut, MSAModel, ParamGroup, Task, TrainSettings
 from .layers.mi import CPC, MMILB, gaussian_entropy
+from .layers.seq import PackedRNN
 from .layers.text import TextEncoder
 
 
@@ -65,23 +65,17 @@ class MMIMConfig:
 
 
 class RNNEncoder(nn.Module):
-    """Packed LSTM over the valid frames; the last layer's final hidden state -> Linear."""
+    """LSTM over each sample's true length; the last layer's final hidden state -> Dropout -> Linear."""
 
     def __init__(self, d_in: int, d_hidden: int, d_out: int, n_layer: int, dropout: float, bidirectional: bool) -> None:
         super().__init__()
         p = dropout if n_layer > 1 else 0.0
-        self.rnn = nn.LSTM(d_in, d_hidden, n_layer, dropout=p, bidirectional=bidirectional, batch_first=True)
+        self.rnn = PackedRNN(d_in, d_hidden, n_layer, dropout=p, bidirectional=bidirectional, cell="lstm")
         self.drop = nn.Dropout(p)
-        self.out = nn.Linear(d_hidden * (2 if bidirectional else 1), d_out)
-        self.bidirectional = bidirectional
+        self.out = nn.Linear(self.rnn.out_size, d_out)
 
     def forward(self, x: torch.Tensor, lengths: torch.Tensor | None) -> torch.Tensor:
-        if lengths is None:
-            lengths = (x != 0).any(-1).sum(1)
-        lengths = lengths.long().clamp(1, x.size(1)).cpu()
-        _, (h_n, _) = self.rnn(pack_padded_sequence(x, lengths, batch_first=True, enforce_sorted=False))
-        h = torch.cat([h_n[-2], h_n[-1]], dim=-1) if self.bidirectional else h_n[-1]
-        return self.out(self.drop(h))
+        return self.out(self.drop(self.rnn(x, lengths)[1]))
 
 
 class MMIM(MSAModel):

@@ -17,6 +17,8 @@ from typing import Any
 
 import numpy as np
 
+from msa.extractors.base import Features
+
 from .cache import FeatureCache, atomic_write_bytes
 from .errors import DataError, ExtractionError
 from .hashing import canonical_json
@@ -59,18 +61,27 @@ def assemble(
     has_modes: bool,
     sub_label_keys: tuple[str, ...] = (),
     max_len: dict[str, int | None] | None = None,
+    aligned: bool = False,
     extra_config: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """The MMSA dict for ``entries`` (in order). Loads one clip's features at a time from ``cache``."""
+    """The MMSA dict for ``entries`` (in order). Loads one clip's features at a time from ``cache``.
+
+    ``aligned``: audio and vision are averaged over each text token's word span (MMSA's aligned
+    layout: every modality has the text's length); needs word timings (ASR transcripts).
+    """
     modalities = [m for m in ("text", "audio", "visual") if m in specs]
+    if aligned and "text" not in specs:
+        raise DataError("word alignment needs a text extractor", reason="usage")
     lengths = resolve_max_len(entries, modalities, max_len or {})
+    if aligned:
+        lengths.update({m: lengths["text"] for m in modalities})
     splits = [m for m in MODES if any(e.item.mode == m for e in entries)] if has_modes else ["all"]
     first = next((e for e in entries if "text" in e.refs), None)
     has_bert = "text" in specs and first is not None and "text_bert" in _load(cache, first, "text").extra
     out: dict[str, Any] = {}
     for split in splits:
         chosen = [e for e in entries if (e.item.mode if has_modes else "all") == split]
-        out[split] = _split(chosen, specs, cache, lengths, sub_label_keys, has_bert)
+        out[split] = _split(chosen, specs, cache, lengths, sub_label_keys, has_bert, aligned)
     config = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
@@ -78,6 +89,7 @@ def assemble(
         "max_len": {MMSA_KEY[m]: lengths[m] for m in modalities},
         "splits": splits,
         "sub_labels": list(sub_label_keys),
+        "aligned": aligned,
         "padding": "zeros at the end; truncation keeps the first max_len steps",
         **(extra_config or {}),
     }
@@ -93,6 +105,7 @@ def _split(
     lengths: dict[str, int],
     sub_label_keys: tuple[str, ...],
     has_bert: bool,
+    aligned: bool = False,
 ) -> dict[str, Any]:
     n = len(entries)
     d: dict[str, Any] = {
@@ -117,6 +130,8 @@ def _split(
             feats = _load(cache, e, m)
             if feats is None:
                 continue
+            if aligned and m != "text":
+                feats = align_to_tokens(feats, _load(cache, e, "text"), e.words)
             if feats.data.shape[1] != dim and feats.data.shape[0] > 0:
                 raise DataError(
                     f"{e.item.id}: {m} features have dim {feats.data.shape[1]}, spec says {dim}; "
@@ -133,6 +148,28 @@ def _split(
         if bert is not None:
             d["text_bert"] = bert
     return d
+
+
+def align_to_tokens(feats: Features, text: Features, words: tuple[tuple[str, float, float], ...]) -> Features:
+    """``feats`` averaged over each text token's word span: one row per token, zeros for special tokens.
+
+    A token belongs to the word whose centre equals its time (text extractors time content tokens
+    at their word's centre); a word shorter than a frame takes the frame nearest its centre.
+    """
+    spans = np.array([(s, e) for _, s, e in words], dtype=np.float64).reshape(-1, 2)
+    centres = spans.mean(axis=1)
+    out = np.zeros((text.data.shape[0], feats.data.shape[1]), dtype=np.float32)
+    if feats.data.shape[0] == 0 or len(spans) == 0:
+        return Features(out, text.times)
+    for i, t in enumerate(text.times):
+        hit = np.flatnonzero(np.isclose(centres, t, atol=1e-6))
+        if hit.size == 0:
+            continue  # [CLS], [SEP], ...
+        start, end = spans[hit[0]]
+        inside = (feats.times >= start) & (feats.times < end)
+        rows = feats.data[inside] if inside.any() else feats.data[[np.argmin(np.abs(feats.times - t))]]
+        out[i] = rows.mean(axis=0)
+    return Features(out, text.times)
 
 
 def _load(cache: FeatureCache, e: Entry, modality: str) -> Any:

@@ -106,12 +106,12 @@ class FeatureCache:
             atomic_write_bytes(p, (json.dumps(json.loads(canonical_json(spec)), indent=2) + "\n").encode())
 
     def sweep_temp(self, min_age_s: float = 600.0) -> int:
-        """Remove temp files left by killed writers (their pid is gone and they are old). Returns the count."""
+        """Remove temp and stop files left by killed runs (their pid is gone, or they are old). Returns the count."""
         removed = 0
         if not self.root.is_dir():
             return 0
         now = time.time()
-        for tmp in self.root.rglob(".*.tmp"):
+        for tmp in [*self.root.rglob(".*.tmp"), *self.root.glob(".stop-*")]:
             pid = _pid_of(tmp.name)
             try:
                 old = now - tmp.stat().st_mtime > min_age_s
@@ -129,9 +129,9 @@ class FeatureCache:
 
 
 def _pid_of(name: str) -> int | None:
-    parts = name.split(".")  # .<file>.<pid>.<random>.tmp
+    """The writer's pid in ``.<file>.<pid>.<random>.tmp`` or ``.stop-<pid>``."""
     with suppress(ValueError, IndexError):
-        return int(parts[-3])
+        return int(name[len(".stop-"):]) if name.startswith(".stop-") else int(name.split(".")[-3])
     return None
 
 

@@ -188,11 +188,13 @@ class CMIEstimator(nn.Module):
         prod = torch.cat(prod_knn_sample(*memory, x.size(0), self.k, self.width, generator), dim=1)
         n = min(joint.size(0), prod.size(0))
         rows = torch.cat([joint[:n], prod[:n].to(joint.dtype)], dim=0)
-        target = torch.zeros(2 * n, 2, device=rows.device, dtype=rows.dtype)
+        target = torch.zeros(2 * n, 2, device=rows.device)
         target[:n, 0] = 1
         target[n:, 1] = 1
-        g = self.gamma(rows)
-        return cmi_from_gamma(g[:n, 0], g[n:, 0], self.form), F.binary_cross_entropy(g, target)
+        g = self.gamma(rows).float()
+        with torch.autocast(device_type=g.device.type, enabled=False):  # BCE is unsafe under autocast
+            bce = F.binary_cross_entropy(g, target)
+        return cmi_from_gamma(g[:n, 0], g[n:, 0], self.form), bce
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -228,6 +230,7 @@ def gaussian_lld(mu: torch.Tensor, logvar: torch.Tensor, y: torch.Tensor) -> tor
 def gaussian_entropy(pos: torch.Tensor, neg: torch.Tensor) -> torch.Tensor:
     """``1/4 (logdet Sigma_+ + logdet Sigma_-)`` with biased covariances of the two groups' rows."""
     def logdet_cov(z: torch.Tensor) -> torch.Tensor:
+        z = z.float()
         c = z - z.mean(0, keepdim=True)
         return torch.logdet(c.t() @ c / z.size(0))
 

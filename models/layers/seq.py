@@ -1,7 +1,7 @@
 """Sequence encoders shared by the model zoo.
 
-- ``PackedRNN``: an LSTM/GRU run over each sample's true length (packed, ``enforce_sorted=False``),
-  so padding never enters the final state. Reusable by any model that needs length-aware RNNs.
+- ``PackedRNN``: an LSTM/GRU run over each sample's true length, so padding never enters the final
+  state. Reusable by any model that needs length-aware RNNs.
 - ``AuViSubNet``: Self-MM's audio/vision subnet (packed LSTM -> dropout -> linear) [MMSA SELF_MM.py].
 - ``SubNet`` / ``TextSubNet``: MMSA's FeatureNets used by TFN and LMF (MODELS.md 6.1).
 - ``time_average``: MMSA's ``need_normalized`` averaging of audio/vision over time (MODELS.md 6.0).
@@ -27,7 +27,13 @@ class PackedRNN(nn.Module):
     ``forward(x, lengths)`` returns ``(outputs, final)``: ``outputs`` (B, T', H*dirs) is zero past
     each length (T' = longest length in the batch) and ``final`` (B, H*dirs) is the last layer's
     final hidden state (both directions concatenated when bidirectional). A zero length is treated
-    as 1 (one padded step), because packing cannot represent empty sequences.
+    as 1 (one padded step).
+
+    Unidirectional RNNs run on the zero-filled padded batch and read each sample's state at its last
+    valid step: the same numbers as a packed sequence (later steps cannot influence earlier ones),
+    but through the fused kernel, about 10x faster on CPU for long audio/vision sequences than the
+    per-step loop PyTorch uses for packed input. Bidirectional RNNs are packed
+    (``enforce_sorted=False``), because the backward direction must start at each true end.
     """
 
     def __init__(self, in_size: int, hidden: int, num_layers: int = 1, dropout: float = 0.0,
@@ -45,10 +51,24 @@ class PackedRNN(nn.Module):
     def forward(self, x: torch.Tensor, lengths: torch.Tensor | None,
                 return_outputs: bool = False) -> tuple[torch.Tensor | None, torch.Tensor]:
         lens = clean_lengths(lengths, x.shape[0], x.shape[1])
+        if self.bidirectional:
+            return self._packed(x, lens, return_outputs)
+        t_max = int(lens.max())
+        lens_dev = lens.to(x.device)
+        valid = torch.arange(t_max, device=x.device)[None, :] < lens_dev[:, None]  # (B, T')
+        x = torch.where(valid[..., None], x[:, :t_max], torch.zeros((), dtype=x.dtype, device=x.device))
+        out = self.rnn(x)[0]
+        final = out[torch.arange(x.shape[0], device=x.device), lens_dev - 1]
+        if not return_outputs:
+            return None, final
+        return torch.where(valid[..., None], out, torch.zeros((), dtype=out.dtype, device=out.device)), final
+
+    def _packed(self, x: torch.Tensor, lens: torch.Tensor,
+                return_outputs: bool) -> tuple[torch.Tensor | None, torch.Tensor]:
         packed = pack_padded_sequence(x, lens, batch_first=True, enforce_sorted=False)
         out, state = self.rnn(packed)
         h_n = state[0] if isinstance(state, tuple) else state  # (layers*dirs, B, H), in input order
-        final = torch.cat([h_n[-2], h_n[-1]], dim=-1) if self.bidirectional else h_n[-1]
+        final = torch.cat([h_n[-2], h_n[-1]], dim=-1)
         outputs = pad_packed_sequence(out, batch_first=True)[0] if return_outputs else None
         return outputs, final
 
@@ -106,8 +126,27 @@ class TextSubNet(nn.Module):
         self.linear = nn.Linear(hidden, out_size)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        _, (h_n, _) = self.rnn(x)
-        return self.linear(self.dropout(h_n[-1]))
+        return self.linear(self.dropout(lstm_last_hidden(self.rnn, x)))
+
+
+def lstm_last_hidden(lstm: nn.LSTM, x: torch.Tensor) -> torch.Tensor:
+    """The last layer's h_n of a batch-first LSTM run over the whole (B, T, D) sequence.
+
+    When only the weights need gradients (input features, CPU), a 1-layer unidirectional LSTM is
+    unrolled: one GEMM for all input projections, then the recurrence. The result is the same; the
+    backward pass skips the input gradient that the fused kernel always computes (~35% faster).
+    """
+    simple = lstm.num_layers == 1 and not lstm.bidirectional and lstm.bias and not lstm.proj_size
+    if not (simple and torch.is_grad_enabled() and not x.requires_grad and not x.is_cuda and x.shape[1] > 0):
+        return lstm(x)[1][0][-1]
+    gates_in = F.linear(x, lstm.weight_ih_l0, lstm.bias_ih_l0 + lstm.bias_hh_l0)  # (B, T, 4H)
+    w_hh = lstm.weight_hh_l0.t()
+    h = c = x.new_zeros(x.shape[0], lstm.hidden_size)
+    for g_t in gates_in.unbind(1):
+        i, f, g, o = torch.addmm(g_t, h, w_hh).chunk(4, dim=1)  # PyTorch gate order: input, forget, cell, output
+        c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
+        h = torch.sigmoid(o) * torch.tanh(c)
+    return h
 
 
 def time_average(x: torch.Tensor, lengths: torch.Tensor | None = None, padded_len: int = 0,

@@ -25,13 +25,14 @@ def build_parser() -> argparse.ArgumentParser:
 def _main(args: argparse.Namespace) -> int:
     from ..bundle import load_bundle
     from ..data import load_features
-    from ..runs import _clean, evaluate_bundle, label_csv_features
+    from ..evaluate import label_csv_features
+    from ..runs import _clean, evaluate_bundle
     from ..trainer import resolve_device
 
     device = resolve_device(args.device)
     bundle = load_bundle(args.bundle, device=str(device))
     if args.data.suffix.lower() == ".csv":
-        fs = label_csv_features(bundle, args.data)
+        fs = label_csv_features(bundle, args.data, split=args.split)
     else:
         fs = load_features(args.data)
     res = evaluate_bundle(bundle, fs, args.split, device=str(device))

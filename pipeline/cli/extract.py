@@ -3,7 +3,7 @@
     msa-extract INPUT --out feats/ [--recipe default] [--extractors text:minilm,audio:egemaps,visual:none]
                 [--set visual.fps=5] [--jobs N] [--backend loky|dask] [--scheduler ADDR]
                 [--max-len 50 | --max-len text=50,audio=400,vision=300] [--format pkl|npz]
-                [--limit-seconds S] [--missing error|empty]
+                [--limit-seconds S] [--missing error|empty] [--align]
 
 INPUT is a folder of clips (searched recursively), one media file, or an MMSA dataset folder
 (label.csv + Raw/<video_id>/<clip_id>.<ext>). Rerunning the same command resumes: what is cached
@@ -35,7 +35,9 @@ def build_parser() -> argparse.ArgumentParser:
     from msa.extractors import RECIPES
 
     p = argparse.ArgumentParser(prog=PROG, description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+                                formatter_class=argparse.RawDescriptionHelpFormatter,
+                                epilog="Rerun the same command to resume: what is cached is not extracted again. "
+                                       "More: docs/extract.md")
     p.add_argument("input", help="folder of clips, one media file, or a dataset folder with label.csv + Raw/")
     p.add_argument("--out", required=True, help="output folder (features file, errors.jsonl, cache/)")
     p.add_argument("--recipe", default="default", choices=sorted(RECIPES), help="named extractor set")
@@ -47,6 +49,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--backend", default="loky", choices=("loky", "dask"), help="parallel engine for --jobs")
     p.add_argument("--scheduler", default=None, metavar="ADDR", help="dask scheduler address (default: a local cluster)")
     p.add_argument("--max-len", default="", metavar="N|MOD=N,...", help="pad/truncate lengths (default: longest)")
+    p.add_argument("--align", action="store_true",
+                   help="word-level alignment: audio/vision averaged per text token (needs ASR word timings)")
     p.add_argument("--format", default="pkl", choices=("pkl", "npz"), help="features file format")
     p.add_argument("--limit-seconds", type=float, default=None, help="clips longer than this fail as too_long")
     p.add_argument("--missing", default="error", choices=("error", "empty"),
@@ -68,22 +72,23 @@ def _main(args: argparse.Namespace) -> int:
         raise UsageError("--jobs must be at least 1")
     if args.scheduler and args.backend != "dask":
         raise UsageError("--scheduler needs --backend dask")
-    refs, specs = resolve_extractors(args.recipe, ",".join(args.extractors), args.settings)
-    max_len = parse_max_len(args.max_len)
     out = Path(args.out)
+    max_len = parse_max_len(args.max_len)
     try:
-        source = discover(args.input)
+        source = discover(args.input)  # every label.csv problem is reported before anything else runs
     except LabelCsvError as e:
         _write_report(out, e)
         raise
     _check_writable(out, StorageError)
+    refs, specs = resolve_extractors(args.recipe, ",".join(args.extractors), args.settings, out / "cache" / "specs")
     plan = Plan(
         out_dir=str(out),
         extractors=tuple(r for m, r in refs.items() if m != "asr"),
-        spec_hashes=tuple((m, s["spec_hash"]) for m, s in specs.items()),
+        specs=specs,
         asr=refs.get("asr"),
         limit_seconds=args.limit_seconds,
         missing=args.missing,
+        align=args.align,
         torch_threads=max(1, (os.cpu_count() or 1) // args.jobs) if args.jobs > 1 else 0,
         stop_file=str(out / "cache" / f".stop-{os.getpid()}"),
         main_pid=os.getpid(),
@@ -121,11 +126,16 @@ def _main(args: argparse.Namespace) -> int:
     entries = [r.entry for r in records if r.entry is not None]
     if source.kind == "file" and failures:
         e = failures[0]
-        raise ExtractionError(f"{e['path']}: {e['reason']}: {e['message']}", reason=e["reason"])
+        msg = e["message"] if e["path"] in e["message"] else f"{e['path']}: {e['message']}"
+        raise ExtractionError(f"{msg} [{e['reason']} at {e['stage']}]", reason=e["reason"])
     if not entries:
         raise ExtractionError(f"no clip could be extracted ({len(failures)} failed); see {errors_path}")
     t1 = time.perf_counter()
-    features_path = _assemble(entries, specs, records, source, plan, max_len, out, args.format)
+    try:
+        features_path = _assemble(entries, specs, records, source, plan, max_len, out, args.format)
+    except OSError as e:
+        raise StorageError(f"cannot write the features file in {out}: {e.strerror or e}; every clip is cached, "
+                           "fix the output folder and rerun to assemble it") from e
     assemble_s = time.perf_counter() - t1
     wall = time.perf_counter() - t0
     table = summary_table(records, wall, len(source.items), assemble_s=assemble_s)
@@ -135,7 +145,8 @@ def _main(args: argparse.Namespace) -> int:
     return 0
 
 
-def resolve_extractors(recipe: str, overrides: str, settings: list[str]) -> tuple[dict[str, Any], dict[str, dict]]:
+def resolve_extractors(recipe: str, overrides: str, settings: list[str],
+                       memo: Path | None = None) -> tuple[dict[str, Any], dict[str, dict]]:
     """Recipe + ``--extractors`` + ``--set`` -> {modality: ExtractorRef} and {modality: spec dict}."""
     from msa.extractors import EXTRACTORS, RECIPES
 
@@ -170,10 +181,37 @@ def resolve_extractors(recipe: str, overrides: str, settings: list[str]) -> tupl
         config = _configure(cls, changes.get(modality, {}))
         refs[modality] = ExtractorRef(modality, cls, config)
         if modality != "asr":  # ASR's spec is only computed where a clip needs it (no model load otherwise)
-            specs[modality] = cls(config).spec().to_dict()
+            specs[modality] = _spec(cls(config), memo)
     if not specs:
         raise UsageError("no text, audio or visual extractor selected")
     return refs, specs
+
+
+def _spec(extractor: Any, memo: Path | None) -> dict[str, Any]:
+    """``extractor.spec().to_dict()``, memoised on disk by everything spec_hash covers.
+
+    ``describe()`` may build the backend (openSMILE imports pandas: seconds); a fully cached rerun
+    should not pay that. The memo key is the spec_hash input itself, so it can never go stale.
+    """
+    from ..cache import atomic_write_bytes
+    from ..hashing import json_sha256
+
+    key = json_sha256({"class": f"{type(extractor).__module__}:{type(extractor).__qualname__}",
+                       "name": extractor.name, "version": extractor.version,
+                       "config": dataclasses.asdict(extractor.config), "weights": extractor.weights_identity()}, 32)
+    path = memo / f"{key}.json" if memo is not None else None
+    if path is not None and path.is_file():
+        try:
+            return json.loads(path.read_text())
+        except (OSError, ValueError):
+            pass  # unreadable memo: recompute
+    spec = extractor.spec().to_dict()
+    if path is not None:
+        try:
+            atomic_write_bytes(path, json.dumps(spec).encode())
+        except OSError:
+            pass  # the memo is an optimisation; the writable check reports a bad output folder
+    return spec
 
 
 def _configure(cls: type, changes: dict[str, str]) -> Any:
@@ -238,7 +276,7 @@ def _assemble(entries: list, specs: dict, records: list, source: Any, plan: Any,
     asr = next((r.asr_spec for r in records if r.asr_spec), None)
     data = assemble(
         entries, specs, FeatureCache(out), has_modes=source.has_modes, sub_label_keys=source.sub_label_keys,
-        max_len=max_len,
+        max_len=max_len, aligned=plan.align,
         extra_config={"asr": asr, "missing": plan.missing, "source": source.kind,
                       "failed": sorted(r.item.id for r in records if r.error is not None)},
     )

@@ -159,3 +159,12 @@ def test_compare_lld_and_deltas(three_s: ArrayClip) -> None:
     assert plain.data.shape[1] == 65 and with_d.data.shape[1] == 130
     np.testing.assert_array_equal(with_d.data[:, :65], plain.data)
     assert ComParE(deltas=True).spec().columns[65].endswith("_de")
+
+
+def test_opensmile_extractor_pickles_after_use(three_s: ArrayClip) -> None:
+    import pickle
+
+    ex = EGeMAPS()
+    first = ex.extract(three_s)  # builds the Smile object
+    clone = pickle.loads(pickle.dumps(ex))  # e.g. sent to a worker process
+    np.testing.assert_array_equal(clone.extract(three_s).data, first.data)

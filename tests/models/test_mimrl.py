@@ -38,10 +38,15 @@ def test_forward_outputs_and_classifier_reads_fused_vector():
     assert torch.allclose(out["pred"], model.classifier(out["F"]).squeeze(-1))
 
 
-def test_stages_schedule():
+def test_stages_schedule_waits_for_memory():
     model = tiny()
-    assert model.stages(0) == [("main", 1)]
-    assert model.stages(1) == [("vmi", model.config.stage1_n), ("main", 1)]
+    model.on_train_start(None)
+    assert model.stages(1) == [("main", 1)]  # first epoch: no memory, no estimator stage
+    opts = optimisers(model)
+    run_epoch(model, opts, [make_batch(16, 0)], 1)
+    assert model.stages(2) == [("vmi", model.config.stage1_n), ("main", 1)]
+    model.on_train_start(None)  # a new fit starts from an empty memory
+    assert model.memory is None and model.stages(1) == [("main", 1)]
 
 
 def test_param_groups_partition_estimators_from_main():
@@ -57,13 +62,13 @@ def test_param_groups_partition_estimators_from_main():
     assert lrs["bert"] == pytest.approx(model.config.lr * model.config.bert_lr_rate)
 
 
-def test_epoch0_is_task_loss_and_fills_memory():
+def test_first_epoch_is_task_loss_and_fills_memory():
     model = tiny()
     opts = optimisers(model)
     batches = [make_batch(16, i) for i in range(2)]
-    logs, report = run_epoch(model, opts, batches, 0)
+    logs, report = run_epoch(model, opts, batches, 1)
     assert [s for s, _ in logs] == ["main", "main"]
-    assert all(lo.loss.item() == pytest.approx(lo.logs["task"]) and set(lo.logs) == {"task"} for _, lo in logs)
+    assert all(lo.loss.item() == pytest.approx(lo.logs["task"]) for _, lo in logs)
     assert report == {}
     mem = model.memory
     assert mem is not None and {k: v.shape[0] for k, v in mem.items()} == dict.fromkeys("CFTAV", 32)
@@ -75,33 +80,59 @@ def test_stage1_trains_only_estimators_and_stage2_leaves_them_unchanged():
     model = tiny()
     opts = optimisers(model)
     batches = [make_batch(16, i) for i in range(2)]
-    run_epoch(model, opts, batches, 0)
+    run_epoch(model, opts, batches, 1)
     est = {n for n, _ in model.named_parameters() if n.startswith(("vmi.", "vcmi."))}
     before = snapshot(model)
-    lo = step(model, opts, batches[0], 1, "vmi")
+    step(model, opts, batches[0], 2, "vmi")
     moved = changed(before, model)
     assert moved and moved <= est
-    assert "vmi_loss" in lo.logs
     before = snapshot(model)
-    step(model, opts, batches[1], 1, "main")
+    step(model, opts, batches[1], 2, "main")
     moved = changed(before, model)
     assert moved and not moved & est
 
 
-def test_stage2_loss_adds_weighted_information_and_reports_epoch_means():
+ESTIMATE_NAMES = ("f_t", "f_a", "f_v", "t_a", "t_v", "ac_t", "ta_c", "vc_t", "tv_c", "tc_a", "tc_v")
+
+
+def test_stage2_loss_subtracts_weighted_information_and_epoch_end_reports_means(monkeypatch):
+    model = tiny(c2=(0.11, 0.12, 0.13, 0.14, 0.15, 0.16, 0.17, 0.18))
+    opts = optimisers(model)
+    batches = [make_batch(16, i) for i in range(2)]
+    run_epoch(model, opts, batches, 1)
+    values = iter([0.5, 1.5])  # the two batches get different fixed estimates
+    fixed: list[dict[str, torch.Tensor]] = []
+
+    def fake_estimates(feats):
+        v = next(values)
+        est = {n: torch.tensor(v + 0.1 * i) + 0 * feats["F"].sum() for i, n in enumerate(ESTIMATE_NAMES)}
+        fixed.append(est)
+        return est, {}
+
+    monkeypatch.setattr(model, "estimates", fake_estimates)
+    model.on_epoch_start(2)
+    losses = [step(model, opts, b, 2, "main") for b in batches]
+    report = model.on_epoch_end(2)
+    for lo, est in zip(losses, fixed):
+        info = information_terms(est)
+        expected = lo.logs["task"] - sum(c * info[k].item() for c, k in zip(model.config.c2, INFO_ORDER))
+        assert lo.loss.item() == pytest.approx(expected, abs=1e-5)
+    for k in INFO_ORDER:
+        assert report[k] == pytest.approx(sum(information_terms(e)[k].item() for e in fixed) / 2, abs=1e-6)
+    assert report["cmi_ta_c"] == pytest.approx((fixed[0]["ta_c"].item() + fixed[1]["ta_c"].item()) / 2)
+
+
+def test_real_estimates_are_reported_every_epoch_after_the_first():
     model = tiny()
     opts = optimisers(model)
     batches = [make_batch(16, i) for i in range(2)]
-    run_epoch(model, opts, batches, 0)
-    logs, report = run_epoch(model, opts, batches, 1)
-    main = [lo for s, lo in logs if s == "main"]
-    for lo in main:
-        expected = lo.logs["task"] - sum(c * lo.logs[k] for c, k in zip(model.config.c2, INFO_ORDER))
-        assert lo.loss.item() == pytest.approx(expected, abs=1e-5)
-    for k in INFO_ORDER:
-        assert report[k] == pytest.approx(sum(lo.logs[k] for lo in main) / len(main), abs=1e-6)
-    assert {f"cmi_{n}" for n in ("ac_t", "ta_c", "vc_t", "tv_c", "tc_a", "tc_v")} <= set(report)
+    run_epoch(model, opts, batches, 1)
+    logs, report = run_epoch(model, opts, batches, 2)
+    assert [s for s, _ in logs] == ["vmi"] * 2 * model.config.stage1_n + ["main"] * 2
+    assert set(INFO_ORDER) <= set(report)
+    assert {f"cmi_{n}" for n in ESTIMATE_NAMES[5:]} <= set(report)
     assert all(torch.isfinite(torch.tensor(v)) for v in report.values())
+    assert report["I_comp"] == pytest.approx(report["cmi_ta_c"] + report["cmi_tv_c"], abs=1e-5)
 
 
 def test_sign_of_conditional_terms_in_total_loss():
@@ -128,11 +159,11 @@ def test_label_block_is_constant_across_columns():
     model = tiny()
     opts = optimisers(model)
     batches = [make_batch(16, i) for i in range(2)]
-    run_epoch(model, opts, batches, 0)
+    run_epoch(model, opts, batches, 1)
     seen = []
     hook = model.vcmi["ta_c"].classifier.register_forward_pre_hook(lambda m, a: seen.append(a[0].detach()))
     model.train()
-    model.loss(model(batches[0]), batches[0], 1, "main")
+    model.loss(model(batches[0]), batches[0], 2, "main")
     hook.remove()
     c_block = seen[0][:, 32:48]  # rows are [T (16) | A (16) | C tiled to 16]
     assert torch.equal(c_block, c_block[:, :1].expand_as(c_block))

@@ -54,7 +54,11 @@ class FakeText(Extractor):
         rows = [np.frombuffer(hashlib.sha256(t.encode()).digest()[: self.config.dim], np.uint8) / 255.0 for t in tokens]
         ids = np.array([int.from_bytes(hashlib.sha256(t.encode()).digest()[:2], "little") for t in tokens])
         text_bert = np.stack([ids, np.ones_like(ids), np.zeros_like(ids)]).astype(np.int64)
-        return Features(np.stack(rows), np.arange(len(tokens), dtype=float), extra={"text_bert": text_bert},
+        times = np.arange(len(tokens), dtype=float)
+        words = clip.transcript.words
+        if words and len(words) == len(tokens) - 2:  # like MiniLMText: tokens at word centres, specials at the ends
+            times = np.array([words[0].start, *((w.start + w.end) / 2 for w in words), words[-1].end])
+        return Features(np.stack(rows), times, extra={"text_bert": text_bert},
                         meta={"empty_transcript": len(tokens) == 2})
 
 
@@ -106,7 +110,7 @@ class FakeVisual(Extractor):
 
 
 class FakeASR(Extractor):
-    """'tone' for any clip with audio, with one word timing; logs every call."""
+    """'tone tone' for any clip with audio: two words splitting the clip in halves; logs every call."""
 
     name, version, modality = "fake_asr", "1", "asr"
 
@@ -120,7 +124,7 @@ class FakeASR(Extractor):
     def transcribe(self, clip: Any) -> Transcript:
         _log(self.config.log, self.name, clip)
         n = len(clip.audio(16000)) / 16000
-        return Transcript("tone", (Word("tone", 0.0, n),), source="asr:fake_asr")
+        return Transcript("tone tone", (Word("tone", 0.0, n / 2), Word("tone", n / 2, n)), source="asr:fake_asr")
 
 
 def register() -> None:

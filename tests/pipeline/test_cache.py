@@ -143,5 +143,7 @@ def test_sweep_removes_temp_files_of_dead_writers_only(tmp_path: Path) -> None:
     live = folder / f".{KEY}.pkl.{os.getpid()}.def456.tmp"
     stale.write_bytes(b"partial")
     live.write_bytes(b"partial")
-    assert c.sweep_temp() == 1
-    assert not stale.exists() and live.exists()
+    stop = tmp_path / "cache" / f".stop-{dead}"  # a Ctrl-C'd run that was then killed
+    stop.touch()
+    assert c.sweep_temp() == 2
+    assert not stale.exists() and not stop.exists() and live.exists()

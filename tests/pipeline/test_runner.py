@@ -84,14 +84,14 @@ def test_folder_run_errors_flags_and_a_rerun_that_extracts_nothing(tmp_path: Pat
     data = load(out)
     split = data["all"]
     assert list(split["id"]) == ["in$_$av", "in$_$silent_video", "in$_$wav"]
-    assert list(split["raw_text"]) == ["a given transcript", "", "tone"]
+    assert list(split["raw_text"]) == ["a given transcript", "", "tone tone"]
     assert list(split["flags"]) == ["no_face", "no_audio,no_speech,no_face", "no_video"]
     assert list(split["audio_lengths"]) == [10, 0, 8] and list(split["vision_lengths"]) == [5, 5, 0]
     assert split["audio"].shape == (3, 10, 3) and split["vision"].shape == (3, 5, 3)
     assert not split["audio"][1].any() and not split["vision"][2].any()  # missing streams stay zero
-    assert split["text"].shape == (3, 5, 4) and list(split["text_lengths"]) == [5, 2, 3]
+    assert split["text"].shape == (3, 5, 4) and list(split["text_lengths"]) == [5, 2, 4]
     assert split["text_bert"].shape == (3, 3, 5) and split["text_bert"].dtype == np.float32
-    assert list(split["text_bert"][:, 1].sum(axis=1)) == [5, 2, 3]  # attention mask = true lengths
+    assert list(split["text_bert"][:, 1].sum(axis=1)) == [5, 2, 4]  # attention mask = true lengths
     assert data["config"]["asr"]["name"] == "fake_asr"
     assert data["config"]["specs"]["vision"]["name"] == "fake_visual"
     s = summary(out)
@@ -136,6 +136,16 @@ def test_corrupt_cache_file_is_reextracted_not_trusted(tmp_path: Path, clips: di
     assert np.array_equal(again["all"]["audio"], good["all"]["audio"])
 
 
+def test_a_disabled_modality_is_left_out(tmp_path: Path, clips: dict) -> None:
+    inp = folder(tmp_path, clips, ("av", "wav"))
+    out, log = tmp_path / "out", tmp_path / "calls.log"
+    assert main([str(inp), "--out", str(out), "--extractors", f"{FAKE_RECIPE},asr:fake_asr,visual:none",
+                 "--set", f"audio.log={log}", "--quiet"]) == 0
+    d = load(out)
+    assert "vision" not in d["all"] and set(d["config"]["specs"]) == {"text", "audio"}
+    assert sorted(calls(log)) == ["fake_audio av", "fake_audio wav"] and errors(out) == []  # no no_video error
+
+
 def test_missing_stream_fails_the_clip_by_default(tmp_path: Path, clips: dict) -> None:
     inp = folder(tmp_path, clips, ("av", "silent_video"))
     out, log = tmp_path / "out", tmp_path / "calls.log"
@@ -168,6 +178,15 @@ def test_label_csv_transcripts_never_run_asr_and_labels_flow_through(tmp_path: P
     assert list(tr["text_lengths"]) == [3, 3]  # truncated to --max-len, lengths say so
     assert data["config"]["max_len"] == {"text": 3, "audio": 4, "vision": 6}  # av2: 1.2 s at 5 fps
     assert data["config"]["asr"] is None
+    # the safe export: same arrays and stamp, no pickle inside
+    assert extract(root, out, log, "--missing", "empty", "--max-len", "text=3,audio=4", "--format", "npz") == 0
+    from msa.pipeline.data import load_features
+
+    fs = load_features(out / "features.npz")
+    assert fs.sizes() == {"train": 2, "test": 1} and fs.specs["vision"]["name"] == "fake_visual"
+    assert np.array_equal(fs.split("train").audio, tr["audio"]) and fs.has("V")
+    with np.load(out / "features.npz", allow_pickle=False) as z:
+        assert np.array_equal(z["test/text_bert"], data["test"]["text_bert"])
 
 
 def test_sidecar_problems_and_too_long_are_per_clip_errors(tmp_path: Path, clips: dict) -> None:
@@ -183,6 +202,27 @@ def test_sidecar_problems_and_too_long_are_per_clip_errors(tmp_path: Path, clips
     assert not any(c.startswith("fake_asr") for c in calls(log))  # a bad sidecar is not replaced by ASR
 
 
+def test_word_alignment_averages_frames_per_token(tmp_path: Path, clips: dict) -> None:
+    inp = folder(tmp_path, clips, ("av", "av2"))
+    (inp / "av2.txt").write_text("given text has no word times")
+    out, log = tmp_path / "out", tmp_path / "calls.log"
+    assert extract(inp, out, log, "--align") == 0
+    [err] = errors(out)
+    assert (err["id"], err["stage"], err["reason"]) == ("in$_$av2", "align", "no_word_timings")
+    aligned = load(out)
+    assert aligned["config"]["aligned"] is True
+    d = aligned["all"]  # av: "tone tone" -> [CLS] tone tone [SEP]; words cover [0, 0.5) and [0.5, 1.0)
+    assert d["audio"].shape == (1, 4, 3) and d["vision"].shape == (1, 4, 3)
+    assert list(d["audio_lengths"]) == list(d["vision_lengths"]) == list(d["text_lengths"]) == [4]
+    assert extract(inp, tmp_path / "plain", log) == 0  # same cache entries, unaligned
+    plain = load(tmp_path / "plain")["all"]
+    i = list(plain["id"]).index("in$_$av")
+    audio, vision = plain["audio"][i], plain["vision"][i]  # fake audio: 10 frames at 0.0..0.9 s; vision 5 at 0.0..0.8
+    assert np.allclose(d["audio"][0, 1], audio[:5].mean(axis=0)) and np.allclose(d["audio"][0, 2], audio[5:10].mean(axis=0))
+    assert np.allclose(d["vision"][0, 1], vision[:3].mean(axis=0)) and np.allclose(d["vision"][0, 2], vision[3:5].mean(axis=0))
+    assert not d["audio"][0, [0, 3]].any()  # special tokens carry no frames
+
+
 def test_all_clips_failing_is_an_error_and_single_file_failures_exit_nonzero(
         tmp_path: Path, clips: dict, capsys: pytest.CaptureFixture[str]) -> None:
     inp = folder(tmp_path, clips, (), corrupt=True)
@@ -190,7 +230,8 @@ def test_all_clips_failing_is_an_error_and_single_file_failures_exit_nonzero(
     assert "no clip could be extracted (1 failed)" in capsys.readouterr().err
     assert extract(inp / "broken.mp4", tmp_path / "out2", tmp_path / "log") == 1
     err = capsys.readouterr().err.strip().splitlines()[-1]
-    assert err.startswith("msa-extract: error: ") and "broken.mp4: corrupt_media:" in err
+    assert err.startswith("msa-extract: error: ") and "broken.mp4: not a readable media file" in err
+    assert err.endswith("[corrupt_media at probe]")
 
 
 def test_bad_usage_is_a_one_line_error(tmp_path: Path, clips: dict, capsys: pytest.CaptureFixture[str]) -> None:
@@ -233,15 +274,35 @@ def test_parallel_loky_and_dask_match_sequential(tmp_path: Path, clips: dict) ->
         assert summary(tmp_path / name)["clips"]["extracted"] == 3
 
 
+def fake_cli(inp: Path, out: Path, log: Path, *extra: str) -> list[str]:
+    """argv running the real CLI in a fresh interpreter with the fakes registered."""
+    code = ("import sys; sys.path.insert(0, sys.argv[1]); import extract_fakes; extract_fakes.register()\n"
+            "from msa.pipeline.cli.extract import main; sys.exit(main(sys.argv[2:]))\n")
+    return [sys.executable, "-c", code, str(HERE), str(inp), "--out", str(out), "--missing", "empty",
+            "--extractors", f"{FAKE_RECIPE},asr:fake_asr", "--set", f"audio.log={log}", *extra]
+
+
+def test_two_processes_on_one_output_folder_share_the_work(tmp_path: Path, clips: dict) -> None:
+    inp = folder(tmp_path, clips, ("av", "av2", "wav"))
+    for i in range(3):
+        (inp / f"copy{i}.mp4").write_bytes(clips["av"].read_bytes() + bytes(i + 1))  # distinct content
+    out, log = tmp_path / "out", tmp_path / "calls.log"
+    argv = fake_cli(inp, out, log, "--set", "audio.sleep=0.3", "--quiet")
+    procs = [subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    results = [p.communicate(timeout=120) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], [r[1][-2000:] for r in results]
+    audio_calls = calls(log)
+    assert sorted(audio_calls) == sorted(set(audio_calls)) and len(audio_calls) == 6  # no clip extracted twice
+    assert len(load(out)["all"]["id"]) == 6 and errors(out) == []
+    assert not list((out / "cache").rglob("*.tmp")) and not list((out / "cache" / "locks").iterdir())
+
+
 def test_ctrl_c_finishes_the_clip_in_flight_and_the_rerun_resumes(tmp_path: Path, clips: dict) -> None:
     inp = folder(tmp_path, clips, ("av", "av2", "wav"))
     shutil.copy(clips["av"], inp / "av_copy2.mp4")
     (inp / "av_copy2.mp4").write_bytes((inp / "av_copy2.mp4").read_bytes() + b"\0")  # distinct bytes
     out, log = tmp_path / "out", tmp_path / "calls.log"
-    code = ("import sys; sys.path.insert(0, sys.argv[1]); import extract_fakes; extract_fakes.register()\n"
-            "from msa.pipeline.cli.extract import main; sys.exit(main(sys.argv[2:]))\n")
-    argv = [sys.executable, "-c", code, str(HERE), str(inp), "--out", str(out), "--missing", "empty",
-            "--extractors", f"{FAKE_RECIPE},asr:fake_asr", "--set", "audio.sleep=0.6", "--set", f"audio.log={log}"]
+    argv = fake_cli(inp, out, log, "--set", "audio.sleep=0.6")
     proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         deadline = time.monotonic() + 60

@@ -1,0 +1,107 @@
+"""msa-predict: raw clips -> score, label, transcript and the signals behind them.
+
+    msa-predict CLIP [CLIP ...] [--bundle DIR] [--task sentiment|phq8] [--transcript FILE]
+                [--json] [--plot out.png] [--cache DIR] [--device auto]
+
+The transcript comes from --transcript FILE, else a <clip>.txt/.srt/.vtt sidecar, else speech
+recognition (Whisper tiny.en, offline). A clip that cannot be scored prints one error line naming
+the file; the other clips are still scored and the exit code is 1.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from .common import run
+
+PROG = "msa-predict"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog=PROG, description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__.split("\n\n", 2)[2])
+    p.add_argument("clips", nargs="+", metavar="CLIP", help="video or audio file(s)")
+    p.add_argument("--bundle", type=Path, default=None,
+                   help="bundle folder (bundle.json + weights.safetensors); default: the shipped one for --task")
+    p.add_argument("--task", choices=("sentiment", "phq8"), default=None,
+                   help="what to predict; must match the bundle (default: the bundle's task, or sentiment)")
+    p.add_argument("--transcript", type=Path, default=None, metavar="FILE",
+                   help="transcript (.txt/.srt/.vtt) for the clip instead of speech recognition (one clip only)")
+    p.add_argument("--json", action="store_true", help="one JSON object per line per clip")
+    p.add_argument("--plot", type=Path, default=None, metavar="OUT.png",
+                   help="draw the signals per clip (several clips: OUT_<clip>.png)")
+    p.add_argument("--cache", type=Path, default=None, metavar="DIR",
+                   help="reuse and fill an msa-extract output folder's feature cache")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    return p
+
+
+def _main(args: argparse.Namespace) -> int:
+    from ..errors import MsaError, UsageError
+    from ..predict import PredictOptions, Predictor, plot_paths, resolve_bundle
+
+    if args.transcript is not None and len(args.clips) > 1:
+        raise UsageError("--transcript gives the text of one clip; pass one CLIP (or use <clip>.txt sidecars)")
+    if args.transcript is not None and not args.transcript.is_file():
+        raise UsageError(f"--transcript: no such file: {args.transcript}")
+    t0 = time.perf_counter()
+    options = PredictOptions(bundle=resolve_bundle(args.bundle, args.task), task=args.task,
+                             cache_dir=args.cache, device=args.device)
+    plots = plot_paths(args.plot, args.clips) if args.plot else [None] * len(args.clips)
+    failed = 0
+    with Predictor(options) as predictor:
+        load_s = time.perf_counter() - t0
+        for i, (clip, plot) in enumerate(zip(args.clips, plots, strict=True)):
+            try:
+                pred = predictor.predict(clip, args.transcript)
+                if i == 0:
+                    pred.timings["load"] = round(load_s, 3)
+                if plot is not None:
+                    from ..plot import plot_prediction
+
+                    t1 = time.perf_counter()
+                    plot_prediction(pred, plot)
+                    pred.timings["plot"] = round(time.perf_counter() - t1, 3)
+            except MsaError as e:
+                failed += 1
+                msg = e.one_line()
+                print(f"{PROG}: error: {msg if clip in msg else f'{clip}: {msg}'}", file=sys.stderr, flush=True)
+                continue
+            out = pred.to_json()
+            if plot is not None:
+                out["plot"] = str(plot)
+            print(json.dumps(out) if args.json else _human(out), flush=True)
+    return 1 if failed else 0
+
+
+def _human(r: dict[str, Any]) -> str:
+    """A short readable block per clip."""
+    lo, hi = r["range"]
+    mods = ", ".join(f"{m} {v:.2f}" for m, v in r["modalities"].items())
+    face = "no video" if r["face_ratio"] is None else f"{100 * r['face_ratio']:.0f}% of frames"
+    speech = "n/a" if r["speech_seconds"] is None else f"{r['speech_seconds']:.1f} s"
+    stages = ", ".join(f"{k} {v:.2f}" for k, v in r["timings"].items())
+    lines = [
+        f"{r['clip']}: {r['label']} (score {r['score']:+.2f} on [{lo:g}, {hi:g}], {r['task']})",
+        f"  transcript ({r['transcript_source']}): {r['transcript']!r}",
+        f"  driven by: {mods}",
+        f"  face: {face}; speech: {speech}",
+        f"  seconds: {stages}",
+    ]
+    if r.get("flags"):
+        lines.append(f"  flags: {', '.join(r['flags'])}")
+    if r.get("plot"):
+        lines.append(f"  plot: {r['plot']}")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run(PROG, build_parser(), _main, argv)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,154 @@
+"""facemesh_au: proxy geometry on the canonical face, pose recovery, no-face behaviour, real clips."""
+from __future__ import annotations
+
+import pickle
+
+import numpy as np
+import pytest
+
+from msa.extractors import EXTRACTORS
+from msa.extractors import facemesh as fm
+from msa.pipeline.clip import Clip
+
+AU = {name: i for i, name in enumerate(fm.COLUMNS)}
+
+
+def rot(pitch: float, yaw: float, roll: float) -> np.ndarray:
+    """Ry(yaw) @ Rx(-pitch) @ Rz(roll), angles in degrees (the convention pose_angles inverts)."""
+    p, y, r = np.radians([pitch, yaw, roll])
+    rx = np.array([[1, 0, 0], [0, np.cos(-p), -np.sin(-p)], [0, np.sin(-p), np.cos(-p)]])
+    ry = np.array([[np.cos(y), 0, np.sin(y)], [0, 1, 0], [-np.sin(y), 0, np.cos(y)]])
+    rz = np.array([[np.cos(r), -np.sin(r), 0], [np.sin(r), np.cos(r), 0], [0, 0, 1]])
+    return ry @ rx @ rz
+
+
+def place(mesh: np.ndarray, r: np.ndarray | None = None) -> np.ndarray:
+    """The canonical-frame mesh as a camera sees it: rotated, 25 px/cm, shifted (y up, z to camera)."""
+    r = np.eye(3) if r is None else r
+    return 25.0 * mesh @ r.T + np.array([320.0, -240.0, 10.0])
+
+
+@pytest.fixture(scope="module")
+def extractor() -> fm.FaceMeshAU:
+    return EXTRACTORS.get("facemesh_au")()
+
+
+def _canonical_row() -> np.ndarray:
+    """What the canonical face should score: 0 everywhere but AU25, its own lip gap / inter-ocular distance."""
+    canon = fm.canonical_mesh()
+    iod = np.linalg.norm(canon[[263, 362]].mean(0) - canon[[33, 133]].mean(0))
+    expected = np.zeros(len(fm.COLUMNS) - 1)
+    expected[AU["AU25"]] = (canon[13, 1] - canon[14, 1]) / iod
+    return expected
+
+
+def test_canonical_neutral_face_scores_zero() -> None:
+    row = fm.frame_features(place(fm.canonical_mesh()))
+    assert row is not None
+    np.testing.assert_allclose(row, _canonical_row(), atol=1e-9)
+    assert 0.05 < row[AU["AU25"]] < 0.15  # the canonical model's lips are slightly apart
+
+
+@pytest.mark.parametrize("angles", [(15.0, 0.0, 0.0), (0.0, -30.0, 0.0), (0.0, 0.0, 10.0), (-10.0, 25.0, -8.0)])
+def test_pose_is_recovered_and_proxies_do_not_move_with_pose(angles: tuple[float, float, float]) -> None:
+    row = fm.frame_features(place(fm.canonical_mesh(), rot(*angles)))
+    assert row is not None
+    np.testing.assert_allclose(row[[AU["pose_pitch"], AU["pose_yaw"], AU["pose_roll"]]], angles, atol=1e-6)
+    np.testing.assert_allclose(row[: len(fm.AU_COLUMNS)], _canonical_row()[: len(fm.AU_COLUMNS)], atol=1e-6)
+
+
+def test_pose_sign_conventions() -> None:
+    # pitch > 0 moves the nose tip up, yaw > 0 to the image's right; roll > 0 lifts the subject's left eye
+    base = place(fm.canonical_mesh())
+    up = place(fm.canonical_mesh(), rot(20.0, 0.0, 0.0))
+    right = place(fm.canonical_mesh(), rot(0.0, 20.0, 0.0))
+    ccw = place(fm.canonical_mesh(), rot(0.0, 0.0, 20.0))
+    assert up[1, 1] > base[1, 1] and right[1, 0] > base[1, 0]
+    assert ccw[263, 1] > ccw[33, 1] and base[263, 1] == pytest.approx(base[33, 1])
+
+
+def _moved(**moves: tuple[tuple[int, ...], tuple[float, float, float]]) -> np.ndarray:
+    mesh = fm.canonical_mesh()
+    for idx, delta in moves.values():
+        for i in idx:
+            mesh[i] += delta
+            if i in fm._PAIRS:
+                d = np.array(delta) * [-1, 1, 1]
+                mesh[fm._PAIRS[i]] += d
+    row = fm.frame_features(place(mesh, rot(5.0, -10.0, 3.0)))
+    assert row is not None
+    return row
+
+
+def test_smile_raises_au12_and_lowers_au15() -> None:
+    row = _moved(corners=((61,), (-0.4, 0.5, 0.0)))  # corners up and outward (x mirrored for the left)
+    assert row[AU["AU12"]] > 0.05 and row[AU["AU15"]] < -0.05 and row[AU["AU20"]] > 0.05
+
+
+def test_open_jaw_raises_au25_and_au26() -> None:
+    row = _moved(jaw=((14, 17, 152), (0.0, -1.0, 0.0)))
+    assert row[AU["AU25"]] > 0.1 and row[AU["AU26"]] > 0.1
+    assert abs(row[AU["AU12"]]) < 1e-6  # the lip corners did not move
+
+
+def test_brows_and_lids() -> None:
+    raised = _moved(brows=(fm._ALL_BROW, (0.0, 0.6, 0.0)))
+    assert raised[AU["AU01"]] > 0.05 and raised[AU["AU02"]] > 0.05 and raised[AU["AU04"]] < -0.05
+    canon = fm.canonical_mesh()
+    closed = _moved(lids=(fm._UPPER_LID, (0.0, float(canon[145, 1] - canon[159, 1]), 0.0)))
+    assert 0.9 < closed[AU["AU45"]] < 1.1
+    assert closed[AU["AU05"]] < 0
+
+
+def test_degenerate_landmarks_are_not_a_face() -> None:
+    assert fm.frame_features(np.zeros((478, 3))) is None
+
+
+def test_spec_is_stable_and_describes_the_output(extractor: fm.FaceMeshAU) -> None:
+    a, b = extractor.spec(), fm.FaceMeshAU().spec()
+    assert a.spec_hash == b.spec_hash
+    assert fm.FaceMeshAU(fps=15.0).spec().spec_hash != a.spec_hash
+    assert a.dim == len(a.columns) == 17 and a.rate == 10.0 and a.modality == "visual"
+    assert a.columns[-1] == "face" and {"AU12", "AU45", "pose_yaw"} <= set(a.columns)
+    assert a.weights["package"] == "mediapipe" and a.weights["version"] == "0.10.21"
+
+
+def test_no_face_clip_gives_zeros_flag_and_frame_count(make_clip, extractor: fm.FaceMeshAU) -> None:
+    clip = Clip.from_path(make_clip(duration=2.0, fps=25, audio=False))
+    feats = extractor.extract(clip)
+    assert feats.data.dtype == np.float32 and feats.data.shape[1] == 17
+    assert abs(len(feats.times) - round(clip.duration * 10.0)) <= 1
+    np.testing.assert_allclose(np.diff(feats.times), 0.1, atol=1e-6)
+    assert np.all(feats.data == 0.0) and feats.meta["face_ratio"] == 0.0
+    again = extractor.extract(clip)
+    assert np.array_equal(feats.data, again.data) and np.array_equal(feats.times, again.times)
+
+
+def test_pickles_without_the_mediapipe_graph(extractor: fm.FaceMeshAU) -> None:
+    clone = pickle.loads(pickle.dumps(extractor))
+    assert clone._mesh is None and clone.spec().spec_hash == extractor.spec().spec_hash
+
+
+@pytest.mark.realdata
+def test_smile_raises_au12(shared_data, extractor: fm.FaceMeshAU) -> None:
+    clip = Clip.from_path(shared_data / "video" / "smile_single_face.mp4")
+    feats = extractor.extract(clip)
+    t, au12 = feats.times, feats.data[:, AU["AU12"]]
+    assert feats.meta["face_ratio"] == 1.0
+    assert au12[t > clip.duration - 0.5].mean() > au12[t < 0.5].mean() + 0.1
+    assert np.array_equal(feats.data, extractor.extract(clip).data)  # deterministic on real frames
+
+
+@pytest.mark.realdata
+def test_cartoon_has_almost_no_face(shared_data, extractor: fm.FaceMeshAU) -> None:
+    feats = extractor.extract(Clip.from_path(shared_data / "video" / "no_face_cartoon.mp4"))
+    assert feats.meta["face_ratio"] < 0.1
+    assert np.all(feats.data[feats.data[:, -1] == 0] == 0.0) and np.isfinite(feats.data).all()
+
+
+@pytest.mark.realdata
+def test_face_then_cartoon(shared_data, extractor: fm.FaceMeshAU) -> None:
+    feats = extractor.extract(Clip.from_path(shared_data / "video" / "face_then_cartoon_hevc.mov"))
+    face, t = feats.data[:, -1], feats.times
+    assert face[t < 1.0].mean() > 0.9
+    assert face[t > 3.0].sum() == 0
