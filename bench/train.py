@@ -4,7 +4,8 @@ MOSI shape (MMSA's published unaligned features): 1284/229/686 samples, text 50 
 vision 375 x 20; each model at its default (MMSA / paper) config, BERT-using models with the embedded
 MiniLM fine-tuned. Each model runs in its own process (clean peak RSS). By default the first
 ``--batches`` training batches of each stage are timed after one warm-up batch and extrapolated to
-the full epoch (``--full`` times the whole epoch); validation is timed the same way.
+the full epoch (``--full`` times the whole epoch); validation is timed the same way. Wall time
+depends on what else runs on the machine; CPU time (process user + system) much less so.
 
     python bench/train.py [--models tfn lmf] [--batches 10] [--threads 2] [--device auto] [--full]
 """
@@ -45,7 +46,7 @@ def worker(model_name: str, data: str, batches: int | None, device: str) -> dict
     from msa.pipeline.data import load_features
     from msa.pipeline.loader import DeviceLoader, make_loader
     from msa.pipeline.runs import task_for
-    from msa.pipeline.trainer import _train_pass, build_optimizers, predict, resolve_device, seed_everything
+    from msa.pipeline.trainer import train_pass, build_optimizers, predict, resolve_device, seed_everything
 
     dev = resolve_device(device)
     fs = load_features(data)
@@ -64,25 +65,28 @@ def worker(model_name: str, data: str, batches: int | None, device: str) -> dict
     model.on_train_start(train)
     epoch = 2  # a steady-state epoch (estimator stages run from the second epoch on)
     model.on_epoch_start(epoch)
-    train_s = 0.0
+    train_s = train_cpu = 0.0
     for stage, passes in model.stages(epoch):
         warm = _Take(train, 1)
-        _train_pass(model, warm, optimizers[stage], stage, epoch, settings, None, None)
+        train_pass(model, warm, optimizers[stage], stage, epoch, settings, None, None)
         part = _Take(train, batches)
-        t = time.perf_counter()
-        _train_pass(model, part, optimizers[stage], stage, epoch, settings, None, None)
+        t, c = time.perf_counter(), time.process_time()
+        train_pass(model, part, optimizers[stage], stage, epoch, settings, None, None)
         if dev.type == "cuda":
             torch.cuda.synchronize()
-        train_s += (time.perf_counter() - t) / len(part) * len(train) * passes
+        scale = len(train) * passes / len(part)
+        train_s += (time.perf_counter() - t) * scale
+        train_cpu += (time.process_time() - c) * scale
     part = _Take(valid, batches)
-    t = time.perf_counter()
+    t, c = time.perf_counter(), time.process_time()
     predict(model, part)
     valid_s = (time.perf_counter() - t) / len(part) * len(valid)
+    valid_cpu = (time.process_time() - c) / len(part) * len(valid)
     n_params = sum(p.numel() for p in model.parameters() if p.requires_grad)
     return {
         "model": model_name, "batch_size": settings.batch_size, "train_batches": len(train),
         "timed_batches": len(_Take(train, batches)), "train_s": train_s, "valid_s": valid_s,
-        "epoch_s": train_s + valid_s, "build_s": build_s, "trainable_params": n_params,
+        "epoch_s": train_s + valid_s, "epoch_cpu_s": train_cpu + valid_cpu, "build_s": build_s, "trainable_params": n_params,
         "peak_rss_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2,
         "peak_cuda_gb": torch.cuda.max_memory_allocated() / 1024**3 if dev.type == "cuda" else None,
         "device": str(dev), "threads": torch.get_num_threads(),
@@ -119,23 +123,25 @@ def main() -> int:
         print(f"# {platform.processor() or platform.machine()}, {os.cpu_count()} cores, load "
               f"{os.getloadavg()[0]:.1f}, threads {a.threads}, "
               f"{'full epochs' if a.full else f'{a.batches} timed batches per stage, extrapolated'}", flush=True)
-        print("| model | batch | s/epoch (train + valid) | train | valid | peak RSS GB | peak CUDA GB | trainable params | MMSA (2 cores) |")
-        print("|---|---|---|---|---|---|---|---|---|")
+        print("| model | batch | wall s/epoch (train + valid) | train | valid | CPU s/epoch | peak RSS GB | peak CUDA GB "
+              "| trainable params | MMSA (2 cores) |")
+        print("|---|---|---|---|---|---|---|---|---|---|")
         for name in names:
             cmd = [sys.executable, __file__, "--worker", name, "--data", str(data), "--threads", str(a.threads),
                    "--device", a.device] + (["--full"] if a.full else ["--batches", str(a.batches)])
             try:
                 r = subprocess.run(cmd, capture_output=True, text=True, timeout=a.timeout, check=False)
             except subprocess.TimeoutExpired:
-                print(f"| {name} | | timed out after {a.timeout} s | | | | | | {MMSA.get(name, '')} |", flush=True)
+                print(f"| {name} | | timed out after {a.timeout} s | | | | | | | {MMSA.get(name, '')} |", flush=True)
                 continue
             if r.returncode != 0:
                 err = (r.stderr.strip().splitlines() or ["?"])[-1]
-                print(f"| {name} | | failed: {err[:120]} | | | | | | {MMSA.get(name, '')} |", flush=True)
+                print(f"| {name} | | failed: {err[:120]} | | | | | | | {MMSA.get(name, '')} |", flush=True)
                 continue
             x = json.loads(r.stdout.strip().splitlines()[-1])
             cuda = f"{x['peak_cuda_gb']:.2f}" if x["peak_cuda_gb"] is not None else "-"
             print(f"| {name} | {x['batch_size']} | {x['epoch_s']:.1f} | {x['train_s']:.1f} | {x['valid_s']:.1f} | "
+                  f"{x['epoch_cpu_s']:.1f} | "
                   f"{x['peak_rss_gb']:.2f} | {cuda} | {x['trainable_params']:,} | {MMSA.get(name, '')} |", flush=True)
     return 0
 

@@ -7,9 +7,9 @@ embedding (512-d), L2-normalised by default as CLIP compares images and texts by
 Weights never download at run time. They come from ``Config.weights`` or else the environment
 variable ``MSA_CLIP_WEIGHTS``: a checkpoint file (.safetensors/.bin/.pt, loaded strictly, pickles
 with ``weights_only=True``) or an open_clip pretrained tag (``laion2b_s34b_b88k``, ``openai``) that
-is already in the local Hugging Face / open_clip cache. OpenAI's weights need ``arch =
-"ViT-B-16-quickgelu"`` when given as a file (a tag sets that itself). ``random_init=True`` builds
-seeded random weights for tests; its spec says so.
+is already in the local Hugging Face / open_clip cache (a tag brings its QuickGELU and preprocessing
+options). OpenAI's weights given as a file need ``arch = "ViT-B-16-quickgelu"``.
+``random_init=True`` builds seeded random weights for tests; its spec says so.
 """
 from __future__ import annotations
 
@@ -38,14 +38,17 @@ def _import_open_clip() -> Any:
     return open_clip
 
 
-def cached_tag_file(arch: str, tag: str) -> tuple[Path | None, bool]:
-    """(local checkpoint of an open_clip pretrained tag or None, whether the tag needs QuickGELU).
+def cached_tag_file(arch: str, tag: str) -> tuple[Path | None, dict[str, Any]]:
+    """(local checkpoint of an open_clip pretrained tag or None, the tag's model/preprocess options).
 
     Only looks in the caches open_clip would download into; never downloads.
     """
     open_clip = _import_open_clip()
     cfg = open_clip.get_pretrained_cfg(arch, tag)
-    quick = bool(cfg.get("quick_gelu", False))
+    opts = {"force_quick_gelu": bool(cfg.get("quick_gelu", False))}
+    for key in ("mean", "std", "interpolation", "resize_mode"):  # as open_clip applies them for a tag
+        if key in cfg:
+            opts[f"image_{key}"] = cfg[key]
     if cfg.get("hf_hub"):
         from huggingface_hub import try_to_load_from_cache
 
@@ -54,12 +57,12 @@ def cached_tag_file(arch: str, tag: str) -> tuple[Path | None, bool]:
         for name in names:
             hit = try_to_load_from_cache(repo, name)
             if isinstance(hit, str) and os.path.isfile(hit):
-                return Path(hit), quick
+                return Path(hit), opts
     if cfg.get("url"):
         local = Path(os.path.expanduser("~/.cache/clip")) / os.path.basename(cfg["url"])
         if local.is_file():
-            return local, quick
-    return None, quick
+            return local, opts
+    return None, opts
 
 
 class ClipViTB16(Extractor):
@@ -87,42 +90,45 @@ class ClipViTB16(Extractor):
             raise UsageError("clip_vitb16 needs n_frames >= 1 or an fps")
         self._model: Any = None
         self._preprocess: Any = None
-        self._resolved: tuple[Path | None, bool] | None = None
+        self._resolved: tuple[Path | None, dict[str, Any]] | None = None
         self._sha256: str | None = None
 
     def __getstate__(self) -> dict[str, Any]:
         return {**self.__dict__, "_model": None, "_preprocess": None}
 
-    def _weights(self) -> tuple[Path | None, bool]:
-        """(checkpoint file, force QuickGELU); (None, False) for random init; MissingBackendError if absent."""
+    def weights_file(self) -> tuple[Path | None, dict[str, Any]]:
+        """(checkpoint file, open_clip options of its tag); (None, {}) for random init.
+
+        MissingBackendError when no weights are given or they are not on this machine.
+        """
         if self.config.random_init:
-            return None, False
+            return None, {}
         if self._resolved is None:
             source = self.config.weights or os.environ.get(ENV_WEIGHTS)
             if not source:
                 raise MissingBackendError(f"clip_vitb16 has no CLIP weights offline; {_HINT}")
             path = Path(os.path.expanduser(source))
             if path.is_file():
-                self._resolved = (path, False)
+                self._resolved = (path, {})
             elif _import_open_clip().get_pretrained_cfg(self.config.arch, source):
-                hit, quick = cached_tag_file(self.config.arch, source)
+                hit, opts = cached_tag_file(self.config.arch, source)
                 if hit is None:
                     raise MissingBackendError(
                         f"open_clip tag {source!r} for {self.config.arch} is not in the local cache; {_HINT}"
                     )
-                self._resolved = (hit, quick)
+                self._resolved = (hit, opts)
             else:
                 raise MissingBackendError(f"CLIP weights not found: {source}; {_HINT}")
         return self._resolved
 
     def weights_identity(self) -> dict[str, Any]:
         ident = {"package": "open_clip_torch", "version": package_version("open_clip_torch"), "arch": self.config.arch}
-        path, quick = self._weights()
+        path, opts = self.weights_file()
         if path is None:
             return {**ident, "weights": "random-init", "seed": self.config.seed}
         if self._sha256 is None:
             self._sha256 = file_sha256(path)
-        return {**ident, "weights": path.name, "sha256": self._sha256, "quick_gelu": quick}
+        return {**ident, "weights": path.name, "sha256": self._sha256, "tag_options": opts}
 
     def spec(self) -> FeatureSpec:
         # where the weights live is not part of the output's identity (their sha256 is)
@@ -144,14 +150,14 @@ class ClipViTB16(Extractor):
         device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
         if self._model is None:
             open_clip = _import_open_clip()
-            path, quick = self._weights()
+            path, opts = self.weights_file()
             with torch.random.fork_rng(devices=[]):
                 torch.manual_seed(self.config.seed)
                 try:
                     model, _, preprocess = open_clip.create_model_and_transforms(
-                        self.config.arch, pretrained=str(path) if path else None, force_quick_gelu=quick
+                        self.config.arch, pretrained=str(path) if path else None, **opts
                     )
-                except RuntimeError as e:  # strict load: wrong architecture or a damaged file
+                except Exception as e:  # strict load: wrong architecture, or a damaged/foreign file
                     raise MissingBackendError(
                         f"CLIP weights {path} do not fit {self.config.arch}: {str(e).splitlines()[0][:200]}"
                     ) from e

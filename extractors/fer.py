@@ -92,13 +92,17 @@ class FerEmotion(Extractor):
                 from ai_edge_litert.interpreter import Interpreter
             except ImportError as e:
                 raise MissingBackendError("ai-edge-litert is not installed; pip install ai-edge-litert") from e
-            interp = Interpreter(model_path=str(self.model_path()), num_threads=1)
-            interp.allocate_tensors()
+            path = self.model_path()
+            try:
+                interp = Interpreter(model_path=str(path), num_threads=1)
+                interp.allocate_tensors()
+            except (ValueError, RuntimeError) as e:
+                raise MissingBackendError(f"fer_emotion model {path} cannot be loaded: {str(e).splitlines()[0]}") from e
             shape = tuple(interp.get_input_details()[0]["shape"])
             out = tuple(interp.get_output_details()[0]["shape"])
-            if len(shape) != 4 or shape[0] != 1 or shape[3] != 1 or out != (1, len(EMOTIONS)):
+            if len(shape) != 4 or shape[0] != 1 or shape[1] != shape[2] or shape[3] != 1 or out != (1, len(EMOTIONS)):
                 raise MissingBackendError(
-                    f"fer_emotion model must take (1, H, W, 1) grayscale and give (1, 7); got {shape} -> {out}"
+                    f"fer_emotion model must take (1, S, S, 1) grayscale and give (1, 7); got {shape} -> {out}"
                 )
             self._interpreter = interp
         return self._interpreter

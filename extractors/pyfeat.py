@@ -7,8 +7,9 @@ ResMaskNet emotions and the landmark-to-pose MLP (identity and gaze models off).
 py-feat fetches its weights from the Hugging Face hub into its ``resources`` folder on first use.
 Here nothing is ever downloaded: every weight file is located first, in ``Config.weights_dir`` /
 ``$MSA_PYFEAT_WEIGHTS`` (a folder holding the files, or a Hugging Face cache layout such as a copy
-of py-feat's ``resources`` folder after it has downloaded) and in py-feat's own ``resources``; a
-missing file is a one-line ``MissingBackendError`` raised before py-feat (a slow import) is loaded.
+of py-feat's ``resources`` folder after it has downloaded), py-feat's own ``resources`` and the
+default Hugging Face cache; a missing file is a one-line ``MissingBackendError`` raised before
+py-feat (a slow import) is loaded.
 While py-feat runs, its hub download function is replaced by a local lookup. Note that py-feat
 loads its AU model with skops trusting every type in the file: supply weight files you trust.
 """
@@ -48,13 +49,15 @@ REQUIRED: tuple[tuple[str, tuple[str, ...]], ...] = (
 )
 
 
-def pyfeat_resources() -> Path | None:
-    """py-feat's ``resources`` folder (its download cache), found without importing py-feat."""
+def default_roots() -> list[Path]:
+    """py-feat's ``resources`` folder (its own download cache, found without importing py-feat) and
+    the default Hugging Face cache, where they exist."""
+    from huggingface_hub import constants
+
     spec = importlib.util.find_spec("feat")
-    for root in (spec.submodule_search_locations or []) if spec else []:
-        if (Path(root) / "resources").is_dir():
-            return Path(root) / "resources"
-    return None
+    found = [Path(r) / "resources" for r in ((spec.submodule_search_locations or []) if spec else [])]
+    found.append(Path(constants.HF_HUB_CACHE))
+    return [p for p in found if p.is_dir()]
 
 
 def find_file(roots: list[Path], repo: str, name: str) -> Path | None:
@@ -127,7 +130,7 @@ class PyFeatAU(Extractor):
     class Config:
         fps: float = 5.0  # py-feat is slow on CPU (about a second per frame)
         max_side: int | None = 640
-        weights_dir: str | None = None  # None: $MSA_PYFEAT_WEIGHTS, then py-feat's resources folder
+        weights_dir: str | None = None  # else $MSA_PYFEAT_WEIGHTS; py-feat's resources + HF cache always
         face_detection_threshold: float = 0.5
         batch_size: int = 8
 
@@ -145,8 +148,7 @@ class PyFeatAU(Extractor):
         roots = [Path(os.path.expanduser(given))] if given else []
         if given and not roots[0].is_dir():
             raise MissingBackendError(f"py-feat weights folder not found: {roots[0]}; set {ENV_WEIGHTS} to a folder")
-        res = pyfeat_resources()
-        return roots + ([res] if res is not None else [])
+        return roots + default_roots()
 
     def weight_files(self) -> dict[tuple[str, str], Path]:
         if self._files is None:
@@ -175,7 +177,8 @@ class PyFeatAU(Extractor):
             except ImportError as e:
                 raise MissingBackendError(f"py-feat cannot be imported ({e}); pip install 'msa[pyfeat]'") from e
             if not hasattr(feat.detector, "Detectorv1"):
-                raise MissingBackendError(f"pyfeat_au needs py-feat 2.x (Detectorv1); found {package_version('py-feat')}")
+                found = package_version("py-feat")
+                raise MissingBackendError(f"pyfeat_au needs py-feat 2.x (Detectorv1); found {found}")
             from huggingface_hub.errors import EntryNotFoundError
 
             device = "cuda" if torch.cuda.is_available() else "cpu"
@@ -187,6 +190,11 @@ class PyFeatAU(Extractor):
                     )
             except EntryNotFoundError as e:  # a py-feat version that needs files not in REQUIRED
                 raise MissingBackendError(f"py-feat weight file not available offline: {e}") from e
+            except Exception as e:  # a damaged or foreign weight file: one line, not a traceback
+                raise MissingBackendError(
+                    f"py-feat could not load its weights ({type(e).__name__}: {str(e).splitlines()[0][:200]}); "
+                    f"check the files in {ENV_WEIGHTS}"
+                ) from e
         return self._detector
 
     def _rows(self, frames: np.ndarray) -> np.ndarray:

@@ -209,6 +209,8 @@ class ClipCAMSA(MSAModel):
                 raise UsageError(f"clip_ca_msa {key} must be one of {allowed}, got {value!r}")
         if c.label_source == "clip" and not c.clip_weights:
             raise MissingBackendError("label_source 'clip' needs clip_weights: a local open_clip ViT-B/16 checkpoint")
+        if c.clip_weights and c.label_source in ("text", "random"):
+            raise UsageError(f"clip_weights is set but label_source is {c.label_source!r}: use 'auto' or 'clip'")
 
     def _label_source(self) -> str:
         c = self.config

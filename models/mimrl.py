@@ -168,9 +168,10 @@ class MIMRL(MSAModel):
                       scheduler="multistep:9,60:0.1"),
         "phq8": dict(_CUBE_PUBLISHED, batch_size=32, activation="relu", c1=(1.0,) * 11, c2=(0.1,) * 8, lr=1e-3,
                      loss="ccc", label_scale=25.0, scheduler="multistep:50,60:0.1", select="max:CCC"),
-        "tiny": dict(text_encoder="tiny-random", d_common=16, time_len=8, d_hiddens="4-3-16=2-3-16",
-                     d_outs="4-3-16=2-3-16", dropout_mlp=(0.0, 0.0, 0.0), dropout=(0.0,) * 4, critic_hidden=32,
-                     critic_embed=16, critic_layers=1, cmi_hidden=32, batch_size=16, max_epochs=3, early_stop=3),
+        "tiny": dict(text_encoder="tiny-random", d_common=16, time_len=8, d_hiddens="6-3-16=4-3-16",
+                     d_outs="6-3-16=4-3-16", dropout_mlp=(0.0, 0.0, 0.0), dropout=(0.0,) * 4, critic_hidden=32,
+                     critic_embed=16, critic_layers=1, cmi_hidden=32, stage1_n=1, batch_size=16, max_epochs=3,
+                     early_stop=3),
     }
 
     def __init__(self, config: MIMRLConfig, dims: Dims, task: Task) -> None:
@@ -231,7 +232,8 @@ class MIMRL(MSAModel):
         est = {n: self.vmi[n](feats[x], feats[y]) for n, (x, y) in MI_TERMS.items()}
         bce = {}
         for n, (x, y, z) in CMI_TERMS.items():
-            est[n], bce[n] = self.vcmi[n](feats[x], feats[y], feats[z], (self.memory[x], self.memory[y], self.memory[z]))
+            memory = (self.memory[x], self.memory[y], self.memory[z])
+            est[n], bce[n] = self.vcmi[n](feats[x], feats[y], feats[z], memory)
         return est, bce
 
     # loss -------------------------------------------------------------------------------------------

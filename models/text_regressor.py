@@ -45,6 +45,7 @@ class TextRegressorConfig:
     weight_decay: float = 0.01
     max_tokens: int = 128  # longer ids are cut (the encoder's [SEP] is lost; fine for regression)
     cache_frozen: bool = True  # memoise the frozen layers' outputs per sentence while training
+    group_rows: int = 8  # run a batch in length-sorted groups of this many rows (0: all at once)
     batch_size: int = 32
     max_epochs: int = 8
     early_stop: int = 3
@@ -144,24 +145,30 @@ class TextRegressor(MSAModel):
 
     # forward ------------------------------------------------------------------------------------
     def forward(self, batch: Batch) -> dict[str, torch.Tensor]:
-        tb = trim_bert_padding(batch["text_bert"][:, :, : self.config.max_tokens].long())
-        ids, mask, types = tb[:, 0], tb[:, 1], tb[:, 2]
-        dtype = self.head_dtype()
-        additive = (1.0 - mask[:, None, None, :].to(dtype)) * torch.finfo(dtype).min
-        h = self._bottom(ids, mask, types, additive)
-        for layer in self.top:
-            h = _run_layer(layer, h, additive)
-        if self.config.pooling == "cls":
-            pooled = h[:, 0]
-        else:
-            m = mask.unsqueeze(-1).to(h.dtype)
-            pooled = (h * m).sum(1) / m.sum(1).clamp(min=1.0)
+        tb = batch["text_bert"][:, :, : self.config.max_tokens].long()
+        n, g = tb.shape[0], self.config.group_rows
+        if g <= 0 or n <= g:
+            pooled = self._pooled(tb)
+        else:  # length-sorted groups: little padding (rows are independent, so the result is the same)
+            order = torch.argsort(tb[:, 1].sum(1), stable=True)
+            parts = [self._pooled(tb[idx]) for idx in order.split(g)]
+            pooled = torch.cat(parts)[torch.argsort(order)]
         raw = self.head(self.drop(pooled)).squeeze(-1)
         pred = raw if self.training else raw.clamp(self.task.low, self.task.high)
         return {"pred": pred, "raw": raw, "pooled": pooled}
 
-    def head_dtype(self) -> torch.dtype:
-        return next(self.head.parameters()).dtype
+    def _pooled(self, text_bert: torch.Tensor) -> torch.Tensor:
+        """Encoder output of (b, 3, L) ids pooled to (b, H)."""
+        tb = trim_bert_padding(text_bert)
+        ids, mask, types = tb[:, 0], tb[:, 1], tb[:, 2]
+        additive = (1.0 - mask[:, None, None, :].float()) * torch.finfo(torch.float32).min
+        h = self._bottom(ids, mask, types, additive)
+        for layer in self.top:
+            h = _run_layer(layer, h, additive)
+        if self.config.pooling == "cls":
+            return h[:, 0]
+        m = mask.unsqueeze(-1).to(h.dtype)
+        return (h * m).sum(1) / m.sum(1).clamp(min=1.0)
 
     def _bottom(self, ids: torch.Tensor, mask: torch.Tensor, types: torch.Tensor, additive: torch.Tensor) -> torch.Tensor:
         """Frozen layers' output (B, L, H); memoised per sentence while training when ``cache_frozen``."""

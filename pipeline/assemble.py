@@ -28,7 +28,6 @@ FORMAT = "msa-features"
 FORMAT_VERSION = 1
 # our modality name -> MMSA key
 MMSA_KEY = {"text": "text", "audio": "audio", "visual": "vision"}
-FEATURE_KEYS = ("text", "text_bert", "audio", "vision")
 
 
 @dataclass(frozen=True)

@@ -54,6 +54,15 @@ def _face_mask(visual: tuple[Any, tuple[str, ...]] | None) -> np.ndarray | None:
 
 def plot_prediction(pred: Any, out: str | Path) -> Path:
     """Write the signals of a :class:`~msa.pipeline.predict.Prediction` to ``out`` (PNG); returns the path."""
+    fig = draw(pred)
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, format="png")
+    return out
+
+
+def draw(pred: Any) -> Any:
+    """The figure: rows for facial AUs, expressions, voice and words, each only when its signal exists."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
@@ -93,10 +102,7 @@ def plot_prediction(pred: Any, out: str | Path) -> Path:
     fig.suptitle(f"{Path(pred.clip).name}: {pred.label}, score {pred.score:+.2f} on [{lo:g}, {hi:g}]  (driven by {mods})",
                  fontsize=11)
     fig.tight_layout()
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, format="png")
-    return out
+    return fig
 
 
 def _plot_face(ax: Any, aus: list[Any], face: np.ndarray | None, visual: Any) -> None:

@@ -23,6 +23,7 @@ from typing import Any
 
 import numpy as np
 
+from msa.extractors import RECIPES
 from msa.extractors.base import Features
 
 from .errors import BundleError, MediaError, MsaError, UsageError
@@ -37,6 +38,7 @@ RUNNER_MODALITY = {v: k for k, v in BATCH_KEY.items()}
 # |score| <= band is "neutral": MOSI/MOSEI ratings are averages of integers in [-3, 3] (a score that
 # rounds to 0, as in Mult_acc_7); SIMS uses MMSA's 3-class edges +-0.1. Custom ranges: 1/12 of the width.
 NEUTRAL_BAND = {"mosi": 0.5, "mosei": 0.5, "sims": 0.1, "simsv2": 0.1}
+DEFAULT_SIGNALS = tuple((m, RECIPES["default"][m]) for m in ("audio", "visual"))
 PHQ8_BANDS = ((4, "none"), (9, "mild"), (14, "moderate"), (19, "moderately severe"), (24, "severe"))
 PHQ8_HINT = ("train one on AVEC2019-style sessions: msa-extract DATASET --recipe avec2019 --out feats/ && "
              "msa-train --data feats/features.pkl --dataset phq8 --model <model> --out checkpoints/phq8, "
@@ -115,7 +117,7 @@ class PredictOptions:
     bundle: Path
     task: str | None = None  # sentiment | phq8: must match the bundle's task when given
     cache_dir: Path | None = None  # msa-extract-style output folder whose cache/ is reused
-    signals: tuple[tuple[str, str], ...] = (("audio", "egemaps"), ("visual", "facemesh_au"))
+    signals: tuple[tuple[str, str], ...] = DEFAULT_SIGNALS
     asr: str = "whisper"
     device: str = "auto"
 
@@ -179,6 +181,8 @@ class Predictor:
             raise UsageError(f"{options.bundle} is a {kind} bundle ({self.bundle.task.name}), not {options.task}{hint}")
         self.kind = kind
         asr_cls = EXTRACTORS.get(options.asr)
+        if getattr(asr_cls, "modality", None) != "asr":
+            raise UsageError(f"{options.asr!r} is a {asr_cls.modality} extractor, not a speech recogniser")
         self.specs = {m: e.spec().to_dict() for m, e in extractors.items()}
         self._tmp = None if options.cache_dir else tempfile.mkdtemp(prefix="msa-predict-")
         self.plan = Plan(

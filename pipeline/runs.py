@@ -108,8 +108,8 @@ def train_run(spec: RunSpec, log: Callable[[str], None] = _log) -> list[dict[str
                 log(f"note: {note}")
             row = {"seed": seed, "best_epoch": result.best_epoch, "epochs_run": result.epochs_run,
                    "stopped": result.stopped, "seconds": round(result.seconds, 2),
-                   **{f"valid_{k}": v for k, v in result.valid.items()},
-                   **{f"test_{k}": v for k, v in (result.test or {}).items()}}
+                   **{f"valid_{k}": round(v, 6) for k, v in result.valid.items()},
+                   **{f"test_{k}": round(v, 6) for k, v in (result.test or {}).items()}}
             rows.append(row)
             provenance = {
                 "data_file": str(Path(spec.data).resolve()), "data_sha256": fs.sha256, "splits": fs.sizes(),

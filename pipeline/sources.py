@@ -104,7 +104,8 @@ def scan_folder(root: Path) -> Source:
             continue
         seen_dirs.add((st.st_dev, st.st_ino))
         dirnames.sort()
-        for name in sorted(filenames):
+        # a folder named like a clip (x.mp4/) is listed too: it fails as a clip, visibly, not silently
+        for name in sorted(filenames + [d for d in dirnames if Path(d).suffix.lower() in MEDIA_EXTS]):
             p = Path(dirpath) / name
             if p.suffix.lower() in MEDIA_EXTS and not name.startswith("."):
                 files.append(p)

@@ -184,7 +184,7 @@ def evaluate(model: MSAModel, loader: Any, task: Task, amp_dtype: torch.dtype | 
     return {"loss": float(loss), **metrics}
 
 
-def _train_pass(model: MSAModel, loader: DeviceLoader, opt: torch.optim.Optimizer, stage: str, epoch: int,
+def train_pass(model: MSAModel, loader: DeviceLoader, opt: torch.optim.Optimizer, stage: str, epoch: int,
                 settings: TrainSettings, amp_dtype: torch.dtype | None, bar: Any) -> dict[str, float]:
     """One pass: zero at each window's first batch, step after its last; a trailing partial window is not
     stepped (Self-MM/MMSA semantics). Clipping follows every backward, then ``after_backward``."""
@@ -260,7 +260,7 @@ def fit(model: MSAModel, train: Split, valid: Split, test: Split | None, task: T
                 if stage not in optimizers:
                     raise ValueError(f"{type(model).__name__}.stages() names stage {stage!r} but no parameter group has it")
                 for _ in range(passes):
-                    logs = _train_pass(model, train_loader, optimizers[stage], stage, epoch, settings, amp_dtype, bar)
+                    logs = train_pass(model, train_loader, optimizers[stage], stage, epoch, settings, amp_dtype, bar)
                     for k2, v in logs.items():
                         record[f"train_{k2}" if stage == "main" else f"{stage}/{k2}"] = v
             record.update({k2: float(v) for k2, v in (model.on_epoch_end(epoch) or {}).items()})

@@ -21,15 +21,16 @@ CMI_FORMS = ("code", "standard")
 CMI_LAST = ("sigmoid", "hardtanh")
 
 
-def mlp(sizes: list[int], act: type[nn.Module] = nn.ReLU) -> nn.Sequential:
-    """Linear layers with ``act`` between them (none after the last); biases start at zero."""
+def mlp(sizes: list[int], zero_bias: bool = True) -> nn.Sequential:
+    """Linear layers with ReLU between them (none after the last); biases start at zero if ``zero_bias``."""
     layers: list[nn.Module] = []
     for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:])):
         lin = nn.Linear(a, b)
-        nn.init.zeros_(lin.bias)
+        if zero_bias:
+            nn.init.zeros_(lin.bias)
         layers.append(lin)
         if i < len(sizes) - 2:
-            layers.append(act())
+            layers.append(nn.ReLU())
     return nn.Sequential(*layers)
 
 
@@ -175,7 +176,7 @@ class CMIEstimator(nn.Module):
         if last not in CMI_LAST or form not in CMI_FORMS:
             raise ValueError(f"last must be one of {CMI_LAST} and form one of {CMI_FORMS}")
         self.width, self.k, self.last, self.form = width, k, last, form
-        self.classifier = mlp([sum(tiled_width(d, width) for d in dims), hidden, hidden, hidden, 2])
+        self.classifier = mlp([sum(tiled_width(d, width) for d in dims), hidden, hidden, hidden, 2], zero_bias=False)
 
     def gamma(self, rows: torch.Tensor) -> torch.Tensor:
         logits = self.classifier(rows).clamp(-10, 10)

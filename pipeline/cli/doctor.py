@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
+from ..errors import MissingBackendError
 from . import common
 
 PROG = "msa-doctor"
@@ -112,38 +113,25 @@ def _opensmile() -> tuple[bool, str]:
 
 
 def _clip() -> tuple[bool, str]:
-    """MSA_CLIP_WEIGHTS: a checkpoint file, or an open_clip tag already in the Hugging Face cache."""
-    given = os.environ.get("MSA_CLIP_WEIGHTS")
-    if not given:
-        return False, "not found: set MSA_CLIP_WEIGHTS to an open_clip ViT-B-16 checkpoint file or cached tag"
-    if Path(given).expanduser().is_file():
-        return True, str(Path(given).expanduser())
-    if not _has_module("open_clip"):
-        return False, f"MSA_CLIP_WEIGHTS={given} is not a file (and open_clip is not installed to resolve a tag)"
-    import open_clip  # only for a tag: which hub repo holds it
+    """Asks the extractor itself, so doctor and extraction can never disagree."""
+    from msa.extractors.clip import ClipViTB16
 
-    hub = (open_clip.get_pretrained_cfg("ViT-B-16", given) or {}).get("hf_hub", "")
-    snap = _hf_snapshot(_hf_cache(), "/".join(hub.split("/")[:2])) if hub else None
-    if snap is None:
-        return False, f"MSA_CLIP_WEIGHTS={given} is neither a file nor an open_clip tag in {_hf_cache()}"
-    return True, str(snap)
-
-
-PYFEAT_REPOS = ("py-feat/retinaface_r34", "py-feat/mobilefacenet", "py-feat/xgb_au")
+    try:
+        path, _ = ClipViTB16().weights_file()
+    except MissingBackendError as e:
+        return False, e.one_line()
+    return True, str(path)
 
 
 def _pyfeat() -> tuple[bool, str]:
-    roots = [Path(os.environ["MSA_PYFEAT_WEIGHTS"]).expanduser()] if os.environ.get("MSA_PYFEAT_WEIGHTS") else []
-    feat_dir = _package_dir("feat")
-    roots += [p for p in (feat_dir and feat_dir / "resources", _hf_cache()) if p is not None]
-    missing = []
-    for repo in PYFEAT_REPOS:
-        short = repo.split("/")[1]
-        if not any(_hf_snapshot(r, repo) or any((r / short).glob("*")) for r in roots if r.is_dir()):
-            missing.append(short)
-    if missing:
-        return False, f"missing {', '.join(missing)}: set MSA_PYFEAT_WEIGHTS to a folder holding py-feat's weights"
-    return True, ", ".join(str(r) for r in roots if r.is_dir())
+    """Asks the extractor itself which of py-feat's weight files it would load."""
+    from msa.extractors.pyfeat import PyFeatAU
+
+    try:
+        files = PyFeatAU().weight_files()
+    except MissingBackendError as e:
+        return False, e.one_line()
+    return True, f"{len(files)} weight files found"
 
 
 def _none() -> tuple[bool, str]:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -25,7 +26,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog=PROG, description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__.split("\n\n", 2)[2])
     p.add_argument("clips", nargs="+", metavar="CLIP", help="video or audio file(s)")
-    p.add_argument("--bundle", type=Path, default=None,
+    p.add_argument("--bundle", type=Path, default=None, metavar="DIR",
                    help="bundle folder (bundle.json + weights.safetensors); default: the shipped one for --task")
     p.add_argument("--task", choices=("sentiment", "phq8"), default=None,
                    help="what to predict; must match the bundle (default: the bundle's task, or sentiment)")
@@ -36,8 +37,33 @@ def build_parser() -> argparse.ArgumentParser:
                    help="draw the signals per clip (several clips: OUT_<clip>.png)")
     p.add_argument("--cache", type=Path, default=None, metavar="DIR",
                    help="reuse and fill an msa-extract output folder's feature cache")
+    p.add_argument("--signals", default=None, metavar="MOD:NAME,...|none",
+                   help="extractors run only to report/plot signals for modalities the bundle does not use "
+                        "(default: the default recipe's audio and visual ones; 'none' skips them)")
+    p.add_argument("--asr", default="whisper", metavar="NAME", help="speech recogniser (default whisper, offline)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     return p
+
+
+def parse_signals(value: str | None) -> tuple[tuple[str, str], ...]:
+    """``audio:egemaps,visual:facemesh_au`` -> pairs; ``none`` -> (); None -> the default recipe's."""
+    from msa.extractors import EXTRACTORS
+
+    from ..errors import UsageError
+    from ..predict import DEFAULT_SIGNALS
+
+    if value is None:
+        return DEFAULT_SIGNALS
+    if value.strip().lower() == "none":
+        return ()
+    pairs = []
+    for part in filter(None, (p.strip() for p in value.split(","))):
+        modality, sep, name = part.partition(":")
+        if not sep or modality not in ("audio", "visual"):
+            raise UsageError(f"--signals: expected audio:NAME or visual:NAME, got {part!r}")
+        EXTRACTORS.get(name)  # unknown names: one line listing the valid ones
+        pairs.append((modality, name))
+    return tuple(pairs)
 
 
 def _main(args: argparse.Namespace) -> int:
@@ -49,8 +75,10 @@ def _main(args: argparse.Namespace) -> int:
     if args.transcript is not None and not args.transcript.is_file():
         raise UsageError(f"--transcript: no such file: {args.transcript}")
     t0 = time.perf_counter()
-    options = PredictOptions(bundle=resolve_bundle(args.bundle, args.task), task=args.task,
-                             cache_dir=args.cache, device=args.device)
+    for key, value in (("TRANSFORMERS_VERBOSITY", "error"), ("HF_HUB_DISABLE_PROGRESS_BARS", "1")):
+        os.environ.setdefault(key, value)  # no weight-loading reports between the results
+    options = PredictOptions(bundle=resolve_bundle(args.bundle, args.task), task=args.task, cache_dir=args.cache,
+                             signals=parse_signals(args.signals), asr=args.asr, device=args.device)
     plots = plot_paths(args.plot, args.clips) if args.plot else [None] * len(args.clips)
     failed = 0
     with Predictor(options) as predictor:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import pickle
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -122,6 +123,27 @@ def test_no_face_clip_gives_zeros_flag_and_frame_count(make_clip, extractor: fm.
     assert np.all(feats.data == 0.0) and feats.meta["face_ratio"] == 0.0
     again = extractor.extract(clip)
     assert np.array_equal(feats.data, again.data) and np.array_equal(feats.times, again.times)
+
+
+class _FakeMesh:
+    """Stands in for MediaPipe's FaceMesh: two faces, the second one twice as large."""
+
+    def process(self, image: np.ndarray) -> SimpleNamespace:
+        def face(scale: float, shift: float) -> SimpleNamespace:
+            pts = np.nan_to_num(fm.canonical_mesh()) * scale / 100.0 + shift
+            return SimpleNamespace(landmark=[SimpleNamespace(x=x, y=-y, z=-z) for x, y, z in pts])
+
+        return SimpleNamespace(multi_face_landmarks=[face(1.0, 0.3), face(2.0, 0.6)])
+
+
+def test_the_largest_face_is_described() -> None:
+    ex = fm.FaceMeshAU()
+    ex._mesh = _FakeMesh()
+    pts = ex.landmarks(np.zeros((100, 200, 3), np.uint8))
+    assert pts is not None and pts.shape == (478, 3)
+    width = pts[:, 0].max() - pts[:, 0].min()
+    canon = np.nan_to_num(fm.canonical_mesh())
+    assert width == pytest.approx((canon[:, 0].max() - canon[:, 0].min()) * 2.0 / 100.0 * 200)
 
 
 def test_pickles_without_the_mediapipe_graph(extractor: fm.FaceMeshAU) -> None:

@@ -3,13 +3,14 @@ from __future__ import annotations
 
 import pickle
 import sys
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
 
 from msa.extractors import EXTRACTORS
 from msa.extractors import fer
-from msa.extractors.face import square_crop
+from msa.extractors.face import FaceBoxFinder, square_crop
 from msa.pipeline.clip import Clip
 from msa.pipeline.errors import MissingBackendError
 from msa.pipeline.hashing import file_sha256
@@ -53,6 +54,19 @@ def test_square_crop_centres_the_box_and_pads_outside_the_image() -> None:
     assert edge.shape == (32, 32)
 
 
+def test_face_finder_keeps_the_largest_confident_box() -> None:
+    def det(score: float, x: float, w: float) -> SimpleNamespace:
+        box = SimpleNamespace(xmin=x, ymin=0.1, width=w, height=w)
+        return SimpleNamespace(score=[score], location_data=SimpleNamespace(relative_bounding_box=box))
+
+    finder = FaceBoxFinder(min_confidence=0.7)
+    finder._detector = SimpleNamespace(process=lambda image: SimpleNamespace(
+        detections=[det(0.9, 0.1, 0.2), det(0.95, 0.5, 0.3), det(0.6, 0.0, 0.5)]))
+    assert finder(np.zeros((100, 200, 3), np.uint8)) == pytest.approx((100.0, 10.0, 160.0, 40.0))
+    finder._detector = SimpleNamespace(process=lambda image: SimpleNamespace(detections=None))
+    assert finder(np.zeros((100, 200, 3), np.uint8)) is None
+
+
 def test_no_face_clip_gives_zeros_and_flag(make_clip, extractor: fer.FerEmotion) -> None:
     clip = Clip.from_path(make_clip(duration=2.0, fps=25, audio=False))
     feats = extractor.extract(clip)
@@ -68,6 +82,10 @@ def test_missing_model_file_is_a_clear_error(tmp_path) -> None:
         ex.spec()
     with pytest.raises(MissingBackendError):
         ex.extract(object())  # fails before touching the clip
+    damaged = tmp_path / "damaged.tflite"
+    damaged.write_bytes(b"not a flatbuffer" * 64)
+    with pytest.raises(MissingBackendError, match="cannot be loaded"):
+        fer.FerEmotion(model=str(damaged)).extract(object())
 
 
 def test_spec_hash_stable_and_config_sensitive(extractor: fer.FerEmotion) -> None:

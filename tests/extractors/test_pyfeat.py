@@ -41,7 +41,7 @@ def test_columns() -> None:
 
 def test_missing_weights_is_one_clear_error_and_nothing_is_loaded(monkeypatch, tmp_path) -> None:
     monkeypatch.setenv(pyfeat.ENV_WEIGHTS, str(tmp_path))
-    monkeypatch.setattr(pyfeat, "pyfeat_resources", lambda: None)
+    monkeypatch.setattr(pyfeat, "default_roots", lambda: [])
     imported_before = "feat" in sys.modules
     ex = pyfeat.PyFeatAU()
     with pytest.raises(MissingBackendError) as err:

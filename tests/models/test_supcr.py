@@ -40,7 +40,7 @@ def test_identical_views_give_the_test_vector(denominator: str) -> None:
 
 @pytest.mark.parametrize("denominator", BOTH)
 def test_identical_views_give_mean_log_negative_set_size(denominator: str) -> None:
-    y = torch.tensor([0.0, 0.4, 0.4, -1.2, 2.0])
+    y = torch.tensor([0.0, 0.5, 0.5, -1.5, 2.5])  # binary fractions: exact ties (|0.5+1.5| = |0.5-2.5|)
     v = torch.randn(1, 6).expand(5, 6)
     lab = torch.cat([y, y]).tolist()
     n2 = len(lab)
@@ -52,7 +52,7 @@ def test_identical_views_give_mean_log_negative_set_size(denominator: str) -> No
 @pytest.mark.parametrize("denominator", BOTH)
 def test_equals_naive_triple_loop(denominator: str) -> None:
     g = torch.Generator().manual_seed(3)
-    y = torch.tensor([0.2, -1.0, 0.2, 2.6, 0.0, -1.0])  # ties exercise the >= in the negative set
+    y = torch.tensor([0.25, -1.0, 0.25, 1.5, 0.0, -1.0])  # ties exercise the >= in the negative set
     v0, v1 = torch.randn(6, 5, generator=g) * 3, torch.randn(6, 5, generator=g)
     for tau in (0.5, 0.07):
         assert float(supcr_loss(v0, v1, y, tau, denominator)) == pytest.approx(_naive(v0, v1, y, tau, denominator), rel=1e-5)

@@ -72,17 +72,20 @@ def test_clip_weights_come_from_the_environment(monkeypatch: pytest.MonkeyPatch,
 
 
 def test_pyfeat_weights_folder(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """doctor asks the pyfeat extractor, so it names exactly the files the extractor would load."""
+    from msa.extractors.pyfeat import REQUIRED
+
     monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "empty_cache"))
+    monkeypatch.setattr("msa.extractors.pyfeat.default_roots", lambda: [])
     monkeypatch.setenv("MSA_PYFEAT_WEIGHTS", str(tmp_path))
-    for repo in doctor.PYFEAT_REPOS[:-1]:
-        snap = tmp_path / f"models--{repo.replace('/', '--')}" / "snapshots" / "abc"
-        snap.mkdir(parents=True)
-        (snap / "weights.bin").write_bytes(b"x")
+    for _repo, names in REQUIRED[:-1]:
+        (tmp_path / names[0]).write_bytes(b"x")
     ok, detail = doctor._pyfeat()
-    assert not ok and doctor.PYFEAT_REPOS[-1].split("/")[1] in detail and "MSA_PYFEAT_WEIGHTS" in detail
-    (tmp_path / doctor.PYFEAT_REPOS[-1].split("/")[1]).mkdir()
-    (tmp_path / doctor.PYFEAT_REPOS[-1].split("/")[1] / "model.skops").write_bytes(b"x")
-    assert doctor._pyfeat()[0]
+    last_repo, last_names = REQUIRED[-1]
+    assert not ok and f"{last_repo}/{last_names[0]}" in detail and "MSA_PYFEAT_WEIGHTS" in detail
+    (tmp_path / last_names[0]).write_bytes(b"x")
+    ok, detail = doctor._pyfeat()
+    assert ok, detail
 
 
 def test_missing_package_makes_default_unusable(

@@ -223,6 +223,23 @@ def test_word_alignment_averages_frames_per_token(tmp_path: Path, clips: dict) -
     assert not d["audio"][0, [0, 3]].any()  # special tokens carry no frames
 
 
+def test_odd_file_names_and_bad_entries_in_a_batch(tmp_path: Path, clips: dict) -> None:
+    inp = tmp_path / "in"
+    inp.mkdir()
+    for name in ("with space.mp4", "ünïcode.mp4", "-dash.mp4"):
+        shutil.copy(clips["av"], inp / name)
+    (inp / "empty.mp4").write_bytes(b"")
+    (inp / "dir.mp4").mkdir()
+    (inp / "dangling.mp4").symlink_to(inp / "gone.mp4")
+    out, log = tmp_path / "out", tmp_path / "calls.log"
+    assert extract(inp, out, log) == 0
+    got = {e["id"].split("$_$")[1]: (e["stage"], e["reason"]) for e in errors(out)}
+    assert got == {"empty": ("probe", "corrupt_media"), "dir": ("hash", "not_found"),
+                   "dangling": ("hash", "not_found")}
+    assert sorted(load(out)["all"]["id"]) == ["in$_$-dash", "in$_$with space", "in$_$ünïcode"]
+    assert len(calls(log)) == 4  # three names, one content: asr/text/audio/visual ran once
+
+
 def test_all_clips_failing_is_an_error_and_single_file_failures_exit_nonzero(
         tmp_path: Path, clips: dict, capsys: pytest.CaptureFixture[str]) -> None:
     inp = folder(tmp_path, clips, (), corrupt=True)

@@ -42,6 +42,15 @@ def test_folder_is_searched_recursively_for_every_media_extension(tmp_path: Path
     assert deep.video_id == "sub/deeper" and deep.id == "sub/deeper$_$a"
 
 
+def test_odd_names_and_a_folder_named_like_a_clip_are_listed(tmp_path: Path) -> None:
+    for n in ("with space.mp4", "ünïcode.wav", "-leading-dash.mkv"):
+        touch(tmp_path / n)
+    (tmp_path / "folder.mp4").mkdir()
+    touch(tmp_path / "folder.mp4" / "inner.mp4")
+    names = sorted(it.path.relative_to(tmp_path).as_posix() for it in discover(tmp_path).items)
+    assert names == ["-leading-dash.mkv", "folder.mp4", "folder.mp4/inner.mp4", "with space.mp4", "ünïcode.wav"]
+
+
 def test_symlink_loops_are_not_followed_forever(tmp_path: Path) -> None:
     touch(tmp_path / "d" / "clip.mp4")
     os.symlink(tmp_path / "d", tmp_path / "d" / "loop")  # d/loop -> d

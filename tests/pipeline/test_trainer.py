@@ -1,7 +1,6 @@
 """The one trainer, driven by a small test-local model: determinism, selection, accumulation, stages."""
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
