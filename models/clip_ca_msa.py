@@ -257,7 +257,10 @@ class ClipCAMSA(MSAModel):
         """Insert the prompt tokens right after [CLS] (ids, mask 1, type 0)."""
         if not len(self.prompt_ids):
             return text_bert
-        b = text_bert.shape[0]
+        b, limit = text_bert.shape[0], getattr(self.text.bert.config, "max_position_embeddings", 512)
+        if text_bert.shape[-1] + len(self.prompt_ids) > limit:
+            raise UsageError(f"clip_ca_msa: {text_bert.shape[-1]} text tokens + a {len(self.prompt_ids)}-token prompt "
+                             f"exceed the text encoder's {limit} positions; shorten text_prompt or the text")
         p = self.prompt_ids.to(text_bert.device)
         prompt = torch.stack([p, torch.ones_like(p), torch.zeros_like(p)])[None].expand(b, -1, -1)
         return torch.cat([text_bert[..., :1], prompt.to(text_bert.dtype), text_bert[..., 1:]], dim=-1)

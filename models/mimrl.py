@@ -61,6 +61,14 @@ def ccc_loss(pred: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     return 1 - 2 * cov / (pred.var(unbiased=False) + y.var(unbiased=False) + (pm - ym) ** 2 + 1e-10)
 
 
+def output_range(model: MSAModel, pred: torch.Tensor) -> torch.Tensor:
+    """PHQ-8 predictions are clamped to the score range [0, 24] at evaluation (training keeps gradients);
+    sentiment predictions stay unclipped, as MMSA's MAE/Corr expect."""
+    if model.training or model.task.metrics != "phq8":
+        return pred
+    return pred.clamp(model.task.low, model.task.high)
+
+
 def _tuple(value: Any, n: int, name: str) -> tuple[float, ...]:
     vals = tuple(float(v) for v in (value if isinstance(value, (list, tuple)) else [value] * n))
     if len(vals) != n:
@@ -210,7 +218,7 @@ class MIMRL(MSAModel):
         x = torch.stack([self._fit_time(s) for s in (t, a, v)], dim=2)  # [B, time_len, 3, d]
         fused = self.fusion(x).mean(dim=2).mean(dim=1)  # compose over modalities, then time
         raw = self.classifier(fused).squeeze(-1)
-        return {"pred": raw * self.config.label_scale, "raw": raw, "F": fused,
+        return {"pred": output_range(self, raw * self.config.label_scale), "raw": raw, "F": fused,
                 "T": t.mean(1), "A": a.mean(1), "V": v.mean(1)}
 
     # information terms ------------------------------------------------------------------------------

@@ -21,6 +21,7 @@ from .base import Batch, Dims, LossOut, MSAModel, ParamGroup, Task, TrainSetting
 from .layers.mi import CPC, MMILB, gaussian_entropy
 from .layers.seq import PackedRNN
 from .layers.text import TextEncoder
+from .mimrl import output_range
 
 
 @dataclass(frozen=True)
@@ -119,7 +120,7 @@ class MMIM(MSAModel):
         u1 = torch.tanh(self.fusion_1(self.fusion_drop(torch.cat([t, a, v], dim=-1))))
         u2 = torch.tanh(self.fusion_2(u1))
         raw = self.fusion_out(u2).squeeze(-1)
-        return {"pred": raw * self.config.label_scale, "raw": raw, "t": t, "v": v, "a": a, "fusion": u2}
+        return {"pred": output_range(self, raw * self.config.label_scale), "raw": raw, "t": t, "v": v, "a": a, "fusion": u2}
 
     # loss -------------------------------------------------------------------------------------------
     def _lld(self, out: dict[str, torch.Tensor], detach: bool) -> torch.Tensor:

@@ -80,7 +80,7 @@ class Record:
 
     index: int
     item: Item
-    status: str = "cached"  # extracted | cached | failed | busy | skipped
+    status: str = "cached"  # extracted | cached | failed | busy | skipped | todo
     seconds: dict[str, float] = field(default_factory=dict)
     duration: float = 0.0
     entry: Entry | None = None
@@ -127,8 +127,11 @@ def _worker_setup(plan: Plan) -> None:
         torch.set_num_threads(n)
 
 
-def run_clip(index: int, item: Item, plan: Plan, wait: bool = False) -> Record:
-    """Extract (or find cached) every stage of one clip. Never raises for a bad clip."""
+def run_clip(index: int, item: Item, plan: Plan, wait: bool = False, cached_only: bool = False) -> Record:
+    """Extract (or find cached) every stage of one clip. Never raises for a bad clip.
+
+    ``cached_only``: extract nothing; a clip with work left comes back with status "todo".
+    """
     _worker_setup(plan)
     rec = Record(index, item)
     if plan.stop_file and os.path.exists(plan.stop_file):
@@ -136,7 +139,7 @@ def run_clip(index: int, item: Item, plan: Plan, wait: bool = False) -> Record:
         return rec
     job = _ClipJob(item, plan, rec)
     try:
-        job.run(wait)
+        job.run(wait, cached_only)
     except StorageError:
         raise
     except MsaError as e:
@@ -192,7 +195,7 @@ class _ClipJob:
                 self.cache.write_spec(name, spec_hash, spec)
             self.cache.save(name, spec_hash, key, obj)
 
-    def run(self, wait: bool) -> None:
+    def run(self, wait: bool, cached_only: bool = False) -> None:
         with self._timed("hash"):
             sha = _hash_clip(self.item.path)
         info = self._probe(sha)
@@ -201,6 +204,9 @@ class _ClipJob:
         self._check_align(transcript)
         found = self._lookup(sha, transcript, active)
         if transcript is None or len(found) < len(active):
+            if cached_only:
+                self.rec.status = "todo"
+                return
             lock = self.cache.lock(sha, wait=wait)
             if lock is None:
                 self.rec.status = "busy"

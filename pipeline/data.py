@@ -158,7 +158,8 @@ def _read_pickle(path: Path) -> dict[str, Any]:
     try:
         with open(path, "rb") as f:
             raw = pickle.load(f)  # noqa: S301 - only paths the user names (documented)
-    except (pickle.UnpicklingError, EOFError, AttributeError, ImportError, IndexError, ValueError, TypeError) as e:
+    except (pickle.UnpicklingError, EOFError, AttributeError, ImportError, IndexError, ValueError, TypeError,
+            MemoryError, OverflowError) as e:  # a corrupt length field asks for an impossible allocation
         raise DataError(f"{path.name}: not a readable features pickle ({type(e).__name__}: {e})") from e
     if not isinstance(raw, dict):
         raise DataError(f"{path.name}: expected a dict of splits, got {type(raw).__name__}")
@@ -427,7 +428,7 @@ def load_npz(path: str | Path) -> dict[str, Any]:
     try:
         with np.load(path, allow_pickle=False) as z:
             files = {k: z[k] for k in z.files}
-    except (ValueError, OSError, EOFError, zipfile.BadZipFile, zlib.error) as e:
+    except (ValueError, OSError, EOFError, zipfile.BadZipFile, zlib.error, NotImplementedError, MemoryError) as e:
         raise DataError(f"{path.name}: not a readable .npz features file ({type(e).__name__}: {e})") from e
     meta: dict[str, Any] = {}
     if NPZ_META in files:

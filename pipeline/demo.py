@@ -28,14 +28,15 @@ def face_image() -> Path:
     return Path(matplotlib.cbook.get_sample_data("grace_hopper.jpg", asfileobj=False))
 
 
-def make_example_clip(out: str | Path, speech: str | Path = SPEECH_WAV, fps: int = 10) -> Path:
-    """Write an H.264/AAC mp4: the face image held still for the length of ``speech``."""
+def make_example_clip(out: str | Path, speech: str | Path = SPEECH_WAV, fps: int = 10, repeat: int = 1) -> Path:
+    """Write an H.264/AAC mp4: the face image held still while ``speech`` plays ``repeat`` times."""
     out, speech = Path(out), Path(speech)
     if not speech.is_file():
         raise UsageError(f"example speech not found: {speech} (run from a checkout of the msa repository)")
     out.parent.mkdir(parents=True, exist_ok=True)
     args = [ffmpeg_exe(), "-nostdin", "-hide_banner", "-loglevel", "error", "-y",
-            "-loop", "1", "-framerate", str(fps), "-i", str(face_image()), "-i", str(speech),
+            "-loop", "1", "-framerate", str(fps), "-i", str(face_image()),
+            "-stream_loop", str(max(0, repeat - 1)), "-i", str(speech),
             "-map", "0:v", "-map", "1:a", "-shortest", "-c:v", "libx264", "-preset", "veryfast", "-tune", "stillimage",
             "-pix_fmt", "yuv420p", "-vf", "scale=trunc(iw/2)*2:trunc(ih/2)*2", "-c:a", "aac", "-b:a", "64k", str(out)]
     try:

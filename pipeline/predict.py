@@ -45,9 +45,9 @@ PHQ8_HINT = ("train one on AVEC2019-style sessions: msa-extract DATASET --recipe
              "then pass --bundle checkpoints/phq8")
 
 
-def task_kind(task: Any) -> str:
-    """``phq8`` for a PHQ-8 bundle, else ``sentiment``."""
-    return "phq8" if task.name == "phq8" or task.metrics == "phq8" else "sentiment"
+def task_kind(name: str | None, metrics: str | None) -> str:
+    """``phq8`` for a PHQ-8 task (by dataset name or metric family), else ``sentiment``."""
+    return "phq8" if "phq8" in (name, metrics) else "sentiment"
 
 
 def resolve_bundle(bundle: str | Path | None, task: str | None) -> Path:
@@ -83,7 +83,7 @@ def phq8_band(score: float) -> str:
 
 
 def label_for(score: float, task: Any) -> str:
-    return phq8_band(score) if task_kind(task) == "phq8" else sentiment_label(score, task)
+    return phq8_band(score) if task_kind(task.name, task.metrics) == "phq8" else sentiment_label(score, task)
 
 
 def extractor_from_spec(spec: dict[str, Any] | None, modality: str, where: Path) -> Any:
@@ -162,6 +162,10 @@ class Predictor:
         t0 = time.perf_counter()
         self.options = options
         meta = read_meta(options.bundle)
+        kind = task_kind(meta["task"].get("name"), meta["task"].get("metrics"))
+        if options.task is not None and options.task != kind:
+            hint = f"; {PHQ8_HINT}" if options.task == "phq8" else ""
+            raise UsageError(f"{options.bundle} is a {kind} bundle ({meta['task'].get('name')}), not {options.task}{hint}")
         self.used = [m for m in meta.get("modalities", ()) if m in RUNNER_MODALITY]
         if not self.used:
             raise BundleError(f"{options.bundle}: the bundle uses none of text/audio/vision")
@@ -175,10 +179,6 @@ class Predictor:
         self.bundle = load_bundle(options.bundle, current_specs={BATCH_KEY[m]: e.spec() for m, e in extractors.items()
                                                                  if BATCH_KEY[m] in self.used},
                                   device=str(self.device))
-        kind = task_kind(self.bundle.task)
-        if options.task is not None and options.task != kind:
-            hint = f"; {PHQ8_HINT}" if options.task == "phq8" else ""
-            raise UsageError(f"{options.bundle} is a {kind} bundle ({self.bundle.task.name}), not {options.task}{hint}")
         self.kind = kind
         asr_cls = EXTRACTORS.get(options.asr)
         if getattr(asr_cls, "modality", None) != "asr":
@@ -213,6 +213,8 @@ class Predictor:
 
         t0 = time.perf_counter()
         path = Path(path)
+        if path.is_dir():
+            raise MediaError(f"{path}: is a directory, not a media file", reason="not_found")
         if not path.is_file():
             raise MediaError(f"{path}: no such file", reason="not_found")
         text, source = None, "asr:" + self.options.asr

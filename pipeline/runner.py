@@ -36,8 +36,19 @@ def run_all(
     """Run every clip; returns (records, interrupted). The first Ctrl-C lets clips in flight finish."""
     records: list[Record] = []
     busy: list[Record] = []
+    tasks = list(enumerate(items))
     with _graceful_stop(plan.stop_file) as stop:
-        for rec in _execute(list(enumerate(items)), plan, jobs, backend, scheduler):
+        if jobs > 1 or backend != "loky":  # cached clips are settled here: no worker pool for a cached rerun
+            pending = []
+            for i, item in tasks:
+                rec = run_clip(i, item, plan, cached_only=True)
+                if rec.status == "todo":
+                    pending.append((i, item))
+                elif rec.status != "skipped":
+                    records.append(rec)
+                    on_record(rec)
+            tasks = pending
+        for rec in _execute(tasks, plan, jobs, backend, scheduler) if tasks else ():
             if rec.status == "busy":
                 busy.append(rec)
                 continue

@@ -97,7 +97,7 @@ def scan_folder(root: Path) -> Source:
     """All media files under ``root`` (recursive, symlinks followed once, loops skipped), sorted."""
     files: list[Path] = []
     seen_dirs: set[tuple[int, int]] = set()
-    for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
+    for dirpath, dirnames, filenames in os.walk(root, followlinks=True, onerror=_unreadable_folder):
         st = os.stat(dirpath)
         if (st.st_dev, st.st_ino) in seen_dirs:  # a symlink loop or a second link to a seen folder
             dirnames[:] = []
@@ -121,6 +121,12 @@ def scan_folder(root: Path) -> Source:
         clip_id = p.stem if stems[(video_id, p.stem)] == 1 else p.name  # a.mp4 + a.wav: keep both apart
         items.append(Item(video_id, clip_id, p))
     return Source(root, tuple(items), "folder")
+
+
+def _unreadable_folder(e: OSError) -> None:
+    """os.walk skips a folder it cannot list; say so before extraction instead of losing its clips."""
+    raise UsageError(f"cannot read folder {e.filename} ({e.strerror or e}); fix its permissions or move it out of "
+                     "the input", reason="permission_denied") from e
 
 
 def _video_id(root: Path, p: Path) -> str:

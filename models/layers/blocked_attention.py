@@ -71,9 +71,9 @@ class _BlockedAttention(torch.autograd.Function):
         for b0, b1, i0, i1, kk in _blocks(bh, len_q, len_k, offset):
             w = _weights(qs[b0:b1, i0:i1], k[b0:b1, :kk], _block_hidden(hidden, i0, i1, kk, offset))
             if p > 0:
-                m = torch.rand(w.shape, dtype=w.dtype, device=w.device) >= p
-                masks.append(m)
-                w.mul_(m)
+                r = torch.rand(w.shape, dtype=w.dtype, device=w.device)
+                masks.append(r >= p)  # kept for backward at 1 byte per weight
+                w.mul_(r.ge_(p))  # the same mask as 0/1 floats (a bool operand would be converted)
             o = torch.bmm(w, v[b0:b1, :kk])
             if i0 != last_i0:
                 rows_out.append([])
@@ -103,7 +103,7 @@ class _BlockedAttention(torch.autograd.Function):
             w = _weights(qb, kb, _block_hidden(hidden, i0, i1, kk, offset))
             d_w = torch.bmm(gb, vb.transpose(1, 2))  # dL/dD, up to the keep scale
             if p > 0:
-                m = ctx.masks[n]
+                m = ctx.masks[n].to(w.dtype)
                 dv[b0:b1, :kk] += torch.bmm((w * m).transpose(1, 2), gb).mul_(keep_scale)
                 d_w.mul_(m)
             else:

@@ -31,8 +31,10 @@ def run_epoch(model, opts, batches, epoch):
 
 def test_forward_outputs_and_classifier_reads_fused_vector():
     model = tiny().eval()
+    with torch.no_grad():
+        model.classifier.bias.fill_(5.0)
     out = model(make_batch(6, 0))
-    assert out["pred"].shape == (6,)
+    assert out["pred"].shape == (6,) and (out["pred"] > 3.0).all()  # sentiment outputs are not clipped
     for k in ("F", "T", "A", "V"):
         assert out[k].shape == (6, 16)
     assert torch.allclose(out["pred"], model.classifier(out["F"]).squeeze(-1))
@@ -184,9 +186,14 @@ def test_phq8_preset_scales_output_and_selects_ccc():
     c = model.config
     assert (c.loss, c.label_scale, c.activation) == ("ccc", 25.0, "relu")
     assert model.train_settings().select == "max:CCC"
-    model.eval()
+    model.train()
     out = model(make_batch(4, 0, 0.0, 24.0))
     assert torch.allclose(out["pred"], out["raw"] * 25.0)
+    with torch.no_grad():
+        model.classifier.bias.fill_(5.0)  # raw ~5 -> 125 before clamping
+    model.eval()
+    out = model(make_batch(4, 0, 0.0, 24.0))
+    assert (out["raw"] * 25.0 > 24.0).all() and torch.equal(out["pred"], torch.full((4,), 24.0))
 
 
 def test_ccc_loss_properties():

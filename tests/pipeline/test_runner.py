@@ -251,6 +251,22 @@ def test_all_clips_failing_is_an_error_and_single_file_failures_exit_nonzero(
     assert err.endswith("[corrupt_media at probe]")
 
 
+def test_a_bad_label_csv_stops_everything_before_extraction(tmp_path: Path, clips: dict,
+                                                           capsys: pytest.CaptureFixture[str]) -> None:
+    root = tmp_path / "ds"
+    (root / "Raw" / "v").mkdir(parents=True)
+    shutil.copy(clips["av"], root / "Raw" / "v" / "1.mp4")
+    rows = "".join(f"v,{i},t,{'nan' if i % 2 else 0.5},,train\n" for i in range(1, 16))  # odd: NaN; 2..15: no media
+    (root / "label.csv").write_text("video_id,clip_id,text,label,annotation,mode\n" + rows)
+    out = tmp_path / "out"
+    assert extract(root, out, tmp_path / "log") == 1
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "15 problem(s)" in err and "label_errors.txt" in err
+    report = (out / "label_errors.txt").read_text().splitlines()
+    assert len(report) == 15 and report[0].startswith("line 2: label is not a number")
+    assert not (out / "cache").exists() and calls(tmp_path / "log") == []
+
+
 def test_bad_usage_is_a_one_line_error(tmp_path: Path, clips: dict, capsys: pytest.CaptureFixture[str]) -> None:
     inp = folder(tmp_path, clips, ("av",))
     for extra, msg in ((["--set", "visual.nope=1"], "fake_visual has no setting 'nope'"),
@@ -289,6 +305,9 @@ def test_parallel_loky_and_dask_match_sequential(tmp_path: Path, clips: dict) ->
         assert (tmp_path / name / "features.pkl").read_bytes() == seq, name
         assert errors(tmp_path / name) == errors(tmp_path / "seq")
         assert summary(tmp_path / name)["clips"]["extracted"] == 3
+    n = len(calls(log))
+    assert extract(inp, tmp_path / "loky", log, "--missing", "empty", "--jobs", "2") == 0
+    assert summary(tmp_path / "loky")["clips"]["cached"] == 3 and len(calls(log)) == n
 
 
 def fake_cli(inp: Path, out: Path, log: Path, *extra: str) -> list[str]:
