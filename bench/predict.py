@@ -48,12 +48,19 @@ def main() -> None:
         a = make_example_clip(Path(tmp) / "a.mp4", repeat=2)
         b = make_example_clip(Path(tmp) / "b.mp4", repeat=2, fps=12)
         cli = [sys.executable, "-m", "msa.pipeline.cli.predict"]
+        bundle = ["--bundle", args.bundle] if args.bundle else []
         helped = run([*cli, "--help"], env)
-        r = run([*cli, str(a), str(b), "--json", *(["--bundle", args.bundle] if args.bundle else [])], env)
+        one = run([*cli, str(a), "--json", *bundle], env)
+        r = run([*cli, str(a), str(b), "--json", *bundle], env)
     results = [json.loads(line) for line in r["stdout"].splitlines() if line.startswith("{")]
-    print(f"msa-predict --help: wall {helped['wall']:.2f} s")
-    print(f"msa-predict A B (cold process): wall {r['wall']:.1f} s, CPU {r['cpu']:.1f} s, peak RSS {r['rss_mib']:.0f} MiB"
-          f" (os.cpu_count() {os.cpu_count()}, load average {os.getloadavg()[0]:.1f})")
+    print(f"machine: os.cpu_count() {os.cpu_count()}, load average {os.getloadavg()[0]:.1f}")
+    print(f"msa-predict --help: wall {helped['wall']:.2f} s, CPU {helped['cpu']:.2f} s")
+    print(f"msa-predict A (cold process, one 10 s clip): wall {one['wall']:.1f} s, CPU {one['cpu']:.1f} s, "
+          f"peak RSS {one['rss_mib']:.0f} MiB")
+    print(f"msa-predict A B (cold process, two clips): wall {r['wall']:.1f} s, CPU {r['cpu']:.1f} s, "
+          f"peak RSS {r['rss_mib']:.0f} MiB")
+    print(f"second clip: CPU {r['cpu'] - one['cpu']:.1f} s (difference of the two runs), "
+          f"wall {results[1]['timings']['total']:.1f} s (its own 'total')")
     stages = sorted({k for res in results for k in res["timings"]}, key=lambda k: (k == "total", k))
     print("\n| stage | clip A (first, cold) | clip B (second) |\n|---|---:|---:|")
     for k in stages:

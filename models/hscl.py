@@ -127,7 +127,7 @@ class HSCL(MSAModel):
     uses_bert_ids: ClassVar[bool] = True
     Config = HSCLConfig
     presets: ClassVar[dict[str, dict[str, Any]]] = {
-        "mosi": {},  # MMSA/HSCL MOSI defaults (heads follow the feature widths)
+        "mosi": {"audio_heads": 1},  # the reference MOSI setting (1 audio head; vision heads follow the width)
         "mosei": {"when": 5, "omega2": 0.05, "lr_main": 1e-4, "lr_bert": 1e-5, "vision_ffn": 32},
         "sims": {},
         "phq8": {"batch_size": 32},  # regression on [0, 24]; selection on validation MAE

@@ -4,7 +4,7 @@
 Encoders give text/audio/vision sequences; their time-means T_F/A_F/V_F and the fused vector F_F feed
 five MI estimators (fusion information I(F;T/A/V), invariant I(T;A)+I(T;V)) and six classifier-based
 CMI estimators (specific and complementary information, conditioned on the label C). Training has two
-stages per epoch (``stages``): "vmi" trains only the estimators (skipped in epoch 0), "main" trains the
+stages per epoch (``stages``): "vmi" trains only the estimators (from the second epoch on), "main" trains the
 network with the signed, weighted total loss. The CMI product samples come from a memory of the
 previous epoch's main-stage features, swapped at the end of each epoch by the hooks.
 """
@@ -190,8 +190,11 @@ class MIMRL(MSAModel):
         self.enc_a = SequenceEncoder(dims.audio, d, c.encoder)
         self.enc_v = SequenceEncoder(dims.vision, d, c.encoder)
         self.drops = nn.ModuleList(nn.Dropout(p) for p in c.dropout[:3])
-        self.fusion = MLPEncoder((c.time_len, 3, d), parse_sizes(c.d_hiddens), parse_sizes(c.d_outs), c.activation,
-                                 c.bias, c.dropout_mlp, parse_flags(c.res_project), c.ln_first)
+        try:
+            self.fusion = MLPEncoder((c.time_len, 3, d), parse_sizes(c.d_hiddens), parse_sizes(c.d_outs),
+                                     c.activation, c.bias, c.dropout_mlp, parse_flags(c.res_project), c.ln_first)
+        except ValueError as e:
+            raise UsageError(f"mimrl config: {e}") from e
         d_f = self.fusion.d_out[2]
         self.classifier = nn.Linear(d_f, 1) if d_f <= 128 else nn.Sequential(
             nn.Linear(d_f, 128), nn.ReLU(), nn.Dropout(c.dropout[3]), nn.Linear(128, 1))

@@ -120,7 +120,8 @@ class MMIM(MSAModel):
         u1 = torch.tanh(self.fusion_1(self.fusion_drop(torch.cat([t, a, v], dim=-1))))
         u2 = torch.tanh(self.fusion_2(u1))
         raw = self.fusion_out(u2).squeeze(-1)
-        return {"pred": output_range(self, raw * self.config.label_scale), "raw": raw, "t": t, "v": v, "a": a, "fusion": u2}
+        pred = output_range(self, raw * self.config.label_scale)
+        return {"pred": pred, "raw": raw, "t": t, "v": v, "a": a, "fusion": u2}
 
     # loss -------------------------------------------------------------------------------------------
     def _lld(self, out: dict[str, torch.Tensor], detach: bool) -> torch.Tensor:

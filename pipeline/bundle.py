@@ -211,7 +211,33 @@ def read_meta(bundle_dir: str | Path) -> dict[str, Any]:
     for key in ("model", "task", "dims", "weights", "features"):
         if key not in meta:
             raise BundleError(f"{path}: missing {key!r}")
+    _check_types(path, meta)
     return meta
+
+
+def _check_types(path: Path, meta: dict[str, Any]) -> None:
+    """JSON types of the entries loading relies on: a hand-edited file gets a clear error, not a crash later."""
+    def need(ok: bool, what: str) -> None:
+        if not ok:
+            raise BundleError(f"{path}: {what}")
+
+    for key in ("model", "task", "dims", "weights", "features", "normalization", "frozen_pretrained"):
+        need(isinstance(meta.get(key, {}), dict), f"{key!r} must be a JSON object")
+    need(isinstance(meta["model"].get("name"), str) and isinstance(meta["model"].get("config"), dict),
+         "'model' needs a name (string) and a config (object)")
+    file = meta["weights"].get("file", WEIGHTS)
+    need(isinstance(file, str) and Path(file).name == file, f"weights file must be a file name, got {file!r}")
+    need(all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in meta["dims"].values()),
+         "'dims' values must be non-negative integers")
+    need(all(isinstance(meta["task"].get(k), (int, float)) for k in ("low", "high")), "'task' needs numeric low/high")
+    from .metrics import FAMILIES
+
+    need(meta["task"].get("metrics") in FAMILIES, f"'task' metrics must be one of {', '.join(FAMILIES)}")
+    mods = meta.get("modalities", list(MODALITIES))
+    need(isinstance(mods, list) and all(isinstance(m, str) for m in mods), "'modalities' must be a list of names")
+    for m, entry in meta["features"].items():
+        need(entry is None or (isinstance(entry, dict) and isinstance(entry.get("spec") or {}, dict)),
+             f"features.{m} must be an object with a 'spec' object")
 
 
 def _config_from_dict(cls: Any, d: dict[str, Any]) -> Any:
@@ -224,7 +250,29 @@ def _config_from_dict(cls: Any, d: dict[str, Any]) -> Any:
     kw = {}
     for k, v in d.items():
         kw[k] = _retuple(v) if _is_tuple_type(hints.get(k)) else v
+        if not _fits(kw[k], hints.get(k)):
+            raise BundleError(f"{cls.__qualname__}.{k} = {v!r} does not fit its type {hints.get(k)}")
     return cls(**kw)
+
+
+def _fits(v: Any, t: Any) -> bool:
+    """JSON value vs a config field's annotation (plain scalars, tuples, unions); other types pass."""
+    origin = typing.get_origin(t)
+    if origin in (typing.Union, types.UnionType):
+        return any(_fits(v, a) for a in typing.get_args(t))
+    if t is type(None):
+        return v is None
+    if t is bool:
+        return isinstance(v, bool)
+    if t is int:
+        return isinstance(v, int) and not isinstance(v, bool)
+    if t is float:
+        return isinstance(v, (int, float)) and not isinstance(v, bool)
+    if t is str:
+        return isinstance(v, str)
+    if t is tuple or origin is tuple:
+        return isinstance(v, tuple)
+    return True
 
 
 def _is_tuple_type(t: Any) -> bool:
@@ -266,13 +314,18 @@ def load_bundle(bundle_dir: str | Path, *, current_specs: dict[str, Any] | None 
     cls = MODELS.get(name)
     try:
         config = _config_from_dict(cls.Config, meta["model"]["config"])
-        task = Task(**meta["task"])
-        dims = Dims(**meta["dims"])
+        task = _config_from_dict(Task, meta["task"])
+        dims = _config_from_dict(Dims, meta["dims"])
     except TypeError as e:
         raise BundleError(f"{path}: bundle.json does not fit model {name!r}: {e}") from e
+    except BundleError as e:
+        raise BundleError(f"{path}: {e}") from e
     if canonical_json(dataclasses.asdict(config)) != canonical_json(meta["model"]["config"]):
         raise BundleError(f"{path}: config does not round-trip for {name!r} (bundle from another msa version?)")
-    model = cls(config, dims, task)
+    try:
+        model = cls(config, dims, task)
+    except (TypeError, ValueError, RuntimeError) as e:  # e.g. a hand-edited size or dropout out of range
+        raise BundleError(f"{path}: cannot build {name!r} from bundle.json ({type(e).__name__}: {e})") from e
     _check_frozen(path, model, meta.get("frozen_pretrained", {}))
     try:
         saved = load_file(str(weights))

@@ -182,12 +182,12 @@ class _ClipJob:
 
     @contextmanager
     def _writing(self) -> Iterator[None]:
-        """Marks cache writes: an OSError here (disk full, read-only) stops the run, not just this clip."""
+        """Marks cache writes: an OSError here (disk full, read-only) stops the run, not just this clip.
+
+        The flag stays set when the write fails, so ``run_clip``'s handler still sees it."""
         self.writing = True
-        try:
-            yield
-        finally:
-            self.writing = False
+        yield
+        self.writing = False
 
     def _save(self, name: str, spec_hash: str, key: str, obj: Any, spec: dict[str, Any] | None = None) -> None:
         with self._writing():
@@ -207,7 +207,8 @@ class _ClipJob:
             if cached_only:
                 self.rec.status = "todo"
                 return
-            lock = self.cache.lock(sha, wait=wait)
+            with self._writing():  # the claim is a file in the output folder too
+                lock = self.cache.lock(sha, wait=wait)
             if lock is None:
                 self.rec.status = "busy"
                 return

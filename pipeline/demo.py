@@ -54,6 +54,7 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m msa.pipeline.demo", description=__doc__.split("\n\n")[0])
     p.add_argument("--out", type=Path, default=Path("out/demo"), help="folder for the clip and the plot")
     p.add_argument("--json", action="store_true", help="print JSON instead of the readable summary")
+    p.add_argument("--bundle", default=None, help="bundle folder (default: the shipped checkpoints/default)")
     args = p.parse_args(argv)
     try:
         clip = make_example_clip(args.out / "example.mp4")
@@ -62,7 +63,8 @@ def main(argv: list[str] | None = None) -> int:
         return e.exit_code
     print(f"demo: example clip {clip} (speech: {SPEECH_TEXT!r}; face: matplotlib's grace_hopper.jpg)", flush=True)
     t0 = time.perf_counter()
-    rc = predict.main([str(clip), "--plot", str(args.out / "example.png"), *(["--json"] if args.json else [])])
+    extra = [*(["--json"] if args.json else []), *(["--bundle", args.bundle] if args.bundle else [])]
+    rc = predict.main([str(clip), "--plot", str(args.out / "example.png"), *extra])
     print(f"demo: msa-predict finished in {time.perf_counter() - t0:.1f} s (exit code {rc})", flush=True)
     return rc
 

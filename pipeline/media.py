@@ -40,6 +40,8 @@ PROBE_TIMEOUT_S = 30.0  # one ``ffmpeg -i`` call
 AUDIO_TIMEOUT_S = 60.0  # plus AUDIO_TIMEOUT_PER_S for every second of media
 AUDIO_TIMEOUT_PER_S = 1.0
 STALL_TIMEOUT_S = 60.0  # frames: longest wait for ffmpeg to produce more bytes
+MAX_FRAME_PIXELS = 8192 * 8192  # larger decoded frames only come from corrupt headers: refused
+MAX_BATCH_BYTES = 256 * 2**20  # one batch of frames never takes more memory than this (batch shrinks)
 _log = logging.getLogger(__name__)
 _GLOBAL_ARGS = ["-nostdin", "-hide_banner", "-loglevel", "error"]
 _INPUT_KW = {"protocol_whitelist": "file"}  # a crafted playlist cannot reach the network
@@ -350,6 +352,10 @@ def iter_frames(
     if rate <= 0 or batch < 1 or (max_side is not None and max_side < 1):
         raise UsageError(f"iter_frames: fps, batch and max_side must be positive (got {fps}, {batch}, {max_side})")
     w, h = _out_size(info, max_side)
+    if w * h > MAX_FRAME_PIXELS:
+        raise MediaError(f"{path}: {w}x{h} frames are larger than msa decodes (corrupt header?); pass max_side to "
+                         "downscale", reason="too_large")
+    batch = max(1, min(batch, MAX_BATCH_BYTES // (w * h * 3)))
     out_kw = {"format": "rawvideo", "pix_fmt": "rgb24", "fps_mode": "passthrough"}
     if info.duration is not None:
         out_kw["t"] = f"{info.duration:.6f}"

@@ -96,11 +96,15 @@ def extractor_from_spec(spec: dict[str, Any] | None, modality: str, where: Path)
         raise BundleError(f"{where}: the bundle records no {modality} feature spec, so its inputs cannot be rebuilt;"
                           " retrain from a features file written by msa-extract")
     name = spec.get("name")
-    if name not in EXTRACTORS:
+    if not isinstance(name, str) or name not in EXTRACTORS:
         raise BundleError(f"{where}: {modality} extractor {name!r} is unknown to this msa ({', '.join(EXTRACTORS.names())})")
     cls = EXTRACTORS.get(name)
-    extractor = cls(_config_from_dict(cls.Config, spec.get("config") or {}))
-    now = extractor.spec()
+    try:
+        extractor = cls(_config_from_dict(cls.Config, spec.get("config") or {}))
+        now = extractor.spec()
+    except (BundleError, TypeError, ValueError, AttributeError, ArithmeticError) as e:  # hand-edited spec config
+        raise BundleError(f"{where}: {modality} extractor {name} cannot be rebuilt from the bundle's spec: "
+                          f"{e.one_line() if isinstance(e, BundleError) else f'{type(e).__name__}: {e}'}") from e
     if now.spec_hash != spec.get("spec_hash"):
         raise BundleError(
             f"{where}: {modality} extractor {name} now gives spec {now.spec_hash}, the bundle was trained on "
@@ -175,15 +179,15 @@ class Predictor:
         for modality, name in options.signals:
             if modality not in extractors:
                 extractors[modality] = EXTRACTORS.get(name)()
-        self.device = resolve_device(options.device)
-        self.bundle = load_bundle(options.bundle, current_specs={BATCH_KEY[m]: e.spec() for m, e in extractors.items()
-                                                                 if BATCH_KEY[m] in self.used},
-                                  device=str(self.device))
-        self.kind = kind
         asr_cls = EXTRACTORS.get(options.asr)
         if getattr(asr_cls, "modality", None) != "asr":
             raise UsageError(f"{options.asr!r} is a {asr_cls.modality} extractor, not a speech recogniser")
         self.specs = {m: e.spec().to_dict() for m, e in extractors.items()}
+        self.device = resolve_device(options.device)
+        self.bundle = load_bundle(options.bundle, current_specs={BATCH_KEY[m]: self.specs[m] for m in extractors
+                                                                 if BATCH_KEY[m] in self.used},
+                                  device=str(self.device))
+        self.kind = kind
         self._tmp = None if options.cache_dir else tempfile.mkdtemp(prefix="msa-predict-")
         self.plan = Plan(
             out_dir=str(options.cache_dir or self._tmp),
@@ -226,7 +230,8 @@ class Predictor:
         rec = run_clip(0, item, self.plan, wait=True)
         if rec.status == "failed" or rec.entry is None:
             err = rec.error or {}
-            raise MsaError(f"{path}: {err.get('stage', '?')}: {err.get('message', 'failed')}",
+            msg = err.get("message", "failed")
+            raise MsaError(f"{msg if str(path) in msg else f'{path}: {msg}'} (stage {err.get('stage', '?')})",
                            reason=err.get("reason", "extraction_failed"))
         entry = rec.entry
         cache = FeatureCache(self.plan.out_dir)
@@ -236,8 +241,9 @@ class Predictor:
                 what = {"vision": "video stream", "audio": "audio stream", "text": "transcript"}[m]
                 raise MediaError(f"{path}: the bundle needs a {what}, the clip has none", reason=f"no_{m}")
         if "text" in self.used and not entry.transcript.strip():
-            raise MsaError(f"{path}: no speech recognised, and the bundle scores the transcript; "
-                           "give one with --transcript FILE or a <clip>.txt sidecar", reason="no_speech")
+            why = "has no audio stream to transcribe" if "no_audio" in entry.flags else "has no recognisable speech"
+            raise MsaError(f"{path}: {why}, and the bundle scores the transcript; give one with --transcript FILE "
+                           "or a <clip>.txt sidecar", reason="no_speech")
         t1 = time.perf_counter()
         scores = self._forward(entry, cache)
         model_s = time.perf_counter() - t1

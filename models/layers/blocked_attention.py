@@ -16,18 +16,19 @@ from __future__ import annotations
 
 import torch
 
-BLOCK_ELEMENTS = 1 << 18  # scores per block (1 MiB of float32): fits in L2
+BLOCK_ELEMENTS = 1 << 18  # scores per block and thread (1 MiB of float32): fits in L2
 MASKED_ROWS = 64  # query rows per block under a future mask, so hidden key ranges can be skipped
 
 
 def _blocks(bh: int, len_q: int, len_k: int, offset: int | None) -> list[tuple[int, int, int, int, int]]:
     """(b0, b1, i0, i1, kk) tiles of (B·H, Lq): query rows [i0, i1) see at most keys [0, kk)."""
-    rows = max(1, min(len_q, BLOCK_ELEMENTS // max(len_k, 1), MASKED_ROWS if offset is not None else len_q))
+    size = BLOCK_ELEMENTS * torch.get_num_threads()  # more work per parallel op when threads share it
+    rows = max(1, min(len_q, size // max(len_k, 1), MASKED_ROWS if offset is not None else len_q))
     out = []
     for i0 in range(0, len_q, rows):
         i1 = min(len_q, i0 + rows)
         kk = len_k if offset is None else max(1, min(len_k, i1 - 1 + offset))
-        per_bh = max(1, BLOCK_ELEMENTS // max((i1 - i0) * kk, 1))
+        per_bh = max(1, size // max((i1 - i0) * kk, 1))
         out.extend((b0, min(bh, b0 + per_bh), i0, i1, kk) for b0 in range(0, bh, per_bh))
     return out
 

@@ -36,6 +36,7 @@ TIMEOUT_S = 240
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false",
        "PYTHONWARNINGS": "ignore"}
 TALLY: Counter[str] = Counter()
+GATE_ENV = "MSA_FAULT_GATE"
 _PR_CAPBSET_DROP = 24
 _CAP_DAC_OVERRIDE, _CAP_DAC_READ_SEARCH = 1, 2
 
@@ -185,8 +186,11 @@ def wait_for(cond: Callable[[], bool], timeout: float = 120.0, what: str = "cond
         time.sleep(0.05)
 
 
-def popen(argv: Sequence[str], **kw: Any) -> subprocess.Popen[str]:
-    return subprocess.Popen(list(argv), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV, **kw)
+def popen(argv: Sequence[str], gate: Path | None = None, **kw: Any) -> subprocess.Popen[str]:
+    """Start a CLI; with ``gate``, the child imports everything and then waits for that file to appear,
+    so several children can be released at the same moment."""
+    env = {**ENV, GATE_ENV: str(gate)} if gate else ENV
+    return subprocess.Popen(list(argv), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, **kw)
 
 
 def finish(proc: subprocess.Popen[str], timeout: float = TIMEOUT_S) -> Result:
@@ -207,6 +211,9 @@ def _main() -> None:
     extract_fakes.register()
     tool, argv = sys.argv[1], sys.argv[2:]
     mod = importlib.import_module(f"msa.pipeline.cli.{tool}")
+    if os.environ.get(GATE_ENV):
+        importlib.import_module("msa.pipeline.runner")
+        wait_for(Path(os.environ[GATE_ENV]).exists, what="the start gate")
     sys.exit(mod.main(argv))
 
 

@@ -74,7 +74,7 @@ def test_anchor_denominator_flag_reaches_the_loss() -> None:
     batch = _batch()
     out = model(batch)
     expected = supcr_loss(out["z_at"], out["z_vt"], batch["labels"], 0.5, "anchor")
-    assert model.loss(out, batch, 1).logs["supcr_fusion"] == pytest.approx(float(expected), rel=1e-6)
+    assert model.loss(out, batch, 1).logs["supcr_fusion"] == pytest.approx(float(expected.detach()), rel=1e-6)
 
 
 def test_reference_cls_is_resampled_so_eval_is_stochastic() -> None:
@@ -163,9 +163,10 @@ def test_sinusoidal_table_odd_width_is_sliced_from_the_next_even() -> None:
 
 
 def test_heads_follow_feature_widths() -> None:
-    model = _model(dims=dataclasses.replace(DIMS, audio=74, vision=35))
-    assert model.audio.encoder.layers[0].self_attn.num_heads == 2
+    model = _model(task=Task("mosei", -3.0, 3.0, "mosi"), dims=dataclasses.replace(DIMS, audio=74, vision=35))
+    assert model.audio.encoder.layers[0].self_attn.num_heads == 2  # automatic: largest divisor <= 5
     assert model.vision.encoder.layers[0].self_attn.num_heads == 5
+    assert _model().audio.encoder.layers[0].self_attn.num_heads == 1  # the mosi preset's reference setting
     with pytest.raises(UsageError, match="do not divide"):
         _model(audio_heads=3)
     with pytest.raises(UsageError, match="do not divide"):

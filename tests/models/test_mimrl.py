@@ -210,5 +210,7 @@ def test_bound_switch_and_config_errors():
         build_config("mimrl", "mosi", "tiny", {"bound": "mine"})
     with pytest.raises(UsageError, match="c2 needs 8"):
         build_config("mimrl", "mosi", "tiny", {"c2": [0.1, 0.2]})
+    with pytest.raises(UsageError, match="in == out"):
+        tiny(res_project="0-0")  # the tiny sizes shrink the time axis, which needs the projection
     with pytest.raises(UsageError, match="d_hiddens"):
         build_config("mimrl", None, "tiny", {"d_hiddens": "4-3-16", "d_outs": "4-3-16=2-3-16"})
