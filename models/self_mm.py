@@ -102,11 +102,11 @@ class SelfMM(MSAModel):
                    "v_lstm_hidden": 64, "post_text_dim": 64},
         # PHQ-8 [0, 24]: signs of u-labels are taken around the clinical cut-off 10 (see docs)
         "phq8": {"ulgm_centre": 10.0},
-        "tiny": {"text_encoder": "tiny-random", "a_lstm_hidden": 4, "v_lstm_hidden": 4, "audio_out": 4,
-                 "video_out": 4, "post_fusion_dim": 8, "post_text_dim": 8, "post_audio_dim": 4,
+        "tiny": {"text_encoder": "tiny-random", "a_lstm_hidden": 8, "v_lstm_hidden": 8, "audio_out": 8,
+                 "video_out": 8, "post_fusion_dim": 32, "post_text_dim": 8, "post_audio_dim": 4,
                  "post_video_dim": 4, "post_fusion_dropout": 0.0, "post_text_dropout": 0.0,
-                 "post_audio_dropout": 0.0, "post_video_dropout": 0.0, "batch_size": 8,
-                 "update_every": 1},
+                 "post_audio_dropout": 0.0, "post_video_dropout": 0.0, "lr_bert": 1e-3, "lr_audio": 1e-2,
+                 "lr_video": 1e-2, "lr_other": 1e-2, "batch_size": 8, "update_every": 1},
     }
 
     def __init__(self, config: SelfMMConfig, dims: Dims, task: Task) -> None:

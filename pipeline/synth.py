@@ -49,10 +49,10 @@ def _labels(z: np.ndarray, dataset: str) -> np.ndarray:
     return np.clip(np.round(1.5 * z * 3) / 3, -3, 3)  # MOSI labels are averages of 3 ratings
 
 
-def _sequence(rng: np.random.Generator, z: np.ndarray, length: int, dim: int, lengths: np.ndarray,
+def _sequence(rng: np.random.Generator, z: np.ndarray, length: int, direction: np.ndarray, lengths: np.ndarray,
               noise: float) -> np.ndarray:
-    n = z.shape[0]
-    direction = rng.standard_normal(dim).astype(np.float32)
+    """Noise plus ``z`` along a fixed per-modality ``direction`` (shared by every split)."""
+    n, dim = z.shape[0], direction.shape[0]
     x = noise * rng.standard_normal((n, length, dim), dtype=np.float32)
     x += z[:, None, None].astype(np.float32) * direction[None, None, :]
     x[np.arange(length)[None, :] >= lengths[:, None]] = 0.0
@@ -77,6 +77,8 @@ def _bert_ids(rng: np.random.Generator, z: np.ndarray, length: int, lengths: np.
 def make_mmsa(spec: SynthSpec = SynthSpec(), seed: int = 0) -> dict[str, Any]:
     """An MMSA-schema dict (train/valid/test, or whatever ``spec.sizes`` names) with float32 features."""
     rng = np.random.default_rng(seed)
+    directions = {m: rng.standard_normal(d).astype(np.float32)
+                  for m, d in (("text", spec.text_dim), ("audio", spec.audio_dim), ("vision", spec.vision_dim))}
     out: dict[str, Any] = {}
     for split, n in spec.sizes:
         z = rng.standard_normal(n).astype(np.float32)
@@ -91,10 +93,10 @@ def make_mmsa(spec: SynthSpec = SynthSpec(), seed: int = 0) -> dict[str, Any]:
         d: dict[str, Any] = {
             "id": np.array([f"{split}_vid$_${i}" for i in range(n)], dtype=object),
             "raw_text": np.array([f"generated sentence {i}" for i in range(n)], dtype=object),
-            "text": _sequence(rng, z, spec.text_len, spec.text_dim, t_len, spec.noise),
+            "text": _sequence(rng, z, spec.text_len, directions["text"], t_len, spec.noise),
             "text_bert": _bert_ids(rng, z, spec.text_len, t_len),
-            "audio": _sequence(rng, z, audio_len, spec.audio_dim, a_len, spec.noise),
-            "vision": _sequence(rng, z, vision_len, spec.vision_dim, v_len, spec.noise),
+            "audio": _sequence(rng, z, audio_len, directions["audio"], a_len, spec.noise),
+            "vision": _sequence(rng, z, vision_len, directions["vision"], v_len, spec.noise),
             "regression_labels": y,
             "annotations": np.array(["Negative" if v < 0 else "Positive" if v > 0 else "Neutral" for v in y], dtype=object),
             "classification_labels": np.sign(y).astype(np.float32) + 1,

@@ -245,6 +245,9 @@ def fit(model: MSAModel, train: Split, valid: Split, test: Split | None, task: T
     optimizers, notes = build_optimizers(model, settings)
     schedulers = build_schedulers(optimizers, settings.scheduler)
     interactive = progress and sys.stderr.isatty()
+    epochs_bar = _bar(interactive, settings.max_epochs, f"seed {seed}", leave=True)
+    if epochs_bar is not None and log is _stderr_log:
+        log = lambda line: epochs_bar.write(line, file=sys.stderr)  # noqa: E731 - lines above the bars
     history: list[dict[str, Any]] = []
     best_value, best_epoch, best_state, best_valid = math.nan, 0, None, {}
     stopped = "max_epochs"
@@ -286,6 +289,9 @@ def fit(model: MSAModel, train: Split, valid: Split, test: Split | None, task: T
             history.append(record)
             if bar is not None:
                 bar.close()
+            if epochs_bar is not None:
+                epochs_bar.update(1)
+                epochs_bar.set_postfix_str(f"val {key} {value:.4f} (best {best_value:.4f} @ {best_epoch})")
             log(_line(record, key, settings.max_epochs))
             if on_epoch is not None and on_epoch(record):
                 stopped = "callback"
@@ -293,6 +299,8 @@ def fit(model: MSAModel, train: Split, valid: Split, test: Split | None, task: T
             if epoch - best_epoch >= settings.early_stop:
                 stopped = "early_stop"
                 break
+        if epochs_bar is not None:
+            epochs_bar.close()
         if best_state is None:
             raise TrainingError(f"no epoch produced a finite validation {key}; nothing to select")
         model.load_state_dict(best_state)
@@ -304,12 +312,13 @@ def fit(model: MSAModel, train: Split, valid: Split, test: Split | None, task: T
                      test=test_metrics, history=history, seconds=time.perf_counter() - t0, notes=notes)
 
 
-def _bar(enabled: bool, total: int, desc: str) -> Any:
+def _bar(enabled: bool, total: int, desc: str, leave: bool = False) -> Any:
+    """A tqdm bar on an interactive stderr; None otherwise (logs then get one line per epoch)."""
     if not enabled:
         return None
     from tqdm import tqdm
 
-    return tqdm(total=total, desc=desc, leave=False, file=sys.stderr, dynamic_ncols=True)
+    return tqdm(total=total, desc=desc, leave=leave, file=sys.stderr, dynamic_ncols=True)
 
 
 def _line(r: dict[str, Any], key: str, max_epochs: int) -> str:

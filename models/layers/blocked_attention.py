@@ -112,7 +112,6 @@ class _BlockedAttention(torch.autograd.Function):
             d_s = d_w.sub_(delta[b0:b1, i0:i1]).mul_(w)  # dS / keep_scale
             dq[b0:b1, i0:i1] += torch.bmm(d_s, kb)
             dk[b0:b1, :kk] += torch.bmm(d_s.transpose(1, 2), qb)
-        ctx.masks = None
         dq.mul_(scale * keep_scale)
         dk.mul_(keep_scale)  # qb already carries the scale
         return dq, dk, dv, None, None, None

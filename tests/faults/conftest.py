@@ -16,7 +16,7 @@ import pytest
 import faultkit
 from faultkit import TALLY, extract_args
 
-faultkit.extract_fakes.register()
+faultkit.register()
 
 
 @pytest.fixture(scope="session")
@@ -86,6 +86,7 @@ def pytest_terminal_summary(terminalreporter: Any) -> None:
         return
     t = TALLY
     terminalreporter.write_line(
-        f"fault suite: {t['cli_runs']} CLI runs judged ({t['error_runs']} error exits), "
+        f"fault suite: {t['cli_runs']} CLI runs judged ({t['error_runs']} error exits, "
+        f"{t['interrupted_runs']} interrupted), "
         f"{t['tracebacks']} with a traceback; finished cache entries checked after a fault: "
         f"{t['finished_entries_checked']}, lost: {t['finished_entries_lost']}")

@@ -17,6 +17,8 @@ import resource
 import signal
 import subprocess
 import sys
+import tempfile
+import threading
 import time
 from collections import Counter
 from dataclasses import dataclass
@@ -39,6 +41,42 @@ TALLY: Counter[str] = Counter()
 GATE_ENV = "MSA_FAULT_GATE"
 _PR_CAPBSET_DROP = 24
 _CAP_DAC_OVERRIDE, _CAP_DAC_READ_SEARCH = 1, 2
+
+
+class FullFrameVisual(extract_fakes.FakeVisual):
+    """Mean RGB (every 4th pixel) of every frame at the clip's native rate and size: the whole video passes
+    through Python, so holding it instead of streaming would show in peak memory. ``batch_sleep`` keeps
+    ffmpeg alive mid-clip (interruption tests); ``log`` records each call."""
+
+    name, version = "fault_fullframe", "1"
+
+    @dataclass(frozen=True)
+    class Config:
+        log: str = ""
+        batch_sleep: float = 0.0
+
+    def describe(self) -> tuple[int, tuple[str, ...], float | None]:
+        return 3, ("r", "g", "b"), None
+
+    def extract(self, clip: Any) -> Any:
+        import numpy as np
+
+        from msa.extractors.base import Features
+
+        extract_fakes._log(self.config.log, self.name, clip)
+        rows, times = [], []
+        for batch in clip.frames(batch=8):
+            rows.append(batch.frames[:, ::4, ::4].reshape(len(batch), -1, 3).mean(axis=1, dtype=np.float32) / 255.0)
+            times.append(batch.times)
+            time.sleep(self.config.batch_sleep)
+        return Features(np.concatenate(rows), np.concatenate(times), meta={"face_ratio": 0.0})
+
+
+def register() -> None:
+    """The fakes of tests/pipeline plus this suite's full-frame visual extractor."""
+    extract_fakes.register()
+    if FullFrameVisual.name not in extract_fakes.EXTRACTORS:
+        extract_fakes.EXTRACTORS.register(FullFrameVisual.name, FullFrameVisual)
 
 
 @dataclass
@@ -84,12 +122,13 @@ def run_inproc(tool: str, argv: Sequence[str], capsys: Any) -> Result:
     return Result(int(rc or 0), out, err)
 
 
-def judge(res: Result, *, ok: bool = False, names: Sequence[str] = (), reason: str | Sequence[str] = (),
-          n_lines: int = 1, prog: str | None = None) -> Result:
-    """Assert the house rules for a CLI run and record it in ``TALLY``.
+def judge(res: Result, *, ok: bool = False, rc: int | None = None, names: Sequence[str] = (),
+          reason: str | Sequence[str] = (), n_lines: int = 1, prog: str | None = None) -> Result:
+    """Assert the house rules for a CLI run and record it in ``TALLY``. Never a traceback, and:
 
-    Success (``ok``): exit 0. Failure: non-zero exit; ``n_lines`` stderr lines, each ``prog: error: ...``;
-    every text in ``names`` (the file) and in ``reason`` somewhere in them. Never a traceback.
+    ``ok``: exit 0. ``rc``: that exit code (e.g. 130 after Ctrl-C), texts in stderr. Otherwise a failure:
+    non-zero exit; ``n_lines`` stderr lines, each ``prog: error: ...``; every text of ``names`` (the
+    file) and ``reason`` in them.
     """
     TALLY["cli_runs"] += 1
     if "Traceback" in res.err or "Traceback" in res.out:
@@ -98,12 +137,16 @@ def judge(res: Result, *, ok: bool = False, names: Sequence[str] = (), reason: s
     if ok:
         assert res.rc == 0, res.err[-3000:]
         return res
-    TALLY["error_runs"] += 1
     lines = res.lines()
-    assert res.rc != 0, (res.rc, res.err[-2000:])
-    assert len(lines) == n_lines, lines
-    if prog:
-        assert all(ln.startswith(f"{prog}: error: ") for ln in lines), lines
+    if rc is not None:
+        TALLY["interrupted_runs"] += 1
+        assert res.rc == rc, (res.rc, res.err[-2000:])
+    else:
+        TALLY["error_runs"] += 1
+        assert res.rc != 0, (res.rc, res.err[-2000:])
+        assert len(lines) == n_lines, lines
+        if prog:
+            assert all(ln.startswith(f"{prog}: error: ") for ln in lines), lines
     text = "\n".join(lines)
     for name in names:
         assert str(name) in text, (name, lines)
@@ -186,6 +229,22 @@ def wait_for(cond: Callable[[], bool], timeout: float = 120.0, what: str = "cond
         time.sleep(0.05)
 
 
+def peak_rss_mib(argv: Sequence[str], timeout: float = TIMEOUT_S) -> tuple[Result, float]:
+    """Run to completion; the peak RSS (MiB) of the process and its waited-for children (ffmpeg)."""
+    with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
+        proc = subprocess.Popen(list(argv), stdout=out, stderr=err, text=True, env=ENV)
+        timer = threading.Timer(timeout, proc.kill)
+        timer.start()
+        try:
+            _, status, usage = os.wait4(proc.pid, 0)
+        finally:
+            timer.cancel()
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        out.seek(0)
+        err.seek(0)
+        return Result(proc.returncode, out.read(), err.read()), usage.ru_maxrss / 1024
+
+
 def popen(argv: Sequence[str], gate: Path | None = None, **kw: Any) -> subprocess.Popen[str]:
     """Start a CLI; with ``gate``, the child imports everything and then waits for that file to appear,
     so several children can be released at the same moment."""
@@ -208,7 +267,7 @@ def sigint(proc: subprocess.Popen[str]) -> None:
 
 
 def _main() -> None:
-    extract_fakes.register()
+    register()
     tool, argv = sys.argv[1], sys.argv[2:]
     mod = importlib.import_module(f"msa.pipeline.cli.{tool}")
     if os.environ.get(GATE_ENV):

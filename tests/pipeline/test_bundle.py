@@ -151,7 +151,7 @@ def test_legacy_pth_only_with_weights_only(tmp_path: Path) -> None:
         def __reduce__(self):
             return (print, ("pwned",))
 
-    (tmp_path / "evil.pth").write_bytes(pickle.dumps({"w": Evil()}))
+    (tmp_path / "evil.pth").write_bytes(pickle.dumps({"w": Evil()}, protocol=2))
     with pytest.raises(BundleError, match="only tensors are accepted"):
         read_legacy_pth(tmp_path / "evil.pth")
 
