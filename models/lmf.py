@@ -75,7 +75,8 @@ class LMF(MSAModel):
         v = augment(self.video_subnet(vision))
         t = augment(self.text_subnet(batch["text"]))
         # (B, d+1) @ (R, d+1, o) -> (R, B, o); the product over modalities, then a weighted sum over R
-        fused = torch.matmul(a, self.audio_factor) * torch.matmul(v, self.video_factor) * torch.matmul(t, self.text_factor)
+        fused = torch.matmul(a, self.audio_factor) * torch.matmul(v, self.video_factor)
+        fused = fused * torch.matmul(t, self.text_factor)
         pred = torch.einsum("r,rbo->bo", self.fusion_weights[0], fused) + self.fusion_bias
         return {"pred": pred[:, 0]}
 
@@ -87,7 +88,8 @@ class LMF(MSAModel):
         subnets = [p for m in (self.audio_subnet, self.video_subnet, self.text_subnet) for p in m.parameters()]
         groups = [
             ParamGroup("subnets", subnets, c.lr, c.weight_decay),
-            ParamGroup("factors", [self.audio_factor, self.video_factor, self.text_factor], c.factor_lr, c.weight_decay),
+            ParamGroup("factors", [self.audio_factor, self.video_factor, self.text_factor], c.factor_lr,
+                       c.weight_decay),
         ]
         if c.optimise_fusion:
             groups.append(ParamGroup("fusion", [self.fusion_weights, self.fusion_bias], c.factor_lr, c.weight_decay))

@@ -1,11 +1,13 @@
-"""Text-only sentiment regressor: a BERT-family encoder on ``text_bert`` ids, pooled, one regression head.
+"""Text-only sentiment regressor: a BERT-family encoder on ``text_bert`` ids, mean/CLS pooled, one head.
 
 It is the default bundle's model (``checkpoints/default``): only the transcript drives the score, so
-``modalities = ("text",)`` and audio/vision inputs are ignored. The encoder's embeddings and lower
-layers stay frozen (``_FrozenBottom``: referenced by package and weights hash in a bundle, never copied)
-and its top ``train_layers`` layers are fine-tuned, which keeps a bundle small. Because the frozen part
-runs without dropout its outputs depend only on the token ids, so during training they are memoised
-per distinct sentence (``cache_frozen``): every epoch after the first runs only the trained layers.
+``modalities = ("text",)`` and audio/vision inputs are ignored. The top ``train_layers`` encoder layers
+are fine-tuned; the embedding table and any lower layers stay frozen (``_FrozenBottom``), and a bundle
+references them by package and weights hash instead of copying them (MiniLM's embeddings are 12M of its
+23M parameters). When lower layers are frozen their outputs depend only on the token ids (they run
+without dropout), so during training they are memoised per distinct sentence (``cache_frozen``).
+The fine-tuned layers are stored in float16 by ``state_dict`` (``store_dtype``): half the bundle size,
+and the trainer's best-epoch snapshot holds the same rounded weights that a bundle reloads.
 """
 from __future__ import annotations
 
@@ -26,6 +28,7 @@ from .self_mm import trim_bert_padding
 
 NO_DECAY = ("bias", "LayerNorm.weight")
 POOLINGS = ("mean", "cls")
+STORE_DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torch.float32}
 LOSSES = ("l1", "smooth_l1")
 
 
@@ -34,18 +37,19 @@ class TextRegressorConfig:
     """Defaults are the settings of the default bundle (see checkpoints/README.md)."""
 
     text_encoder: str = MINILM  # minilm | tiny-random | local Hugging Face folder
-    train_layers: int = 2  # top transformer layers fine-tuned; the embeddings and the rest stay frozen
+    train_layers: int = 6  # top transformer layers fine-tuned (MiniLM has 6); the embeddings and the rest stay frozen
     pooling: str = "mean"  # mean over the attention mask | cls
     head_hidden: int = 0  # 0: dropout + linear; >0: dropout + linear + GELU + dropout + linear
     dropout: float = 0.1
     loss: str = "l1"  # l1 | smooth_l1
     smooth_beta: float = 0.5
-    lr_encoder: float = 5e-5
+    lr_encoder: float = 7e-5
     lr_head: float = 1e-3
     weight_decay: float = 0.01
     max_tokens: int = 128  # longer ids are cut (the encoder's [SEP] is lost; fine for regression)
     cache_frozen: bool = True  # memoise the frozen layers' outputs per sentence while training
     group_rows: int = 8  # run a batch in length-sorted groups of this many rows (0: all at once)
+    store_dtype: str = "float16"  # precision of the fine-tuned encoder layers in state_dict (bundle size)
     batch_size: int = 32
     max_epochs: int = 8
     early_stop: int = 3
@@ -84,6 +88,17 @@ class _FrozenBottom(nn.Module):
 def _run_layer(layer: nn.Module, h: torch.Tensor, additive_mask: torch.Tensor) -> torch.Tensor:
     out = layer(h, additive_mask)
     return out[0] if isinstance(out, tuple) else out  # transformers 4.x returns a tuple
+
+
+def _store_as(dtype: torch.dtype) -> Any:
+    """A state_dict post-hook that stores a module's floating tensors in ``dtype`` (loading casts back)."""
+
+    def hook(module: nn.Module, state: dict[str, Any], prefix: str, local_metadata: Any) -> None:
+        for key in [k for k in state if k.startswith(prefix)]:
+            if state[key].is_floating_point():
+                state[key] = state[key].detach().to(dtype)
+
+    return hook
 
 
 def _encoder_identity(name: str, n_layers: int) -> dict[str, Any]:
@@ -125,6 +140,8 @@ class TextRegressor(MSAModel):
             raise UsageError(f"text_regressor: unknown pooling {c.pooling!r}; valid: {', '.join(POOLINGS)}")
         if c.loss not in LOSSES:
             raise UsageError(f"text_regressor: unknown loss {c.loss!r}; valid: {', '.join(LOSSES)}")
+        if c.store_dtype not in STORE_DTYPES:
+            raise UsageError(f"text_regressor: unknown store_dtype {c.store_dtype!r}; valid: {', '.join(STORE_DTYPES)}")
         if task.n_classes:
             raise UsageError("text_regressor is a regression model; it does not do classification tasks")
         bert = TextEncoder(c.text_encoder, finetune=True).bert
@@ -135,6 +152,8 @@ class TextRegressor(MSAModel):
         self.hidden_size: int = bert.config.hidden_size
         self.frozen = _FrozenBottom(bert.embeddings, layers[:n_frozen], _encoder_identity(c.text_encoder, n_frozen))
         self.top = nn.ModuleList(layers[n_frozen:])
+        if c.store_dtype != "float32":
+            self.top.register_state_dict_post_hook(_store_as(STORE_DTYPES[c.store_dtype]))
         self.drop = nn.Dropout(c.dropout)
         if c.head_hidden > 0:
             self.head: nn.Module = nn.Sequential(nn.Linear(self.hidden_size, c.head_hidden), nn.GELU(),
@@ -172,7 +191,7 @@ class TextRegressor(MSAModel):
 
     def _bottom(self, ids: torch.Tensor, mask: torch.Tensor, types: torch.Tensor, additive: torch.Tensor) -> torch.Tensor:
         """Frozen layers' output (B, L, H); memoised per sentence while training when ``cache_frozen``."""
-        if not (self.training and self.config.cache_frozen):
+        if not (self.training and self.config.cache_frozen and len(self.frozen.layers)):
             return self.frozen(ids, types, additive)
         lengths = mask.sum(1).tolist()
         rows = torch.stack([ids, types], 1).cpu()

@@ -18,7 +18,7 @@ class MsaError(Exception):
 
 
 class MediaError(MsaError):
-    """A clip cannot be probed or decoded (reasons: corrupt_media, no_audio, no_video, not_found, permission_denied, timeout, too_short)."""
+    """A clip cannot be probed or decoded (reasons: corrupt_media, no_audio, no_video, not_found, permission_denied, timeout, too_short, too_large)."""
 
     reason = "corrupt_media"
 

@@ -98,9 +98,10 @@ def _split_arrays(feats: list[Any], rows: list[dict[str, str]], dims: Any) -> di
         tb = np.asarray(f.extra["text_bert"])[:, :length]
         bert[i, :, : tb.shape[1]] = tb
     ids = [f"{r.get('video_id', '')}$_${r.get('clip_id', i)}" for i, r in enumerate(rows)]
+    out = {"text": text} if dims.text else {}  # a bundle trained on token ids only has no text width
     return {
-        "id": np.array(ids, dtype=str), "raw_text": np.array([r["text"] for r in rows], dtype=str),
-        "text": text, "text_bert": bert, "text_lengths": lengths,
+        **out, "id": np.array(ids, dtype=str), "raw_text": np.array([r["text"] for r in rows], dtype=str),
+        "text_bert": bert, "text_lengths": lengths,
         "audio": np.zeros((n, 1, dims.audio), dtype=np.float32), "audio_lengths": np.ones(n, dtype=np.int64),
         "vision": np.zeros((n, 1, dims.vision), dtype=np.float32), "vision_lengths": np.ones(n, dtype=np.int64),
         "regression_labels": np.array([float(r["label"]) for r in rows], dtype=np.float32),

@@ -18,7 +18,6 @@ SIMS_EDGES: dict[int, tuple[float, ...]] = {
     5: (-1.01, -0.7, -0.1, 0.1, 0.7, 1.01),
 }
 FAMILIES = ("mosi", "sims", "phq8", "regression")
-LOWER_IS_BETTER = {"MAE", "RMSE", "loss", "val_loss"}
 
 
 def _flat(x: Any) -> np.ndarray:
@@ -167,6 +166,3 @@ def compute_metrics(task: Any, pred: Any, labels: Any, logits: Any = None) -> di
         return regression_metrics(pred, labels)
     raise ValueError(f"unknown metric family {family!r}; known: {', '.join(FAMILIES)}")
 
-
-def higher_is_better(name: str) -> bool:
-    return name not in LOWER_IS_BETTER

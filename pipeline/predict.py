@@ -157,13 +157,13 @@ class Predictor:
     """Loads a bundle and its extractors once; ``predict(path)`` per clip (models stay loaded)."""
 
     def __init__(self, options: PredictOptions) -> None:
+        t0 = time.perf_counter()  # "load": imports (torch, transformers), bundle, extractor specs
         from msa.extractors import EXTRACTORS
 
         from .bundle import load_bundle, read_meta
         from .runner import ExtractorRef, Plan
         from .trainer import resolve_device
 
-        t0 = time.perf_counter()
         self.options = options
         meta = read_meta(options.bundle)
         kind = task_kind(meta["task"].get("name"), meta["task"].get("metrics"))
@@ -301,12 +301,15 @@ def clip_batch(entry: Any, bundle: Any, specs: dict[str, dict[str, Any]], used: 
     split = raw["all"]
     for m in ("text", "audio", "vision"):
         if m in used:
-            got = split[m].shape[2]
-            if got != width[m] and not (m == "text" and width[m] == 0):
-                raise BundleError(f"{bundle.path}: {m} features are {got}-d, the bundle was trained on {width[m]}-d")
-            split[m] = _pad(split[m], 1, length[m])
             if m == "text" and "text_bert" in split:
                 split["text_bert"] = _pad(split["text_bert"], 2, length[m])
+                if width[m] == 0:  # trained on token ids only (no text feature sequence)
+                    del split["text"]
+                    continue
+            got = split[m].shape[2]
+            if got != width[m]:
+                raise BundleError(f"{bundle.path}: {m} features are {got}-d, the bundle was trained on {width[m]}-d")
+            split[m] = _pad(split[m], 1, length[m])
         else:  # not an input of this bundle: a zero frame of the trained width
             split[m] = np.zeros((1, max(1, length[m]), width[m]), dtype=np.float32)
             split[f"{m}_lengths"] = np.ones(1, dtype=np.int64)

@@ -119,7 +119,8 @@ class TextSubNet(nn.Module):
     ``False`` applies ``dropout`` to h_n as the configs intend.
     """
 
-    def __init__(self, in_size: int, hidden: int, out_size: int, dropout: float = 0.0, inert_dropout: bool = True) -> None:
+    def __init__(self, in_size: int, hidden: int, out_size: int, dropout: float = 0.0,
+                 inert_dropout: bool = True) -> None:
         super().__init__()
         self.rnn = nn.LSTM(in_size, hidden, batch_first=True)
         self.dropout = nn.Dropout(0.0 if inert_dropout else dropout)

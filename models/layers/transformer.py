@@ -3,8 +3,9 @@
 Pre-LN layers whose first LayerNorm normalises query, key and value; packed in-projection with
 xavier-uniform weights and zero biases; an optional "future" mask offset by the length difference.
 Attention (softmax of the scaled scores, dropout on the weights, weighted sum: fairseq's computation)
-runs through ``torch.nn.functional.scaled_dot_product_attention``, except CPU training with attention
-dropout, which uses ``blocked_attention`` (same result, 2 to 3x faster, no (L, L) tensors kept).
+runs through ``blocked_attention`` on CPU (same result; with dropout 2.5 to 3.5x faster than SDPA's
+math path, no (L, L) tensors kept, robust on a busy machine) and through
+``torch.nn.functional.scaled_dot_product_attention`` on CUDA.
 """
 from __future__ import annotations
 
@@ -30,6 +31,15 @@ def visible(len_q: int, len_k: int, offset: int, device: torch.device | None = N
     """Boolean (len_q, len_k) mask of the keys with j − i < offset."""
     i = torch.arange(len_q, device=device)[:, None]
     return (torch.arange(len_k, device=device)[None, :] - i) < offset
+
+
+def sdpa_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, dropout_p: float = 0.0,
+                   offset: int | None = None) -> torch.Tensor:
+    """``scaled_dot_product_attention`` on (B, H, L, hd) with keys j − i ≥ ``offset`` hidden (None: no mask)."""
+    if offset == 1 and q.shape[2] == k.shape[2]:
+        return F.scaled_dot_product_attention(q, k, v, dropout_p=dropout_p, is_causal=True)
+    mask = None if offset is None else visible(q.shape[2], k.shape[2], offset, q.device)
+    return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout_p)
 
 
 def sinusoidal_positions(length: int, dim: int, device: torch.device | None = None) -> torch.Tensor:
@@ -84,17 +94,9 @@ class MultiheadAttention(nn.Module):
             # query row i (local) is row i + full_q − len_q of the full mask: hide keys j − i ≥ offset
             off = 1 + abs(len_k - full_q) + (full_q - len_q)
             offset = off if off <= len_k - 1 else None  # None: no key is hidden from any row
-        qh, kh, vh = self._split(qq), self._split(kk), self._split(vv)
         drop = self.attn_dropout if self.training else 0.0
-        if drop > 0 and not q.is_cuda:
-            out = blocked_attention(qh, kh, vh, drop, offset)
-        else:
-            mask, causal = None, False
-            if offset == 1 and qh.shape[2] == kh.shape[2]:
-                causal = True
-            elif offset is not None:
-                mask = visible(qh.shape[2], kh.shape[2], offset, q.device)
-            out = F.scaled_dot_product_attention(qh, kh, vh, attn_mask=mask, dropout_p=drop, is_causal=causal)
+        attend = sdpa_attention if q.is_cuda else blocked_attention
+        out = attend(self._split(qq), self._split(kk), self._split(vv), drop, offset)
         b, h, n, hd = out.shape
         return self.out_proj(out.transpose(1, 2).reshape(b, n, h * hd))
 
@@ -147,7 +149,8 @@ class TransformerEncoder(nn.Module):
         self.dim, self.embed_dropout, self.position_embedding = dim, embed_dropout, position_embedding
         self.scale = math.sqrt(dim)
         self.layers = nn.ModuleList(
-            TransformerEncoderLayer(dim, heads, attn_dropout, relu_dropout, res_dropout, attn_mask) for _ in range(layers)
+            TransformerEncoderLayer(dim, heads, attn_dropout, relu_dropout, res_dropout, attn_mask)
+            for _ in range(layers)
         )
         self.norm = nn.LayerNorm(dim)
 

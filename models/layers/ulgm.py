@@ -39,7 +39,8 @@ def momentum_update(old: torch.Tensor, new: torch.Tensor, epoch: int) -> torch.T
     return (epoch - 1) / (epoch + 1) * old + 2.0 / (epoch + 1) * new
 
 
-def class_centres(bank: torch.Tensor, labels: torch.Tensor, exclude_zero: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+def class_centres(bank: torch.Tensor, labels: torch.Tensor,
+                  exclude_zero: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
     """Means of the bank rows with positive (> 0, or ≥ 0 without ``exclude_zero``) and negative labels.
 
     A side with no member gives a zero centre (MMSA would produce NaN there).

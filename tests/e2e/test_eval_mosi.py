@@ -40,7 +40,7 @@ def test_msa_eval_on_mosi_valid_text_column(shared_data: Path, one_thread, capsy
     if recorded:
         for k in ("MAE", "Corr", "Has0_acc_2", "Non0_acc_2"):
             if k in recorded:
-                assert m[k] == pytest.approx(recorded[k], abs=0.01), k
+                assert m[k] == pytest.approx(recorded[k], abs=0.005), k  # one sample of 229 is 0.0044
 
 
 @pytest.fixture(scope="module")

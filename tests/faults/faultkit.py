@@ -32,23 +32,24 @@ if str(FAKES_DIR) not in sys.path:
 
 import extract_fakes  # noqa: E402  (tests/pipeline/extract_fakes.py)
 from extract_fakes import FAKE_RECIPE, calls  # noqa: E402,F401
+from msa.extractors import EXTRACTORS  # noqa: E402
+from msa.extractors.base import Extractor  # noqa: E402
 
 FAKES = f"{FAKE_RECIPE},asr:fake_asr"
 TIMEOUT_S = 240
-ENV = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false",
-       "PYTHONWARNINGS": "ignore"}
+ENV = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
 TALLY: Counter[str] = Counter()
 GATE_ENV = "MSA_FAULT_GATE"
 _PR_CAPBSET_DROP = 24
 _CAP_DAC_OVERRIDE, _CAP_DAC_READ_SEARCH = 1, 2
 
 
-class FullFrameVisual(extract_fakes.FakeVisual):
+class FullFrameVisual(Extractor):
     """Mean RGB (every 4th pixel) of every frame at the clip's native rate and size: the whole video passes
     through Python, so holding it instead of streaming would show in peak memory. ``batch_sleep`` keeps
     ffmpeg alive mid-clip (interruption tests); ``log`` records each call."""
 
-    name, version = "fault_fullframe", "1"
+    name, version, modality = "fault_fullframe", "1", "visual"
 
     @dataclass(frozen=True)
     class Config:
@@ -63,7 +64,9 @@ class FullFrameVisual(extract_fakes.FakeVisual):
 
         from msa.extractors.base import Features
 
-        extract_fakes._log(self.config.log, self.name, clip)
+        if self.config.log:
+            with open(self.config.log, "a") as f:
+                f.write(f"{self.name} {clip.clip_id}\n")
         rows, times = [], []
         for batch in clip.frames(batch=8):
             rows.append(batch.frames[:, ::4, ::4].reshape(len(batch), -1, 3).mean(axis=1, dtype=np.float32) / 255.0)
@@ -75,8 +78,8 @@ class FullFrameVisual(extract_fakes.FakeVisual):
 def register() -> None:
     """The fakes of tests/pipeline plus this suite's full-frame visual extractor."""
     extract_fakes.register()
-    if FullFrameVisual.name not in extract_fakes.EXTRACTORS:
-        extract_fakes.EXTRACTORS.register(FullFrameVisual.name, FullFrameVisual)
+    if FullFrameVisual.name not in EXTRACTORS:
+        EXTRACTORS.register(FullFrameVisual.name, FullFrameVisual)
 
 
 @dataclass
@@ -102,11 +105,10 @@ def extract_args(inp: Path | str, out: Path | str, *extra: str, log: Path | str 
     return [str(inp), "--out", str(out), "--extractors", FAKES, *sets, "--quiet", *extra]
 
 
-def run_sub(argv: Sequence[str], *, preexec: Callable[[], None] | None = None, timeout: float = TIMEOUT_S,
-            cwd: Path | None = None) -> Result:
+def run_sub(argv: Sequence[str], *, preexec: Callable[[], None] | None = None, timeout: float = TIMEOUT_S) -> Result:
     """Run a command to completion; judge nothing (see ``judge``)."""
     p = subprocess.run(list(argv), capture_output=True, text=True, timeout=timeout, env=ENV, preexec_fn=preexec,
-                       cwd=cwd, check=False)
+                       check=False)
     return Result(p.returncode, p.stdout, p.stderr)
 
 

@@ -16,8 +16,8 @@ from typing import Any
 import numpy as np
 import pytest
 
-from faultkit import (drop_dac_caps, extract_args, fake_argv, judge, load_pickle, permissions_enforced, run_inproc,
-                      run_sub)
+from faultkit import (calls, drop_dac_caps, extract_args, fake_argv, judge, load_pickle, permissions_enforced,
+                      run_inproc, run_sub)
 
 
 def errors(out: Path) -> dict[str, tuple[str, str]]:
@@ -144,10 +144,12 @@ def build_batch(root: Path, media: dict[str, Path], bad_media: dict[str, Path]) 
 def test_batch_records_each_bad_clip_and_finishes_the_rest(media: dict[str, Path], bad_media: dict[str, Path],
                                                            tmp_path: Path, capsys: Any) -> None:
     expect = build_batch(tmp_path / "in", media, bad_media)
-    out = tmp_path / "out"
-    judge(run_inproc("extract", extract_args(tmp_path / "in", out), capsys), ok=True)
+    out, asr_log = tmp_path / "out", tmp_path / "asr.log"
+    judge(run_inproc("extract", extract_args(tmp_path / "in", out, "--set", f"asr.log={asr_log}"), capsys), ok=True)
     assert errors(out) == {k: v for k, v in expect.items() if v is not None}
     assert clip_names(out) == sorted(k for k, v in expect.items() if v is None)
+    transcribed = {line.split(" ", 1)[1] for line in calls(asr_log)}
+    assert not transcribed & {"empty_sidecar", "latin1_sidecar"}  # a bad sidecar is not replaced by ASR
     summary = json.loads((out / "summary.json").read_text())
     assert summary["clips"]["failed"] == sum(v is not None for v in expect.values())
 
@@ -224,22 +226,21 @@ def test_predict_needs_the_streams_its_bundle_uses(bundle: Path, media: dict[str
 def test_predict_unreadable_clip_and_transcript(bundle: Path, media: dict[str, Path], tmp_path: Path) -> None:
     if not permissions_enforced(tmp_path):
         pytest.skip("cannot run a child without CAP_DAC_OVERRIDE here (no CAP_SETPCAP)")
-    clip, text = tmp_path / "locked.mp4", tmp_path / "words.txt"
-    shutil.copy(media["good"], clip)
-    text.write_text("hello")
-    base = ["--bundle", str(bundle), "--signals", "none", "--asr", "fake_asr", "--device", "cpu"]
-    clip.chmod(0)
+    locked, talk, sidecar = tmp_path / "locked.mp4", tmp_path / "talk.mp4", tmp_path / "talk.txt"
+    for p in (locked, talk):
+        shutil.copy(media["good"], p)
+    sidecar.write_text("hello")
+    for p in (locked, sidecar):
+        p.chmod(0)
     try:
-        res = run_sub(fake_argv("predict", clip, *base), preexec=drop_dac_caps)
+        res = run_sub(fake_argv("predict", locked, talk, media["good2"], "--bundle", bundle, "--signals", "none",
+                                "--asr", "fake_asr", "--device", "cpu", "--json"), preexec=drop_dac_caps)
     finally:
-        clip.chmod(0o644)
-    judge(res, names=[clip], reason="permission denied", prog="msa-predict")
-    text.chmod(0)
-    try:
-        res = run_sub(fake_argv("predict", clip, "--transcript", text, *base), preexec=drop_dac_caps)
-    finally:
-        text.chmod(0o644)
-    judge(res, names=[text], reason="Permission denied", prog="msa-predict")
+        for p in (locked, sidecar):
+            p.chmod(0o644)
+    judge(res, names=[locked, sidecar], reason=["permission denied", "Permission denied"], n_lines=2,
+          prog="msa-predict")
+    assert json.loads(res.out)["clip"] == str(media["good2"])
 
 
 # ------------------------------------------------------------------- the real default recipe on edge clips

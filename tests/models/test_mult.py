@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from msa.models import build_config, build_model
 from msa.models.base import Dims, Task
 from msa.models.layers.blocked_attention import blocked_attention
-from msa.models.layers.transformer import MultiheadAttention, TransformerEncoder, future_mask
+from msa.models.layers.transformer import MultiheadAttention, TransformerEncoder, future_mask, sdpa_attention
 from msa.models.mult import MulT
 from msa.pipeline.errors import DataError
 
@@ -125,6 +125,7 @@ def test_blocked_attention_equals_sdpa(len_q: int, len_k: int, offset: int | Non
     q, k, v = (torch.randn(2, 3, n, 4, requires_grad=True) for n in (len_q, len_k, len_k))
     mask = None if offset is None else (torch.arange(len_k)[None] - torch.arange(len_q)[:, None]) < offset
     want = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+    torch.testing.assert_close(sdpa_attention(q, k, v, 0.0, offset), want)  # the CUDA path's masking
     got = blocked_attention(q, k, v, 0.0, offset)
     torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
     g = torch.randn_like(want)
@@ -147,3 +148,24 @@ def test_blocked_attention_dropout_gradients_and_rate(monkeypatch):
     out = blocked_attention(torch.zeros(4, 4, 64, 2), torch.zeros(4, 4, 512, 2), torch.ones(4, 4, 512, 1), 0.25)
     kept = out * 0.75  # uniform weights: out = (kept fraction) / (1 − p)
     assert abs(kept.mean().item() - 0.75) < 0.01
+
+
+def test_blocked_attention_on_worker_threads_is_exact_and_reproducible():
+    torch.manual_seed(0)
+    q, k, v = (torch.randn(3, 2, n, 4, requires_grad=True) for n in (12, 20, 20))
+    g = torch.randn(3, 2, 12, 4)
+    one = blocked_attention(q, k, v, 0.0, 9)
+    grads_one = torch.autograd.grad(one, (q, k, v), g)
+    torch.set_num_threads(2)  # the autouse fixture restores the thread count
+    two = blocked_attention(q, k, v, 0.0, 9)
+    torch.testing.assert_close(two, one, atol=1e-6, rtol=0)
+    for a, b in zip(grads_one, torch.autograd.grad(two, (q, k, v), g)):
+        torch.testing.assert_close(b, a, atol=1e-6, rtol=0)
+    runs = []
+    for _ in range(2):  # dropout masks come from per-part generators seeded from the global one
+        torch.manual_seed(5)
+        out = blocked_attention(q, k, v, 0.5, 9)
+        runs.append((out, *torch.autograd.grad(out, (q, k, v), g)))
+    for a, b in zip(*runs):
+        assert torch.equal(a, b)
+    assert torch.get_num_threads() == 2

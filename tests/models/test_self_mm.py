@@ -117,7 +117,8 @@ def test_ulgm_schedule_epoch_one_frozen_then_formula():
     u.step(new, idx, epoch=3)
     delta_f = relative_distance(new["f"], *centres["f"])
     for s in "tav":  # the update uses the centres from before this batch
-        want = momentum_update(y[idx], generate_labels(y[idx], delta_f, relative_distance(new[s], *centres[s]), -3, 3), 3)
+        delta_s = relative_distance(new[s], *centres[s])
+        want = momentum_update(y[idx], generate_labels(y[idx], delta_f, delta_s, -3, 3), 3)
         torch.testing.assert_close(u.targets(idx)[s], want)
     assert torch.equal(u.label_f, y)  # Y_f never changes
     w = torch.stack(list(u.weights(torch.arange(6)).values()))

@@ -146,8 +146,28 @@ def test_tiny_overfits_and_round_trips_through_a_bundle(tmp_path: Path) -> None:
     save_bundle(tmp_path, model, model_name="text_regressor", config=config, task=MOSI, dims=fs.dims())
     meta = json.loads((tmp_path / "bundle.json").read_text())
     assert meta["modalities"] == ["text"]
+    from safetensors.torch import load_file
+
+    saved = load_file(str(tmp_path / WEIGHTS))
+    assert all(v.dtype == torch.float16 for k, v in saved.items() if k.startswith("top."))
+    assert saved["head.weight"].dtype == torch.float32
     b = load_bundle(tmp_path)
+    assert all(p.dtype == torch.float32 for p in b.model.parameters()), "stored float16, computed float32"
     assert np.array_equal(predict(b.model, valid)["pred"], predict(model, valid)["pred"])
+
+
+def test_training_ids_match_the_extractor_used_at_prediction() -> None:
+    """checkpoints/train_default.py tokenizes like the minilm extractor, so training and msa-predict agree."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("train_default", REPO / "checkpoints" / "train_default.py")
+    td = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(td)
+    texts = ["I DONT KNOW IF FANS WOULD SAY THE SAME", "Don't waste your money -- it's awful!!!"]
+    ours = td.text_bert(texts, width=256)
+    theirs = _encode(texts)["text_bert"].numpy()
+    assert np.array_equal(ours, theirs)
+    assert td.text_bert(["word " * 300], width=128).shape == (1, 3, 128)
 
 
 # --- the committed default bundle ----------------------------------------------------------------------

@@ -160,7 +160,7 @@ def test_train_and_eval_clis(tmp_path: Path, capsys) -> None:
     data = save_npz(make_mmsa(MOSI_SHAPED, seed=4), tmp_path / "feats.npz")
     out = tmp_path / "run"
     argv = ["--data", str(data), "--dataset", "mosi", "--model", "tfn", "--preset", "tiny", "--out", str(out),
-            "--seeds", "1", "2", "--epochs", "2", "--device", "cpu", "--quiet"]
+            "--seeds", "1", "2", "--epochs", "2", "--device", "cpu", "--normalize", "--quiet"]
     assert train_cli.main(argv) == 0
     rows = list(csv.DictReader(open(out / "results.csv")))
     assert [r["seed"] for r in rows] == ["1", "2", "mean", "std"]
@@ -172,12 +172,13 @@ def test_train_and_eval_clis(tmp_path: Path, capsys) -> None:
     assert train_cli.main(argv) == 2  # refuses to overwrite a finished run
     assert "already holds a run" in capsys.readouterr().err
     best = min(rows[:2], key=lambda r: float(r["valid_loss"]))
+    assert set(json.loads((out / "bundle.json").read_text())["normalization"]) == {"audio", "vision"}
     assert eval_cli.main(["--bundle", str(out), "--data", str(data), "--json"]) == 0
-    res = json.loads(capsys.readouterr().out)
+    res = json.loads(capsys.readouterr().out)  # same numbers: the bundle's normalisation is applied
     assert res["n"] == 16 and res["metrics"]["MAE"] == pytest.approx(float(best["test_MAE"]), abs=1e-4)
     wrong = save_npz(make_mmsa(SynthSpec(audio_dim=3)), tmp_path / "wrong.npz")
     assert eval_cli.main(["--bundle", str(out), "--data", str(wrong)]) == 1
     assert "audio features are 3-d" in capsys.readouterr().err
     (tmp_path / "bad.json").write_text("[1]")
-    assert train_cli.main([*argv[:-6], "--config", str(tmp_path / "bad.json"), "--out", str(tmp_path / "r2")]) == 2
+    assert train_cli.main([*argv[:-7], "--config", str(tmp_path / "bad.json"), "--out", str(tmp_path / "r2")]) == 2
     assert "expected a JSON object" in capsys.readouterr().err

@@ -235,7 +235,7 @@ def test_text_only_bundle_still_reports_signals(tmp_path, clip_dir):
 
     torch.manual_seed(0)
     cfg = build_config("text_regressor", "mosi", "tiny")
-    dims = Dims(text=384, audio=2, vision=2, text_len=16, audio_len=1, vision_len=1)
+    dims = Dims(text=0, audio=1, vision=1, text_len=16, audio_len=1, vision_len=1)  # ids only, as the default
     model = MODELS.get("text_regressor")(cfg, dims, MOSI)
     bundle = save_bundle(tmp_path / "t", model, model_name="text_regressor", config=cfg, task=MOSI, dims=dims,
                          specs={"text": MiniLMText().spec().to_dict()})
