@@ -169,7 +169,8 @@ class ClipCAMSA(MSAModel):
         "phq8": {"n_classes": 0, "label_template": "a video of a {} person",
                  "label_words": ("not depressed", "moderately depressed", "severely depressed")},
         "tiny": {"text_encoder": "tiny-random", "label_source": "random", "width": 32, "video_layers": 1,
-                 "video_heads": 2, "cross_heads": 2, "cross_ffn": 64, "max_epochs": 2},
+                 "video_heads": 2, "cross_heads": 2, "cross_ffn": 64, "max_epochs": 2,
+                 "lr_new": 1e-3, "lr_pretrained": 1e-3},
     }
 
     def __init__(self, config: ClipCAMSAConfig, dims: Dims, task: Task) -> None:

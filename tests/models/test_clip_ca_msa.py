@@ -57,8 +57,10 @@ def model() -> ClipCAMSA:
 def test_log_variances_are_parameters_in_the_optimiser_groups(model: ClipCAMSA) -> None:
     groups = {g.name: g for g in model.param_groups()}
     assert {id(p) for p in groups["uncertainty"].params} == {id(model.log_vars), id(model.logit_scale)}
-    assert groups["uncertainty"].weight_decay == 0.0 and groups["uncertainty"].lr == groups["new"].lr == 1e-4
-    assert groups["text_encoder"].lr == 1e-5 and groups["new"].weight_decay == 0.01
+    c = model.config
+    assert groups["uncertainty"].weight_decay == 0.0 and groups["uncertainty"].lr == groups["new"].lr == c.lr_new
+    assert groups["text_encoder"].lr == c.lr_pretrained and groups["new"].weight_decay == 0.01
+    assert ClipCAMSA.Config().lr_new == 1e-4 and ClipCAMSA.Config().lr_pretrained == 1e-5  # paper defaults (PSR)
     ids = [id(p) for g in groups.values() for p in g.params]
     assert len(ids) == len(set(ids)) == sum(1 for p in model.parameters() if p.requires_grad)
     assert "label_emb" in dict(model.named_buffers()) and "label_emb" not in dict(model.named_parameters())
