@@ -80,7 +80,12 @@ class MSAModel(nn.Module):
     Hooks (optional, no-ops here) let a model keep training-time state without its own trainer:
     ``on_train_start(loader)``, ``on_epoch_start(epoch)``, ``after_backward(out, batch, epoch)``,
     ``on_epoch_end(epoch) -> dict`` (scalars merged into the epoch's results).
-    ``optimizer_steps()`` lets a model with several optimisers (MI estimators) define them.
+    Epochs are numbered from 1. Per batch the trainer zeroes gradients at the first batch of each
+    accumulation window, then runs forward, ``loss``, backward, clipping, ``after_backward``, and
+    steps at the end of the window (a trailing partial window is never stepped).
+    Optional extras the trainer and bundles honour: ``eval_loss(out, batch)`` (else MAE of ``pred``,
+    or cross-entropy on ``logits`` when classifying), a ``modalities`` class attribute (recorded in
+    the bundle), and ``weights_identity()`` on frozen pretrained submodules (referenced, not copied).
     """
 
     name: ClassVar[str]

@@ -164,13 +164,6 @@ def _clean(obj: Any) -> Any:
 # ---------------------------------------------------------------------------------------------
 # evaluation of a saved bundle
 
-def label_csv_features(bundle: Any, path: Path) -> FeatureSet:
-    """Hook for ``msa-eval --data label.csv``: turn the CSV's ``text`` column (and labels/mode) into a
-    FeatureSet with the bundle's own text extractor. Needs the text extraction stage; not built yet."""
-    raise UsageError(f"{path.name}: evaluating a label.csv needs text feature extraction, which msa-eval does not "
-                     "do yet; extract features with msa-extract and pass the .pkl/.npz")
-
-
 def evaluate_bundle(bundle: Any, fs: FeatureSet, split: str = "test", device: str | None = None,
                     log: Callable[[str], None] = _log) -> dict[str, Any]:
     """Score one split of a features file with a loaded bundle (same metric definitions as msa-train)."""

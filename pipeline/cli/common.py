@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from typing import Callable, Sequence
 
@@ -13,6 +14,7 @@ Main = Callable[[argparse.Namespace], int]
 def run(prog: str, parser: argparse.ArgumentParser, main: Main, argv: Sequence[str] | None = None) -> int:
     """Parse ``argv`` and run ``main``; map typed errors and Ctrl-C to one line and an exit code."""
     args = parser.parse_args(argv)
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")  # keep CLI output to our own lines
     try:
         return int(main(args) or 0)
     except MsaError as e:
