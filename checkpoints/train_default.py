@@ -69,12 +69,11 @@ def read_vader(root: Path, sources: tuple[str, ...]) -> tuple[list[str], np.ndar
 
 def text_bert(texts: list[str], width: int) -> np.ndarray:
     """(N, 3, width) ids/mask/types exactly as the minilm extractor's ``text_bert``, cut to ``width``."""
-    from transformers import AutoTokenizer
-
     from msa.extractors.text import MiniLMText
+    from msa.models.layers.bert import load_tokenizer
     from msa.models.layers.text import minilm_path
 
-    tok = AutoTokenizer.from_pretrained(minilm_path(), local_files_only=True)
+    tok = load_tokenizer(minilm_path())
     window = MiniLMText.Config().max_len - 2
     rows = [[tok.cls_token_id, *tok(t, add_special_tokens=False)["input_ids"][:window], tok.sep_token_id][:width]
             for t in texts]

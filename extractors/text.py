@@ -44,11 +44,19 @@ def weights_sha256(folder: Path) -> dict[str, str]:
 def _load(folder: str) -> tuple[Any, Any, str]:
     """(tokenizer, model in eval mode, device), once per folder per process."""
     import torch
-    from transformers import AutoModel, AutoTokenizer
+
+    from msa.models.layers.bert import load_bert, load_tokenizer
 
     try:
-        tok = AutoTokenizer.from_pretrained(folder, local_files_only=True)
-        model = AutoModel.from_pretrained(folder, local_files_only=True)
+        tok, model = load_tokenizer(folder), load_bert(folder)  # plain BERT: no transformers import
+        if tok is None:
+            from transformers import AutoTokenizer
+
+            tok = AutoTokenizer.from_pretrained(folder, local_files_only=True)
+        if model is None:
+            from transformers import AutoModel
+
+            model = AutoModel.from_pretrained(folder, local_files_only=True)
     except (OSError, ValueError) as e:
         raise MissingBackendError(
             f"text: cannot load an encoder and tokenizer from {folder} ({' '.join(str(e).split())[:160]}); "

@@ -12,6 +12,8 @@ from torch import nn
 
 from msa.pipeline.errors import MissingBackendError
 
+from .bert import load_bert
+
 MINILM = "minilm"
 TINY = "tiny-random"
 
@@ -29,13 +31,18 @@ def minilm_path() -> str:
 
 def load_hf_encoder(name: str) -> nn.Module:
     """Load a pretrained encoder offline; a missing model is a one-line, actionable error."""
-    from transformers import AutoModel, BertConfig, BertModel
-
     if name == TINY:
+        from transformers import BertConfig, BertModel
+
         cfg = BertConfig(vocab_size=30522, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
                          intermediate_size=64, max_position_embeddings=512)
         return BertModel(cfg, add_pooling_layer=False)
     path = minilm_path() if name == MINILM else name
+    lite = load_bert(path)  # plain BERT (MiniLM included) without transformers' import cost
+    if lite is not None:
+        return lite
+    from transformers import AutoModel
+
     try:
         return AutoModel.from_pretrained(path, local_files_only=True, add_pooling_layer=False)
     except (OSError, ValueError) as e:

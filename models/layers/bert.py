@@ -1,0 +1,222 @@
+"""A plain BERT encoder and its WordPiece tokenizer without importing transformers.
+
+Importing transformers' BERT costs about 3 CPU-seconds (it pulls in torch.distributed and dynamo),
+a fifth of msa-predict's cold start, and the embedded default (MiniLM) is a plain BERT.
+``load_bert(folder)`` builds the same network from ``config.json`` + ``model.safetensors`` with the
+module names of transformers' ``BertModel`` (state dicts are interchangeable), and
+``load_tokenizer(folder)`` wraps ``tokenizer.json`` with the ``tokenizers`` library. Both return None
+for a folder they do not cover (another architecture, .bin weights, no tokenizer.json); callers then
+use transformers. tests/models/test_bert_lite.py checks outputs and ids against transformers.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+@dataclasses.dataclass(frozen=True)
+class BertShape:
+    """The config.json fields this encoder reads (same names as transformers' BertConfig)."""
+
+    vocab_size: int
+    hidden_size: int
+    num_hidden_layers: int
+    num_attention_heads: int
+    intermediate_size: int
+    max_position_embeddings: int = 512
+    type_vocab_size: int = 2
+    layer_norm_eps: float = 1e-12
+    hidden_dropout_prob: float = 0.1
+    attention_probs_dropout_prob: float = 0.1
+    pad_token_id: int = 0
+
+    @classmethod
+    def from_config(cls, cfg: dict[str, Any]) -> "BertShape | None":
+        """None unless the config is an encoder-only BERT with GELU and absolute positions."""
+        plain = (cfg.get("model_type") == "bert" and cfg.get("hidden_act", "gelu") == "gelu"
+                 and cfg.get("position_embedding_type", "absolute") == "absolute"
+                 and not cfg.get("is_decoder") and not cfg.get("add_cross_attention"))
+        names = {f.name for f in dataclasses.fields(cls)}
+        try:
+            return cls(**{k: v for k, v in cfg.items() if k in names}) if plain else None
+        except TypeError:  # a required field is missing
+            return None
+
+
+class Embeddings(nn.Module):
+    def __init__(self, s: BertShape) -> None:
+        super().__init__()
+        self.word_embeddings = nn.Embedding(s.vocab_size, s.hidden_size, padding_idx=s.pad_token_id)
+        self.position_embeddings = nn.Embedding(s.max_position_embeddings, s.hidden_size)
+        self.token_type_embeddings = nn.Embedding(s.type_vocab_size, s.hidden_size)
+        self.LayerNorm = nn.LayerNorm(s.hidden_size, eps=s.layer_norm_eps)
+        self.dropout = nn.Dropout(s.hidden_dropout_prob)
+
+    def forward(self, input_ids: torch.Tensor, token_type_ids: torch.Tensor | None = None) -> torch.Tensor:
+        if token_type_ids is None:
+            token_type_ids = torch.zeros_like(input_ids)
+        positions = torch.arange(input_ids.shape[1], device=input_ids.device)
+        h = self.word_embeddings(input_ids) + self.token_type_embeddings(token_type_ids)
+        return self.dropout(self.LayerNorm(h + self.position_embeddings(positions)))
+
+
+class _SelfAttention(nn.Module):
+    def __init__(self, s: BertShape) -> None:
+        super().__init__()
+        self.heads = s.num_attention_heads
+        self.query = nn.Linear(s.hidden_size, s.hidden_size)
+        self.key = nn.Linear(s.hidden_size, s.hidden_size)
+        self.value = nn.Linear(s.hidden_size, s.hidden_size)
+        self.dropout_p = s.attention_probs_dropout_prob
+
+    def forward(self, h: torch.Tensor, additive_mask: torch.Tensor | None) -> torch.Tensor:
+        b, n, d = h.shape
+
+        def heads(x: torch.Tensor) -> torch.Tensor:
+            return x.view(b, n, self.heads, d // self.heads).transpose(1, 2)
+
+        ctx = F.scaled_dot_product_attention(heads(self.query(h)), heads(self.key(h)), heads(self.value(h)),
+                                             attn_mask=additive_mask,
+                                             dropout_p=self.dropout_p if self.training else 0.0)
+        return ctx.transpose(1, 2).reshape(b, n, d)
+
+
+class _Residual(nn.Module):
+    """dense -> dropout -> + residual -> LayerNorm (transformers' BertSelfOutput / BertOutput)."""
+
+    def __init__(self, d_in: int, s: BertShape) -> None:
+        super().__init__()
+        self.dense = nn.Linear(d_in, s.hidden_size)
+        self.LayerNorm = nn.LayerNorm(s.hidden_size, eps=s.layer_norm_eps)
+        self.dropout = nn.Dropout(s.hidden_dropout_prob)
+
+    def forward(self, h: torch.Tensor, residual: torch.Tensor) -> torch.Tensor:
+        return self.LayerNorm(self.dropout(self.dense(h)) + residual)
+
+
+class _Attention(nn.Module):
+    def __init__(self, s: BertShape) -> None:
+        super().__init__()
+        self.self = _SelfAttention(s)
+        self.output = _Residual(s.hidden_size, s)
+
+    def forward(self, h: torch.Tensor, additive_mask: torch.Tensor | None) -> torch.Tensor:
+        return self.output(self.self(h, additive_mask), h)
+
+
+class _Intermediate(nn.Module):
+    def __init__(self, s: BertShape) -> None:
+        super().__init__()
+        self.dense = nn.Linear(s.hidden_size, s.intermediate_size)
+
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
+        return F.gelu(self.dense(h))
+
+
+class BertLayer(nn.Module):
+    """One encoder layer; ``additive_mask`` (B, 1, 1, L) is 0 for tokens and a large negative for padding."""
+
+    def __init__(self, s: BertShape) -> None:
+        super().__init__()
+        self.attention = _Attention(s)
+        self.intermediate = _Intermediate(s)
+        self.output = _Residual(s.intermediate_size, s)
+
+    def forward(self, h: torch.Tensor, additive_mask: torch.Tensor | None = None) -> torch.Tensor:
+        a = self.attention(h, additive_mask)
+        return self.output(self.intermediate(a), a)
+
+
+class _Layers(nn.Module):
+    def __init__(self, s: BertShape) -> None:
+        super().__init__()
+        self.layer = nn.ModuleList(BertLayer(s) for _ in range(s.num_hidden_layers))
+
+
+class BertEncoder(nn.Module):
+    """``embeddings`` + ``encoder.layer``; ``forward`` returns an object with ``last_hidden_state``."""
+
+    def __init__(self, shape: BertShape) -> None:
+        super().__init__()
+        self.config = shape
+        self.embeddings = Embeddings(shape)
+        self.encoder = _Layers(shape)
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
+                token_type_ids: torch.Tensor | None = None) -> SimpleNamespace:
+        h = self.embeddings(input_ids, token_type_ids)
+        additive = None
+        if attention_mask is not None:
+            additive = (1.0 - attention_mask[:, None, None, :].to(h.dtype)) * torch.finfo(h.dtype).min
+        for layer in self.encoder.layer:
+            h = layer(h, additive)
+        return SimpleNamespace(last_hidden_state=h)
+
+
+def load_bert(folder: str | Path) -> BertEncoder | None:
+    """A plain BERT from ``config.json`` + ``model.safetensors`` in eval mode, or None if not covered."""
+    folder = Path(folder)
+    cfg, weights = folder / "config.json", folder / "model.safetensors"
+    if not (cfg.is_file() and weights.is_file()):
+        return None
+    shape = BertShape.from_config(json.loads(cfg.read_text()))
+    if shape is None:
+        return None
+    from safetensors.torch import load_file
+
+    skip = ("pooler.", "cls.", "embeddings.position_ids", "embeddings.token_type_ids")
+    state = {k.removeprefix("bert."): v for k, v in load_file(str(weights)).items()}
+    state = {k: v for k, v in state.items() if not k.startswith(skip)}
+    model = BertEncoder(shape)
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    return None if missing or unexpected else model.eval()
+
+
+class BertTokenizerLite:
+    """The calls of transformers' fast BERT tokenizer that msa makes, over a ``tokenizers.Tokenizer``."""
+
+    is_fast = True
+    model_input_names = ("input_ids", "token_type_ids", "attention_mask")
+
+    def __init__(self, tokenizer: Any, special: dict[str, str], model_max_length: int) -> None:
+        self._tok = tokenizer
+        self.model_max_length = model_max_length
+        ids = {name: tokenizer.token_to_id(tok) for name, tok in special.items()}
+        self.cls_token_id, self.sep_token_id, self.pad_token_id = ids["cls"], ids["sep"], ids["pad"]
+
+    def __call__(self, text: str, add_special_tokens: bool = True, return_offsets_mapping: bool = False,
+                 **_: Any) -> dict[str, list[Any]]:
+        enc = self._tok.encode(text, add_special_tokens=add_special_tokens)
+        out: dict[str, list[Any]] = {"input_ids": list(enc.ids), "token_type_ids": list(enc.type_ids),
+                                     "attention_mask": list(enc.attention_mask)}
+        if return_offsets_mapping:
+            out["offset_mapping"] = [tuple(o) for o in enc.offsets]
+        return out
+
+
+def load_tokenizer(folder: str | Path) -> BertTokenizerLite | None:
+    """The WordPiece tokenizer of a BERT folder from ``tokenizer.json``, or None if not covered."""
+    folder = Path(folder)
+    spec, cfg_path = folder / "tokenizer.json", folder / "tokenizer_config.json"
+    if not (spec.is_file() and cfg_path.is_file()):
+        return None
+    cfg = json.loads(cfg_path.read_text())
+    if cfg.get("tokenizer_class") not in ("BertTokenizer", "BertTokenizerFast"):
+        return None
+    from tokenizers import Tokenizer
+
+    tok = Tokenizer.from_file(str(spec))
+    tok.no_truncation()
+    tok.no_padding()
+    special = {k: cfg.get(f"{k}_token", f"[{k.upper()}]") for k in ("cls", "sep", "pad")}
+    if any(tok.token_to_id(t) is None for t in special.values()):
+        return None
+    limit = cfg.get("model_max_length")  # absent: unlimited, as transformers says (10**30)
+    return BertTokenizerLite(tok, special, int(limit) if isinstance(limit, (int, float)) else 10**30)
