@@ -8,6 +8,9 @@ selection and early stopping on the CMU-MOSI valid fold only (there is no test f
    (ratings x 0.75 -> [-3, 3]);
 2. ``mosi``: CMU-MOSI train alone, lower learning rates, starting from stage 1's selected weights.
 
+``--init DIR`` starts from a bundle this script wrote (e.g. stage 1 alone, ``--epochs N 0``) instead of
+the pretrained encoder; its stages are carried into the new bundle's provenance.
+
 The ids are built exactly as the ``minilm`` text extractor builds ``text_bert`` at prediction time
 ([CLS] + first 254 word pieces + [SEP]), and the features file is stamped with that extractor's spec,
 so the bundle's text spec check holds for msa-predict. No data file is written into the repository.
@@ -153,12 +156,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--stage2-lr", type=float, nargs=2, default=(2e-5, 1e-4), metavar=("ENCODER", "HEAD"))
     p.add_argument("--config", type=json.loads, default={}, help="JSON model config overrides")
     p.add_argument("--limit", type=int, default=0, help="use only the first N rows of each source (smoke runs)")
+    p.add_argument("--init", type=Path, default=None, help="start from this text_regressor bundle's weights")
     args = p.parse_args(argv)
 
     import torch
 
     from msa.models import MODELS, build_config
-    from msa.pipeline.bundle import save_bundle
+    from msa.pipeline.bundle import load_bundle, save_bundle
     from msa.pipeline.data import make_task
     from msa.pipeline.trainer import fit, resolve_device, seed_everything
 
@@ -166,14 +170,23 @@ def main(argv: list[str] | None = None) -> int:
     if not (args.data_root / MOSI_CSV).is_file():
         print(f"train_default: {args.data_root / MOSI_CSV} not found; pass --data-root", file=sys.stderr)
         return 2
-    config = build_config(MODEL, "mosi", "default", args.config)
+    init = load_bundle(args.init) if args.init else None
+    if init is not None and init.model_name != MODEL:
+        print(f"train_default: {args.init} holds a {init.model_name} bundle, not {MODEL}", file=sys.stderr)
+        return 2
+    config = init.config if init is not None else build_config(MODEL, "mosi", "default", args.config)
     mix, only, data_prov = build_feature_sets(args, config.max_tokens)
     task = make_task("mosi", mix)
     device = resolve_device(args.device)
     cls = MODELS.get(MODEL)
     seed_everything(args.seed)
     model = cls(config, mix.dims(), task)
-    stages, t0 = [], time.perf_counter()
+    stages, carried, t0 = [], [], time.perf_counter()
+    if init is not None:
+        model.load_state_dict(init.model.state_dict())
+        recorded = args.init / "metrics.json"  # has the per-epoch history; bundle.json does not
+        done = json.loads(recorded.read_text())["stages"] if recorded.is_file() else init.meta["provenance"]["stages"]
+        carried = [{**s, "from": str(args.init)} for s in done]
     plan = [("mix", mix, config, args.epochs[0]),
             ("mosi", only, dataclasses.replace(config, lr_encoder=args.stage2_lr[0], lr_head=args.stage2_lr[1]),
              args.epochs[1])]
@@ -195,6 +208,10 @@ def main(argv: list[str] | None = None) -> int:
                        "history": [{k: v for k, v in r.items() if k in ("epoch", "train_loss", "val_loss", "val_MAE",
                                                                           "val_Corr", "val_Has0_acc_2", "seconds")}
                                    for r in res.history]}))
+    if not stages:
+        print("train_default: no stage ran (all --epochs are 0)", file=sys.stderr)
+        return 2
+    stages = carried + stages
     valid = stages[-1]["valid"]
     provenance = {
         **data_prov, "seed": args.seed, "device": str(device), "threads": args.threads,
