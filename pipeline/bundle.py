@@ -333,9 +333,36 @@ def load_bundle(bundle_dir: str | Path, *, current_specs: dict[str, Any] | None 
         raise BundleError(f"{path}: unreadable {weights.name}: {e}") from e
     _load_strict(path, model, saved, meta.get("frozen_pretrained", {}))
     model.to(device).eval()
+    _dry_run(path, model, dims, device)
     specs = {m: (meta["features"].get(m) or {}).get("spec") for m in MODALITIES}
     return Bundle(path=path, model=model, model_name=name, config=config, task=task, dims=dims, specs=specs,
                   norm=meta.get("normalization") or {}, meta=meta)
+
+
+def _dry_run(path: Path, model: Any, dims: Any, device: str) -> None:
+    """One forward pass on a 2-row zero batch of the bundle's shapes, so that a config value of the right
+    type but one the model rejects (e.g. an unknown mode name) fails here, as a BundleError."""
+    import torch
+
+    def seq(length: int, dim: int) -> torch.Tensor:
+        return torch.zeros(2, max(length, 1), dim, device=device)
+
+    n_text = max(dims.text_len, 1)
+    bert = torch.zeros(2, 3, n_text, dtype=torch.long, device=device)
+    bert[:, 1] = 1
+    batch = {"text": seq(dims.text_len, dims.text), "text_bert": bert,
+             "audio": seq(dims.audio_len, dims.audio), "vision": seq(dims.vision_len, dims.vision),
+             "audio_lengths": torch.full((2,), max(dims.audio_len, 1), device=device),
+             "vision_lengths": torch.full((2,), max(dims.vision_len, 1), device=device),
+             "labels": torch.zeros(2, device=device), "index": torch.arange(2, device=device)}
+    try:
+        with torch.no_grad():
+            out = model(batch)
+    except Exception as e:  # noqa: BLE001 - any failure here means bundle.json describes a model that cannot run
+        raise BundleError(f"{path}: the model described by bundle.json does not run "
+                          f"({type(e).__name__}: {' '.join(str(e).split())[:200]})") from e
+    if not isinstance(out, dict) or "pred" not in out:
+        raise BundleError(f"{path}: model {type(model).__name__} returned no 'pred'")
 
 
 def _check_frozen(path: Path, model: Any, recorded: dict[str, dict[str, Any]]) -> None:

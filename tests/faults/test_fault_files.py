@@ -179,6 +179,8 @@ BUNDLE_CASES: dict[str, tuple[Callable[[Path], None], str]] = {
     "config_changes_a_shape": (_config_shape, "has shape"),
     "unknown_config_key": (lambda b: _edit_json(b, lambda m: m["model"]["config"].update(warp=9)),
                            "config keys unknown"),
+    "config_value_the_model_rejects": (lambda b: _edit_json(b, lambda m: m["model"]["config"].update(average="median")),
+                                       "does not run (ValueError"),
     "unknown_model": (lambda b: _edit_json(b, lambda m: m["model"].update(name="gpt")), "unknown model 'gpt'"),
     "other_format": (lambda b: _edit_json(b, lambda m: m.update(format="mmsa/0")), "not an msa bundle"),
     "json_truncated": (lambda b: (b / "bundle.json").write_text((b / "bundle.json").read_text()[:100]),
