@@ -230,6 +230,12 @@ class MFCC39(Extractor):
 # HNR) 10 ms after i * 10 ms; 40 ms more at the end lets the last 60 ms window fit.
 _PAD_FRONT = 320
 _PAD_BACK = 640
+# Low-level descriptors are computed in chunks of 60 s with 2 s of context either side, so openSMILE's
+# buffers (which grow with the input) stay bounded on long recordings; the output equals one whole-signal
+# call frame for frame (tests/extractors/test_audio.py checks it), so the chunking is not part of the spec.
+# ComParE's deltas are the exception (their filters reach further back): that level runs whole.
+_CHUNK_FRAMES = 6000
+_CONTEXT_FRAMES = 200
 
 
 class _OpenSmile(Extractor):
@@ -272,13 +278,22 @@ class _OpenSmile(Extractor):
             return finish(df.to_numpy(), np.array([y.size / SR / 2]), y.size, level="functionals")
         padded = np.concatenate([np.zeros(_PAD_FRONT, np.float32), y, np.zeros(_PAD_BACK, np.float32)])
         t = n_frames(y.size)
-        parts = [s.process_signal(padded, SR).to_numpy()[:t] for s in self._smiles]
-        if any(p.shape[0] != t for p in parts):
-            raise ExtractionError(
-                f"{self.name}: openSMILE returned {[p.shape[0] for p in parts]} frames, expected {t}",
-                reason="frame_count",
-            )
+        parts = [self._lld(s, padded, t, _CHUNK_FRAMES if level != "LowLevelDescriptors_Deltas" else t)
+                 for s, level in zip(self._smiles, self._levels(), strict=True)]
         return finish(np.concatenate(parts, axis=1), frame_times(t), y.size, level="lld")
+
+    def _lld(self, smile: Any, padded: np.ndarray, t: int, chunk: int) -> np.ndarray:
+        """Frames 0..t-1 of one Smile over the padded signal, ``chunk`` frames per call."""
+        rows = []
+        for f0 in range(0, t, chunk):
+            f1 = min(t, f0 + chunk)
+            a, b = max(0, f0 - _CONTEXT_FRAMES), min(t, f1 + _CONTEXT_FRAMES)
+            part = smile.process_signal(padded[a * HOP : b * HOP + _PAD_FRONT + _PAD_BACK], SR).to_numpy()
+            rows.append(part[f0 - a : f1 - a])
+            if rows[-1].shape[0] != f1 - f0:
+                raise ExtractionError(f"{self.name}: openSMILE returned {part.shape[0]} frames for frames "
+                                      f"{a}..{b - 1}, expected {b - a}", reason="frame_count")
+        return np.concatenate(rows)
 
 
 class EGeMAPS(_OpenSmile):

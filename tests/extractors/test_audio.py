@@ -168,3 +168,26 @@ def test_opensmile_extractor_pickles_after_use(three_s: ArrayClip) -> None:
     first = ex.extract(three_s)  # builds the Smile object
     clone = pickle.loads(pickle.dumps(ex))  # e.g. sent to a worker process
     np.testing.assert_array_equal(clone.extract(three_s).data, first.data)
+
+
+@pytest.mark.parametrize("cls", [EGeMAPS, lambda: ComParE(deltas=True)], ids=["egemaps", "compare_deltas"])
+def test_opensmile_chunks_equal_one_whole_signal_call(cls, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Long audio is processed in chunks (bounded memory); the frames equal a single call's exactly.
+    ComParE's delta level runs whole (its filters reach past the context), so it adds one call."""
+    import msa.extractors.audio as audio
+
+    rng = np.random.default_rng(4)
+    speechy = np.concatenate([tone_burst(2.0, hz=120 + 40 * k, on=(0.3, 1.6), seed=k) for k in range(4)])
+    clip = ArrayClip(speechy + 0.01 * rng.standard_normal(speechy.size).astype(np.float32))
+    whole = cls().extract(clip)  # 8 s: one call at the default chunk size
+    monkeypatch.setattr(audio, "_CHUNK_FRAMES", 170)  # 1.7 s chunks, boundaries inside tones and silence
+    calls: list[int] = []
+    ex = cls()
+    for smile in ex._smiles:
+        real = smile.process_signal
+        monkeypatch.setattr(smile, "process_signal", lambda y, sr, real=real: calls.append(y.size) or real(y, sr))
+    chunked = ex.extract(clip)
+    assert len(calls) == 5 + (len(ex._smiles) - 1)
+    assert max(calls[:5]) == (170 + 2 * 200) * 160 + 960  # a chunk and its context, not the whole signal
+    assert chunked.data.shape == whole.data.shape
+    np.testing.assert_allclose(chunked.data, whole.data, rtol=1e-5, atol=1e-6)
