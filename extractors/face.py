@@ -7,7 +7,10 @@ model, does not fire on the cartoon frames (see docs/extractors_visual.md).
 """
 from __future__ import annotations
 
+import contextlib
 import importlib.metadata
+import os
+import sys
 from dataclasses import dataclass
 from typing import Any, Iterator
 
@@ -33,6 +36,30 @@ def import_mediapipe() -> Any:
     except ImportError as e:
         raise MissingBackendError("mediapipe is not installed; pip install mediapipe==0.10.21") from e
     return mp
+
+
+@contextlib.contextmanager
+def native_log_muted() -> Iterator[None]:
+    """Send what native code writes straight to file descriptor 2 (MediaPipe's absl warnings, TFLite's
+    "Created TensorFlow Lite XNNPACK delegate") to /dev/null meanwhile; Python exceptions still raise.
+
+    Those lines appear on every run and say nothing the user can act on; environment variables such as
+    GLOG_minloglevel do not silence them in mediapipe 0.10.21. Costs three system calls per use.
+    """
+    try:
+        saved = os.dup(2)
+    except OSError:  # no stderr at all
+        yield
+        return
+    sys.stderr.flush()
+    null = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(null, 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(null)
 
 
 @dataclass(frozen=True)
@@ -70,15 +97,18 @@ class FaceBoxFinder:
     def _get(self) -> Any:
         if self._detector is None:
             mp = import_mediapipe()
-            self._detector = mp.solutions.face_detection.FaceDetection(
-                model_selection=1 if self.full_range else 0, min_detection_confidence=self.min_confidence
-            )
+            with native_log_muted():
+                self._detector = mp.solutions.face_detection.FaceDetection(
+                    model_selection=1 if self.full_range else 0, min_detection_confidence=self.min_confidence
+                )
         return self._detector
 
     def __call__(self, image: np.ndarray) -> Box | None:
         """The largest detected face as a pixel box clipped to the image, or None."""
         h, w = image.shape[:2]
-        result = self._get().process(image)
+        detector = self._get()
+        with native_log_muted():
+            result = detector.process(image)
         boxes: list[Box] = []
         for det in result.detections or ():
             if det.score[0] < self.min_confidence:  # the graph option alone does not filter (0.10.21)

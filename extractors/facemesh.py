@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from msa.extractors.base import Extractor, Features
-from msa.extractors.face import box_area, import_mediapipe, iter_frames, package_version
+from msa.extractors.face import box_area, import_mediapipe, iter_frames, native_log_muted, package_version
 
 # Canonical face model of MediaPipe (mediapipe/modules/face_geometry/data/canonical_face_model.obj),
 # in cm, y up, z toward the camera; the subject's right side has x < 0. Only the right half and the
@@ -204,18 +204,21 @@ class FaceMeshAU(Extractor):
             mp = import_mediapipe()
             # static mode: every frame is detected afresh, so a frame's output never depends on
             # earlier frames or on the previous clip (MediaPipe's tracking mode carries state)
-            self._mesh = mp.solutions.face_mesh.FaceMesh(
-                static_image_mode=True,
-                max_num_faces=self.config.max_faces,
-                refine_landmarks=True,
-                min_detection_confidence=self.config.min_detection_confidence,
-            )
+            with native_log_muted():
+                self._mesh = mp.solutions.face_mesh.FaceMesh(
+                    static_image_mode=True,
+                    max_num_faces=self.config.max_faces,
+                    refine_landmarks=True,
+                    min_detection_confidence=self.config.min_detection_confidence,
+                )
         return self._mesh
 
     def landmarks(self, image: np.ndarray) -> np.ndarray | None:
         """Landmarks (478, 3) of the largest face in an RGB frame, in pixels, y up, z toward the camera."""
         h, w = image.shape[:2]
-        result = self._get_mesh().process(image)
+        mesh = self._get_mesh()
+        with native_log_muted():
+            result = mesh.process(image)
         best, best_area = None, -1.0
         for face in result.multi_face_landmarks or ():
             pts = np.array([(p.x * w, -p.y * h, -p.z * w) for p in face.landmark], dtype=np.float64)

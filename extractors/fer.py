@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from msa.extractors.base import Extractor, Features
-from msa.extractors.face import FaceBoxFinder, iter_frames, package_version, square_crop
+from msa.extractors.face import FaceBoxFinder, iter_frames, native_log_muted, package_version, square_crop
 from msa.pipeline.errors import MissingBackendError
 from msa.pipeline.hashing import file_sha256
 
@@ -94,8 +94,9 @@ class FerEmotion(Extractor):
                 raise MissingBackendError("ai-edge-litert is not installed; pip install ai-edge-litert") from e
             path = self.model_path()
             try:
-                interp = Interpreter(model_path=str(path), num_threads=1)
-                interp.allocate_tensors()
+                with native_log_muted():
+                    interp = Interpreter(model_path=str(path), num_threads=1)
+                    interp.allocate_tensors()
             except (ValueError, RuntimeError) as e:
                 raise MissingBackendError(f"fer_emotion model {path} cannot be loaded: {str(e).splitlines()[0]}") from e
             shape = tuple(interp.get_input_details()[0]["shape"])

@@ -69,10 +69,21 @@ def dataset(tmp_path_factory: pytest.TempPathFactory, make_clip: Any) -> Path:
 
 
 @pytest.fixture(scope="module")
-def first_run(dataset: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+def first_run_proc(dataset: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Any]:
     out = tmp_path_factory.mktemp("feats")
-    cli(str(dataset), "--out", str(out))
-    return out
+    return out, cli(str(dataset), "--out", str(out))
+
+
+@pytest.fixture(scope="module")
+def first_run(first_run_proc: tuple[Path, Any]) -> Path:
+    return first_run_proc[0]
+
+
+def test_quiet_run_prints_only_its_own_lines(first_run_proc: tuple[Path, Any]) -> None:
+    """--quiet: no progress, and none of MediaPipe/TFLite's native log lines (they write to fd 2)."""
+    _, proc = first_run_proc
+    lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
+    assert all(ln.startswith("msa-extract") for ln in lines), lines
 
 
 def summary(out: Path) -> dict[str, Any]:
