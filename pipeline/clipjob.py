@@ -164,6 +164,7 @@ class _ClipJob:
         self.cache = FeatureCache(plan.out_dir)
         self.stage = "hash"
         self.writing = False
+        self.saves = 0  # cache entries this job wrote
         self.clip: Any = None
 
     @contextmanager
@@ -194,6 +195,7 @@ class _ClipJob:
             if spec is not None:
                 self.cache.write_spec(name, spec_hash, spec)
             self.cache.save(name, spec_hash, key, obj)
+        self.saves += 1
 
     def run(self, wait: bool, cached_only: bool = False) -> None:
         with self._timed("hash"):
@@ -213,13 +215,15 @@ class _ClipJob:
                 self.rec.status = "busy"
                 return
             with lock:
-                self.rec.status = "extracted"
+                before = self.saves
                 transcript = self._transcript(sha, info, compute=True)
                 self._check_align(transcript)
                 found = self._lookup(sha, transcript, active)  # another process may have finished it
                 for ref in self.plan.extractors:
                     if ref.modality in active and ref.modality not in found:
                         found[ref.modality] = self._extract(ref, sha, transcript, info)
+                # "cached" when the process that held the claim left nothing to do
+                self.rec.status = "extracted" if self.saves > before else "cached"
         assert transcript is not None
         self._finish(transcript, found)
 

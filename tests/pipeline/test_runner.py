@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import os
 import pickle
+import re
 import shutil
 import signal
 import subprocess
@@ -324,9 +325,13 @@ def test_two_processes_on_one_output_folder_share_the_work(tmp_path: Path, clips
         (inp / f"copy{i}.mp4").write_bytes(clips["av"].read_bytes() + bytes(i + 1))  # distinct content
     out, log = tmp_path / "out", tmp_path / "calls.log"
     argv = fake_cli(inp, out, log, "--set", "audio.sleep=0.3", "--quiet")
-    procs = [subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    procs = [subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]
     results = [p.communicate(timeout=120) for p in procs]
     assert [p.returncode for p in procs] == [0, 0], [r[1][-2000:] for r in results]
+    counts = [re.search(r"(\d+) extracted, (\d+) cached", out) for out, _ in results]
+    assert all(counts), results
+    extracted, cached = (sum(int(m.group(k)) for m in counts) for k in (1, 2))
+    assert (extracted, cached) == (6, 6), results  # each clip reported extracted by exactly one process
     audio_calls = calls(log)
     assert sorted(audio_calls) == sorted(set(audio_calls)) and len(audio_calls) == 6  # no clip extracted twice
     assert len(load(out)["all"]["id"]) == 6 and errors(out) == []
