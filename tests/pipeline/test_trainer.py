@@ -219,3 +219,28 @@ def test_nan_loss_and_bad_stage_are_clear_errors(fs) -> None:
         _run(fs, stage_without_group=True)
     with pytest.raises(UsageError, match="bad scheduler"):
         _run(fs, scheduler="step:x:0.5")
+
+
+def test_optimisers_use_the_fused_step_and_match_the_plain_one() -> None:
+    from msa.pipeline.trainer import build_optimizers
+
+    dims = Dims(4, 3, 5, 6, 7, 8)
+    task = Task("mosi", -3.0, 3.0, "mosi")
+    torch.manual_seed(0)
+    fused_model = Lin(LinConfig(two_stages=True), dims, task)
+    plain_model = Lin(LinConfig(two_stages=True), dims, task)
+    plain_model.load_state_dict(fused_model.state_dict())
+    optimizers, _ = build_optimizers(fused_model, fused_model.train_settings())
+    assert set(optimizers) == {"main", "aux"} and all(o.defaults["fused"] for o in optimizers.values())
+    plain = torch.optim.Adam([{"params": g.params, "lr": g.lr} for g in plain_model.param_groups()])
+    batch = {"audio": torch.randn(8, 7, 3), "vision": torch.randn(8, 8, 5), "labels": torch.randn(8)}
+    for _ in range(5):
+        for model, opts in ((fused_model, list(optimizers.values())), (plain_model, [plain])):
+            for o in opts:
+                o.zero_grad()
+            model.eval()
+            model.loss(model(batch), batch, 1).loss.backward()
+            for o in opts:
+                o.step()
+    for k, v in fused_model.state_dict().items():
+        assert torch.allclose(v, plain_model.state_dict()[k], atol=1e-6), k
