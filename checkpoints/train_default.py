@@ -218,6 +218,8 @@ def main(argv: list[str] | None = None) -> int:
         "stages": [{k: v for k, v in s.items() if k != "history"} for s in stages],
         "metrics": {"valid": valid, "test": None},
         "command": "python checkpoints/train_default.py " + " ".join(argv if argv is not None else sys.argv[1:]),
+        "init": None if init is None else {"bundle": str(args.init), "command": init.meta["provenance"].get("command"),
+                                           "weights_sha256": init.meta["weights"].get("sha256")},
         "train_seconds": round(time.perf_counter() - t0, 1),
     }
     model.to("cpu")

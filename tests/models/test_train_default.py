@@ -53,6 +53,9 @@ def test_two_stages_then_init_chains_provenance(td, data_root: Path, tmp_path: P
     assert [(s["stage"], s.get("from")) for s in record["stages"]] == [("mix", str(first)), ("mosi", None)]
     assert record["stages"][0]["history"], "the carried stage keeps its per-epoch history"
     bundle = load_bundle(second)
+    init = bundle.meta["provenance"]["init"]
+    assert init["bundle"] == str(first) and "--epochs 1 0" in init["command"]
+    assert init["weights_sha256"] == meta["weights"]["sha256"]
     assert bundle.meta["provenance"]["metrics"]["valid"] == record["valid"]
     assert bundle.config.lr_encoder == 2e-5  # stage 2's learning rate, from --stage2-lr's default
 
