@@ -114,7 +114,7 @@ def test_sigkill_then_rerun_equals_an_uninterrupted_run(jobs: int, media: dict[s
     finally:
         os.killpg(proc.pid, signal.SIGKILL)  # the CLI and its loky workers, like an OOM kill or power loss
         judge(finish(proc), rc=-signal.SIGKILL)
-    before = cache_state(out)  # no half-written entry is visible (temp files of the killed run aside)
+    before = cache_state(out, killed=True)  # no half-written entry is visible (temp files of the kill aside)
     started = len(calls(log)) - N_CLIPS
     judge(run_sub(argv), ok=True)
     assert lost(before, cache_state(out)) == []
