@@ -157,7 +157,7 @@ class Predictor:
     """Loads a bundle and its extractors once; ``predict(path)`` per clip (models stay loaded)."""
 
     def __init__(self, options: PredictOptions) -> None:
-        t0 = time.perf_counter()  # "load": imports (torch, transformers), bundle, extractor specs
+        t0 = time.perf_counter()  # "load": imports (torch, openSMILE), bundle, extractor specs
         from msa.extractors import EXTRACTORS
 
         from .bundle import load_bundle, read_meta

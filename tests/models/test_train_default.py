@@ -60,7 +60,7 @@ def test_two_stages_then_init_chains_provenance(td, data_root: Path, tmp_path: P
     assert bundle.config.lr_encoder == 2e-5  # stage 2's learning rate, from --stage2-lr's default
 
 
-def test_nothing_to_run_and_wrong_init_are_refused(td, data_root: Path, tmp_path: Path, capsys) -> None:
+def test_nothing_to_run_and_missing_data_are_refused(td, data_root: Path, tmp_path: Path, capsys) -> None:
     common = ["--data-root", str(data_root), "--config", TINY, "--vader", "movieReview", "--threads", "1"]
     assert td.main([*common, "--epochs", "0", "0", "--out", str(tmp_path / "none")]) == 2
     assert "no stage ran" in capsys.readouterr().err
