@@ -20,7 +20,7 @@ $(STAMP): pyproject.toml
 install: $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/python -m msa.pipeline.demo
+	$(BIN)/python -m msa.pipeline.serve.demo
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q

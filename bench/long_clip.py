@@ -27,7 +27,7 @@ from typing import Any
 
 STREAM = """
 import sys
-from msa.pipeline.media import iter_frames, probe
+from msa.pipeline.extract.media import iter_frames, probe
 info = probe(sys.argv[1])
 print(sum(len(b) for b in iter_frames(sys.argv[1], info=info)))
 """

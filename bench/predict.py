@@ -21,7 +21,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from msa.pipeline.demo import make_example_clip
+from msa.pipeline.serve.demo import make_example_clip
 
 
 def run(cmd: list[str], env: dict[str, str]) -> dict:

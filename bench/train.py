@@ -44,10 +44,10 @@ def worker(model_name: str, data: str, batches: int | None, device: str) -> dict
     import torch
 
     from msa.models import MODELS, build_config
-    from msa.pipeline.data import load_features
-    from msa.pipeline.loader import DeviceLoader, make_loader
-    from msa.pipeline.runs import task_for
-    from msa.pipeline.trainer import train_pass, build_optimizers, predict, resolve_device, seed_everything
+    from msa.pipeline.train.data import load_features
+    from msa.pipeline.train.loader import DeviceLoader, make_loader
+    from msa.pipeline.train.experiment import task_for
+    from msa.pipeline.train.trainer import train_pass, build_optimizers, predict, resolve_device, seed_everything
 
     dev = resolve_device(device)
     fs = load_features(data)
@@ -118,8 +118,8 @@ def main() -> int:
         return 0
 
     from msa.models import MODELS
-    from msa.pipeline.data import save_npz
-    from msa.pipeline.synth import make_mmsa, mosi_sized
+    from msa.pipeline.train.data import save_npz
+    from msa.pipeline.train.synth import make_mmsa, mosi_sized
 
     names = a.models or MODELS.names()
     with tempfile.TemporaryDirectory() as tmp:

@@ -39,7 +39,7 @@ def mmsa_worker(name: str, data: str, batches: int) -> dict:
     import MMSA
     from MMSA.models.AMIO import AMIO
     from msa.models.layers.text import minilm_path
-    from msa.pipeline.data import load_features
+    from msa.pipeline.train.data import load_features
 
     cfg = json.loads((Path(MMSA.__file__).parent / "config" / "config_regression.json").read_text())[name]
     args = EasyDict({**cfg["commonParams"], **cfg["datasetParams"]["mosi"]})
@@ -121,8 +121,8 @@ def main() -> int:
     if importlib.util.find_spec("MMSA") is None:
         sys.exit("vs_mmsa: MMSA is not installed; pip install --no-deps MMSA==2.2.1 easydict nvidia-ml-py")
 
-    from msa.pipeline.data import save_npz
-    from msa.pipeline.synth import make_mmsa, mosi_sized
+    from msa.pipeline.train.data import save_npz
+    from msa.pipeline.train.synth import make_mmsa, mosi_sized
 
     with tempfile.TemporaryDirectory() as tmp:
         data = Path(tmp) / "mosi_sized.npz"

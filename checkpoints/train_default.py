@@ -102,8 +102,8 @@ def split_dict(texts: list[str], labels: np.ndarray, ids: list[str], width: int)
 def build_feature_sets(args: argparse.Namespace, width: int) -> tuple[Any, Any, dict[str, Any]]:
     """(stage-1 FeatureSet, stage-2 FeatureSet, data provenance)."""
     from msa.extractors.text import MiniLMText
-    from msa.pipeline.data import from_dict
-    from msa.pipeline.hashing import file_sha256
+    from msa.pipeline.train.data import from_dict
+    from msa.core.hashing import file_sha256
 
     root = args.data_root
     mosi = read_mosi(root)
@@ -162,9 +162,9 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     from msa.models import MODELS, build_config
-    from msa.pipeline.bundle import load_bundle, save_bundle
-    from msa.pipeline.data import make_task
-    from msa.pipeline.trainer import fit, resolve_device, seed_everything
+    from msa.pipeline.train.bundle import load_bundle, save_bundle
+    from msa.pipeline.train.data import make_task
+    from msa.pipeline.train.trainer import fit, resolve_device, seed_everything
 
     torch.set_num_threads(args.threads)
     if not (args.data_root / MOSI_CSV).is_file():

@@ -4,7 +4,7 @@ Entries are lazy ``"module:Class"`` strings so importing this package imports no
 """
 from __future__ import annotations
 
-from msa.pipeline.registry import Registry
+from msa.core.registry import Registry
 
 EXTRACTORS: Registry = Registry("extractor")
 

@@ -14,8 +14,8 @@ from typing import Any
 
 import numpy as np
 
-from msa.pipeline.errors import ExtractionError, MissingBackendError
-from msa.pipeline.hashing import file_sha256
+from msa.core.errors import ExtractionError, MissingBackendError
+from msa.core.hashing import file_sha256
 
 from .base import Extractor, Features, Transcript, Word
 

@@ -16,7 +16,7 @@ from typing import Any, Iterator
 
 import numpy as np
 
-from msa.pipeline.errors import ExtractionError
+from msa.core.errors import ExtractionError
 
 from .base import Extractor, Features
 

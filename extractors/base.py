@@ -11,7 +11,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from msa.pipeline.hashing import json_sha256
+from msa.core.hashing import json_sha256
 
 MODALITIES = ("asr", "text", "audio", "visual")
 
@@ -124,5 +124,5 @@ class Extractor:
             weights=self.weights_identity(),
         )
 
-    def extract(self, clip: "Any") -> Features:  # clip: msa.pipeline.clip.Clip
+    def extract(self, clip: "Any") -> Features:  # clip: msa.pipeline.extract.clip_input.Clip
         raise NotImplementedError

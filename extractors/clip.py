@@ -23,8 +23,8 @@ import numpy as np
 
 from msa.extractors.base import Extractor, Features, FeatureSpec
 from msa.extractors.face import Frame, iter_frames, package_version
-from msa.pipeline.errors import MissingBackendError, UsageError
-from msa.pipeline.hashing import file_sha256
+from msa.core.errors import MissingBackendError, UsageError
+from msa.core.hashing import file_sha256
 
 ENV_WEIGHTS = "MSA_CLIP_WEIGHTS"
 _HINT = f"set {ENV_WEIGHTS}=/path/to/ViT-B-16 open_clip .safetensors/.bin (or a locally cached open_clip tag)"

@@ -16,7 +16,7 @@ from typing import Any, Iterator
 
 import numpy as np
 
-from msa.pipeline.errors import MissingBackendError
+from msa.core.errors import MissingBackendError
 
 Box = tuple[float, float, float, float]  # x0, y0, x1, y1 in pixels
 

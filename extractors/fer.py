@@ -21,8 +21,8 @@ import numpy as np
 
 from msa.extractors.base import Extractor, Features
 from msa.extractors.face import FaceBoxFinder, iter_frames, native_log_muted, package_version, square_crop
-from msa.pipeline.errors import MissingBackendError
-from msa.pipeline.hashing import file_sha256
+from msa.core.errors import MissingBackendError
+from msa.core.hashing import file_sha256
 
 # label order of fer's FER._get_labels (fer/fer.py), i.e. the model's output order
 EMOTIONS = ("angry", "disgust", "fear", "happy", "sad", "surprise", "neutral")

@@ -27,8 +27,8 @@ import numpy as np
 
 from msa.extractors.base import Extractor, Features
 from msa.extractors.face import iter_frames, package_version
-from msa.pipeline.errors import MissingBackendError
-from msa.pipeline.hashing import file_sha256
+from msa.core.errors import MissingBackendError
+from msa.core.hashing import file_sha256
 
 ENV_WEIGHTS = "MSA_PYFEAT_WEIGHTS"
 AUS = ("AU01", "AU02", "AU04", "AU05", "AU06", "AU07", "AU09", "AU10", "AU11", "AU12",

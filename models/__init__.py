@@ -9,8 +9,8 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
-from msa.pipeline.errors import UsageError
-from msa.pipeline.registry import Registry
+from msa.core.errors import UsageError
+from msa.core.registry import Registry
 
 MODELS: Registry = Registry("model")
 

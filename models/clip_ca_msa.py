@@ -26,7 +26,7 @@ from torch import nn
 from msa.models.base import Batch, Dims, LossOut, MSAModel, ParamGroup, Task, TrainSettings
 from msa.models.layers.attention import CrossAttentionBlock, ResidualAttentionBlock
 from msa.models.layers.text import TINY, TextEncoder, minilm_path
-from msa.pipeline.errors import MissingBackendError, UsageError
+from msa.core.errors import MissingBackendError, UsageError
 
 LABEL_SOURCES = ("auto", "text", "clip", "random")
 WEIGHTINGS = ("uncertainty", "uncertainty_cls", "sum")

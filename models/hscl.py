@@ -22,7 +22,7 @@ from msa.models.base import Batch, Dims, LossOut, MSAModel, ParamGroup, Task, Tr
 from msa.models.layers.attention import check_heads, sinusoidal_table
 from msa.models.layers.supcr import DENOMINATORS, similarity_loss, supcr_loss
 from msa.models.layers.text import TextEncoder
-from msa.pipeline.errors import UsageError
+from msa.core.errors import UsageError
 
 
 @dataclass(frozen=True)

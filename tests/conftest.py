@@ -31,7 +31,7 @@ from typing import Callable
 
 import pytest
 
-from msa.pipeline.media import ffmpeg_exe as _ffmpeg_exe
+from msa.pipeline.extract.media import ffmpeg_exe as _ffmpeg_exe
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 GEN_TIMEOUT_S = 120

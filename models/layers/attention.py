@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from msa.pipeline.errors import UsageError
+from msa.core.errors import UsageError
 
 
 def sinusoidal_table(length: int, dim: int) -> torch.Tensor:

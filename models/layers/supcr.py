@@ -12,7 +12,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from msa.pipeline.errors import UsageError
+from msa.core.errors import UsageError
 
 DENOMINATORS = ("positive", "anchor")
 

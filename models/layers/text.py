@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from msa.pipeline.errors import MissingBackendError
+from msa.core.errors import MissingBackendError
 
 from .bert import load_bert
 

@@ -6,7 +6,7 @@ import os
 import sys
 from typing import Callable, Sequence
 
-from ..errors import MsaError
+from msa.core.errors import MsaError
 
 Main = Callable[[argparse.Namespace], int]
 

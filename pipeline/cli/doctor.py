@@ -19,8 +19,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-from ..errors import MissingBackendError
-from . import common
+from msa.core.errors import MissingBackendError
+from msa.pipeline.cli import common
 
 PROG = "msa-doctor"
 Weights = Callable[[], tuple[bool, str]]  # -> (present, where they are / what to supply)
@@ -188,7 +188,7 @@ def _row(name: str, check: Check | None, module: str | None) -> dict[str, Any]:
 
 
 def _ffmpeg() -> dict[str, Any]:
-    from ..media import ffmpeg_exe, ffmpeg_version
+    from msa.pipeline.extract.media import ffmpeg_exe, ffmpeg_version
 
     try:
         path = ffmpeg_exe()
@@ -276,7 +276,7 @@ def build_parser() -> argparse.ArgumentParser:
 def _main(args: argparse.Namespace) -> int:
     from msa.extractors import RECIPES
 
-    from ..errors import UsageError
+    from msa.core.errors import UsageError
 
     if args.recipe not in RECIPES:
         raise UsageError(f"unknown recipe {args.recipe!r}; valid names: {', '.join(sorted(RECIPES))}")

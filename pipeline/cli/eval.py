@@ -5,7 +5,7 @@ import argparse
 import json
 from pathlib import Path
 
-from .common import run
+from msa.pipeline.cli.common import run
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -23,11 +23,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _main(args: argparse.Namespace) -> int:
-    from ..bundle import load_bundle
-    from ..data import load_features
-    from ..evaluate import label_csv_features
-    from ..runs import _clean, evaluate_bundle
-    from ..trainer import resolve_device
+    from msa.pipeline.train.bundle import load_bundle
+    from msa.pipeline.train.data import load_features
+    from msa.pipeline.serve.label_eval import label_csv_features
+    from msa.pipeline.train.experiment import _clean, evaluate_bundle
+    from msa.pipeline.train.trainer import resolve_device
 
     device = resolve_device(args.device)
     bundle = load_bundle(args.bundle, device=str(device))

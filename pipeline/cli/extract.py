@@ -22,10 +22,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-from ..errors import ExtractionError, UsageError
-from ..sources import LabelCsvError, discover
-from . import common
-from .extract_report import Progress, summary_table
+from msa.core.errors import ExtractionError, UsageError
+from msa.pipeline.extract.sources import LabelCsvError, discover
+from msa.pipeline.cli import common
+from msa.pipeline.cli.extract_report import Progress, summary_table
 
 PROG = "msa-extract"
 MODALITY_KEYS = {"text": "text", "audio": "audio", "visual": "vision", "vision": "vision"}
@@ -64,7 +64,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _main(args: argparse.Namespace) -> int:
-    from ..runner import Plan, StorageError, run_all
+    from msa.pipeline.extract.runner import Plan, StorageError, run_all
 
     if hasattr(signal, "SIGXFSZ"):  # a file-size limit gives EFBIG (a clear error), not a silent kill
         signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
@@ -93,7 +93,7 @@ def _main(args: argparse.Namespace) -> int:
         stop_file=str(out / "cache" / f".stop-{os.getpid()}"),
         main_pid=os.getpid(),
     )
-    from ..cache import FeatureCache
+    from msa.pipeline.extract.cache import FeatureCache
 
     FeatureCache(out).sweep_temp()
     errors_path = out / "errors.jsonl"
@@ -150,7 +150,7 @@ def resolve_extractors(recipe: str, overrides: str, settings: list[str],
     """Recipe + ``--extractors`` + ``--set`` -> {modality: ExtractorRef} and {modality: spec dict}."""
     from msa.extractors import EXTRACTORS, RECIPES
 
-    from ..runner import ExtractorRef
+    from msa.pipeline.extract.runner import ExtractorRef
 
     chosen = dict(RECIPES[recipe])
     for part in filter(None, (s.strip() for s in overrides.split(","))):
@@ -193,8 +193,8 @@ def _spec(extractor: Any, memo: Path | None) -> dict[str, Any]:
     ``describe()`` may build the backend (openSMILE imports pandas: seconds); a fully cached rerun
     should not pay that. The memo key is the spec_hash input itself, so it can never go stale.
     """
-    from ..cache import atomic_write_bytes
-    from ..hashing import json_sha256
+    from msa.pipeline.extract.cache import atomic_write_bytes
+    from msa.core.hashing import json_sha256
 
     key = json_sha256({"class": f"{type(extractor).__module__}:{type(extractor).__qualname__}",
                        "name": extractor.name, "version": extractor.version,
@@ -270,8 +270,8 @@ def parse_max_len(text: str) -> dict[str, int | None]:
 
 def _assemble(entries: list, specs: dict, records: list, source: Any, plan: Any, max_len: dict,
               out: Path, fmt: str) -> Path:
-    from ..assemble import assemble, write_features
-    from ..cache import FeatureCache
+    from msa.pipeline.extract.assemble import assemble, write_features
+    from msa.pipeline.extract.cache import FeatureCache
 
     asr = next((r.asr_spec for r in records if r.asr_spec), None)
     data = assemble(
@@ -293,7 +293,7 @@ def _check_writable(out: Path, error: type) -> None:
 
 
 def _atomic_text(path: Path, text: str) -> None:
-    from ..cache import atomic_write_bytes
+    from msa.pipeline.extract.cache import atomic_write_bytes
 
     atomic_write_bytes(path, text.encode("utf-8"))
 
@@ -308,7 +308,7 @@ def _write_report(out: Path, e: LabelCsvError) -> None:
 
 
 def _write_summary(out: Path, records: list, wall: float, assemble_s: float, args: argparse.Namespace) -> None:
-    from .extract_report import summarize
+    from msa.pipeline.cli.extract_report import summarize
 
     summary = summarize(records, wall, assemble_s)
     summary.update({"jobs": args.jobs, "backend": args.backend})

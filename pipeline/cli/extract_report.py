@@ -10,7 +10,7 @@ import time
 from collections import Counter
 from typing import IO, Any
 
-from ..runner import STAGES
+from msa.pipeline.extract.runner import STAGES
 
 _LINE_EVERY_S = 5.0
 _PER_CLIP_LINES_UP_TO = 100

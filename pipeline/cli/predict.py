@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from .common import run
+from msa.pipeline.cli.common import run
 
 PROG = "msa-predict"
 
@@ -49,8 +49,8 @@ def parse_signals(value: str | None) -> tuple[tuple[str, str], ...]:
     """``audio:egemaps,visual:facemesh_au`` -> pairs; ``none`` -> (); None -> the default recipe's."""
     from msa.extractors import EXTRACTORS
 
-    from ..errors import UsageError
-    from ..predict import DEFAULT_SIGNALS
+    from msa.core.errors import UsageError
+    from msa.pipeline.serve.predict import DEFAULT_SIGNALS
 
     if value is None:
         return DEFAULT_SIGNALS
@@ -67,8 +67,8 @@ def parse_signals(value: str | None) -> tuple[tuple[str, str], ...]:
 
 
 def _main(args: argparse.Namespace) -> int:
-    from ..errors import MsaError, UsageError
-    from ..predict import PredictOptions, Predictor, plot_paths, resolve_bundle
+    from msa.core.errors import MsaError, UsageError
+    from msa.pipeline.serve.predict import PredictOptions, Predictor, plot_paths, resolve_bundle
 
     if args.transcript is not None and len(args.clips) > 1:
         raise UsageError("--transcript gives the text of one clip; pass one CLIP (or use <clip>.txt sidecars)")
@@ -87,7 +87,7 @@ def _main(args: argparse.Namespace) -> int:
                 if not scored:  # the first clip scored carries the one-time load
                     pred.timings["load"] = round(predictor.load_seconds, 3)  # imports, bundle, extractor specs
                 if plot is not None:
-                    from ..plot import plot_prediction
+                    from msa.pipeline.serve.plot import plot_prediction
 
                     t1 = time.perf_counter()
                     plot_prediction(pred, plot)

@@ -8,9 +8,9 @@ from typing import Any
 
 from msa.models import MODELS
 
-from ..data import DATASETS
-from ..errors import UsageError
-from .common import run
+from msa.pipeline.train.data import DATASETS
+from msa.core.errors import UsageError
+from msa.pipeline.cli.common import run
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -54,7 +54,7 @@ def read_overrides(path: Path | None) -> dict[str, Any]:
 
 
 def _main(args: argparse.Namespace) -> int:
-    from ..runs import RunSpec, train_run
+    from msa.pipeline.train.experiment import RunSpec, train_run
 
     if args.epochs is not None and args.epochs < 1:
         raise UsageError("--epochs must be at least 1")

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from msa.pipeline.cli.eval import main as eval_main
-from msa.pipeline.predict import DEFAULT_BUNDLES
+from msa.pipeline.serve.predict import DEFAULT_BUNDLES
 
 BUNDLE = DEFAULT_BUNDLES["sentiment"]
 MOSI_KEYS = ("Has0_acc_2", "Has0_F1_score", "Non0_acc_2", "Non0_F1_score", "Mult_acc_5", "Mult_acc_7", "MAE", "Corr")
@@ -51,7 +51,7 @@ def tiny_text_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from msa.extractors.text import MiniLMText
     from msa.models import MODELS, build_config
     from msa.models.base import Dims, Task
-    from msa.pipeline.bundle import save_bundle
+    from msa.pipeline.train.bundle import save_bundle
 
     torch.manual_seed(0)
     task = Task("mosi", -3.0, 3.0, "mosi")

@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from msa.pipeline.data import load_features
+from msa.pipeline.train.data import load_features
 
 TIMEOUT_S = 400
 ROWS = [  # video_id, clip_id, text, label, T, A, V, annotation, mode, kind

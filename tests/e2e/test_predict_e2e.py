@@ -11,10 +11,10 @@ from pathlib import Path
 import pytest
 
 from msa.models.base import Task
-from msa.pipeline import predict
+from msa.pipeline.serve import predict
 from msa.pipeline.cli.predict import main as predict_main
-from msa.pipeline.demo import make_example_clip
-from msa.pipeline.predict import DEFAULT_BUNDLES, label_for
+from msa.pipeline.serve.demo import make_example_clip
+from msa.pipeline.serve.predict import DEFAULT_BUNDLES, label_for
 
 BUNDLE = DEFAULT_BUNDLES["sentiment"]
 KEYS = {"clip": str, "task": str, "score": float, "label": str, "transcript": str, "modalities": dict,
@@ -27,7 +27,7 @@ def example_clip(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def test_example_clip_is_speech_with_a_face(example_clip):
-    from msa.pipeline.media import probe
+    from msa.pipeline.extract.media import probe
 
     info = probe(example_clip)
     assert info.has_audio and info.has_video and 4.5 < info.duration < 6.0

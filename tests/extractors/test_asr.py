@@ -12,8 +12,8 @@ from msa.extractors import EXTRACTORS
 from msa.extractors import asr
 from msa.extractors.asr import SHIPPED_SHA256, WhisperASR, features_to_transcript
 from msa.extractors.base import Transcript
-from msa.pipeline.clip import Clip
-from msa.pipeline.errors import MissingBackendError
+from msa.pipeline.extract.clip_input import Clip
+from msa.core.errors import MissingBackendError
 
 DIGITS = "zero one two three four five six seven eight nine".split()
 

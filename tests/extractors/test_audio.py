@@ -8,8 +8,8 @@ import pytest
 
 from msa.extractors import EXTRACTORS
 from msa.extractors.audio import SR, ComParE, CovarepLike, EGeMAPS, MFCC39
-from msa.pipeline.clip import Clip
-from msa.pipeline.errors import ExtractionError
+from msa.pipeline.extract.clip_input import Clip
+from msa.core.errors import ExtractionError
 
 AUDIO = ["covarep_like", "mfcc39", "egemaps", "compare"]
 

@@ -6,8 +6,8 @@ import pytest
 
 from msa.extractors import EXTRACTORS
 from msa.extractors.clip import ENV_WEIGHTS, ClipViTB16
-from msa.pipeline.clip import Clip
-from msa.pipeline.errors import MissingBackendError, UsageError
+from msa.pipeline.extract.clip_input import Clip
+from msa.core.errors import MissingBackendError, UsageError
 
 torch = pytest.importorskip("torch")
 pytest.importorskip("open_clip")

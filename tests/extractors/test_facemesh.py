@@ -9,7 +9,7 @@ import pytest
 
 from msa.extractors import EXTRACTORS
 from msa.extractors import facemesh as fm
-from msa.pipeline.clip import Clip
+from msa.pipeline.extract.clip_input import Clip
 
 AU = {name: i for i, name in enumerate(fm.COLUMNS)}
 

@@ -11,9 +11,9 @@ import pytest
 from msa.extractors import EXTRACTORS
 from msa.extractors import fer
 from msa.extractors.face import FaceBoxFinder, square_crop
-from msa.pipeline.clip import Clip
-from msa.pipeline.errors import MissingBackendError
-from msa.pipeline.hashing import file_sha256
+from msa.pipeline.extract.clip_input import Clip
+from msa.core.errors import MissingBackendError
+from msa.core.hashing import file_sha256
 
 HAPPY = fer.COLUMNS.index("happy")
 

@@ -12,8 +12,8 @@ import pytest
 
 from msa.extractors import EXTRACTORS
 from msa.extractors import pyfeat
-from msa.pipeline.clip import Clip
-from msa.pipeline.errors import MissingBackendError
+from msa.pipeline.extract.clip_input import Clip
+from msa.core.errors import MissingBackendError
 
 
 def _all_files(root, hf_layout: bool) -> None:

@@ -12,8 +12,8 @@ transformers = pytest.importorskip("transformers")
 from msa.extractors import EXTRACTORS  # noqa: E402
 from msa.extractors.base import Transcript, Word  # noqa: E402
 from msa.extractors.text import HFText, MiniLMText  # noqa: E402
-from msa.pipeline.clip import Clip  # noqa: E402
-from msa.pipeline.errors import ExtractionError, MissingBackendError  # noqa: E402
+from msa.pipeline.extract.clip_input import Clip  # noqa: E402
+from msa.core.errors import ExtractionError, MissingBackendError  # noqa: E402
 
 
 @pytest.fixture(autouse=True, scope="module")

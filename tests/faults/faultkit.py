@@ -198,7 +198,7 @@ def cache_state(out: Path, killed: bool = False) -> dict[str, bytes]:
     """Every cache entry (relative path -> bytes); asserts each one is complete and loads, and no temp
     file or stop marker is left behind. ``killed``: the run was SIGKILLed, so a write in flight may have
     left its hidden temp file (never read as an entry; the next run sweeps it)."""
-    from msa.pipeline.cache import unpack
+    from msa.pipeline.extract.cache import unpack
 
     root = out / "cache"
     if not killed:
@@ -276,7 +276,7 @@ def _main() -> None:
     tool, argv = sys.argv[1], sys.argv[2:]
     mod = importlib.import_module(f"msa.pipeline.cli.{tool}")
     if os.environ.get(GATE_ENV):
-        importlib.import_module("msa.pipeline.runner")
+        importlib.import_module("msa.pipeline.extract.runner")
         wait_for(Path(os.environ[GATE_ENV]).exists, what="the start gate")
     sys.exit(mod.main(argv))
 

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from faultkit import judge, load_pickle, run_inproc
-from msa.pipeline.errors import DataError
+from msa.core.errors import DataError
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -91,7 +91,7 @@ def test_damaged_features_files_fail_clearly_in_train_and_eval(features: Path, b
 def test_mutated_features_files_only_raise_typed_errors(fmt: str, features: Path, tmp_path: Path) -> None:
     """Seeded byte mutations (flips, truncation, deletion) of a real features file: it loads or raises a
     DataError, never anything else (a corrupt length field once gave MemoryError / OverflowError)."""
-    from msa.pipeline.data import load_features, save_npz
+    from msa.pipeline.train.data import load_features, save_npz
 
     src = features if fmt == "pkl" else save_npz(load_pickle(features), tmp_path / "f.npz")
     data = src.read_bytes()
@@ -207,9 +207,9 @@ def test_bundle_parts_that_do_not_match(case: str, copy_bundle: Callable[[str], 
 def test_hand_edited_bundle_json_loads_or_fails_typed(copy_bundle: Callable[[str], Path]) -> None:
     """Seeded edits of bundle.json: any entry replaced by a value of another JSON type. Loading the bundle
     and rebuilding its extractors either works or raises BundleError; never a TypeError/AttributeError."""
-    from msa.pipeline.bundle import load_bundle
-    from msa.pipeline.errors import BundleError
-    from msa.pipeline.predict import extractor_from_spec
+    from msa.pipeline.train.bundle import load_bundle
+    from msa.core.errors import BundleError
+    from msa.pipeline.serve.predict import extractor_from_spec
 
     b = copy_bundle("edited")
     original = json.loads((b / "bundle.json").read_text())
@@ -263,8 +263,8 @@ def test_a_pickle_in_a_bundle_is_never_executed(copy_bundle: Callable[[str], Pat
                                                 media: dict[str, Path], tmp_path: Path, capsys: Any) -> None:
     """A bundle whose weights are a malicious pickle (as weights.pth, or named by bundle.json with a
     matching sha256): every CLI refuses it and the payload never runs."""
-    from msa.pipeline.bundle import read_legacy_pth
-    from msa.pipeline.errors import BundleError
+    from msa.pipeline.train.bundle import read_legacy_pth
+    from msa.core.errors import BundleError
 
     marker = tmp_path / "pwned"
     payload = evil_pickle(marker)
@@ -362,7 +362,7 @@ def test_pickles_load_only_where_documented() -> None:
     assert unpickle_sites(snippet) == ["pickle.loads", "torch.load", "np.load"]  # the checker itself works
     found = sorted(f"{p.relative_to(REPO).as_posix()}:{site}" for p in _sources("pipeline", "extractors", "models")
                    for site in unpickle_sites(p.read_text(encoding="utf-8")))
-    assert found == ["pipeline/cache.py:pickle.loads", "pipeline/data.py:pickle.load"]
+    assert found == ["pipeline/extract/cache.py:pickle.loads", "pipeline/train/data.py:pickle.load"]
     assert "weights_only=True" in (REPO / "pipeline" / "bundle.py").read_text()
 
 

@@ -17,8 +17,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from msa.pipeline.clip import Clip
-from msa.pipeline.errors import MediaError
+from msa.pipeline.extract.clip_input import Clip
+from msa.core.errors import MediaError
 
 EXAMPLE_LIMIT_S = 150  # far above any honest decode of these small files; below "hung forever"
 FUZZ = settings(max_examples=40, deadline=None, derandomize=True, database=None,
@@ -118,7 +118,7 @@ def test_header_claiming_huge_frames_is_refused_not_allocated(make_clip: Any, tm
     """An AVI whose header claims 16000x16000 raw frames: decoding at native size once asked for a
     24 GB buffer (MemoryError, or the OOM killer). Now: a typed error before any allocation, and a
     downscaled decode stays bounded."""
-    from msa.pipeline.media import iter_frames, probe
+    from msa.pipeline.extract.media import iter_frames, probe
 
     data = bytearray(make_clip(duration=1.0, fps=10, size=(64, 48), audio=False, ext="avi",
                                vcodec="rawvideo").read_bytes())

@@ -134,7 +134,7 @@ def test_damaged_cache_files_are_detected_and_reextracted(media: dict[str, Path]
     state = cache_state(out)
     first = {m: len(calls(p)) for m, p in logs.items()}
     assert first == {"asr": N_CLIPS, "text": 1, "audio": N_CLIPS, "visual": N_CLIPS}  # one transcript, one text entry
-    from msa.pipeline.hashing import file_sha256
+    from msa.core.hashing import file_sha256
 
     sha = {i: file_sha256(inp / f"c{i}.mp4") for i in range(N_CLIPS)}
     cache = out / "cache"

@@ -25,7 +25,7 @@ EXTRACT_BOUND_MIB = 100
 
 DECODE = """
 import sys
-from msa.pipeline.media import iter_frames, probe
+from msa.pipeline.extract.media import iter_frames, probe
 info = probe(sys.argv[1])
 n = sum(len(b) for b in iter_frames(sys.argv[1], info=info))
 assert n == info.n_frames, (n, info.n_frames)

@@ -11,7 +11,7 @@ from msa.models.base import Dims, Task
 from msa.models.hscl import HSCL, FusionBlock, UnimodalEncoder
 from msa.models.layers.attention import sinusoidal_table
 from msa.models.layers.supcr import similarity_loss, supcr_loss
-from msa.pipeline.errors import UsageError
+from msa.core.errors import UsageError
 
 B, L, TA, TV, DA, DV = 6, 9, 7, 5, 5, 20
 DIMS = Dims(text=32, audio=DA, vision=DV, text_len=L, audio_len=TA, vision_len=TV)

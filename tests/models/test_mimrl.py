@@ -8,7 +8,7 @@ from mi_fixtures import DIMS, changed, make_batch, optimisers, snapshot, step
 from msa.models import build_config, build_model
 from msa.models.base import Task
 from msa.models.mimrl import INFO_ORDER, ccc_loss, information_terms, stage2_loss
-from msa.pipeline.errors import UsageError
+from msa.core.errors import UsageError
 
 torch.set_num_threads(1)
 MOSI = Task("mosi", -3.0, 3.0, "mosi")

@@ -11,7 +11,7 @@ from msa.models.base import Dims, Task
 from msa.models.layers.blocked_attention import blocked_attention
 from msa.models.layers.transformer import MultiheadAttention, TransformerEncoder, future_mask, sdpa_attention
 from msa.models.mult import MulT
-from msa.pipeline.errors import DataError
+from msa.core.errors import DataError
 
 MOSI = Task("mosi", -3.0, 3.0, "mosi")
 DIMS = Dims(text=12, audio=5, vision=7, text_len=9, audio_len=14, vision_len=11, n_train=8)

@@ -12,7 +12,7 @@ from msa.models.base import Dims, Task
 from msa.models.layers.seq import PackedRNN
 from msa.models.layers.ulgm import ULGM, class_centres, generate_labels, momentum_update, relative_distance
 from msa.models.self_mm import SelfMM, trim_bert_padding
-from msa.pipeline.errors import DataError
+from msa.core.errors import DataError
 
 MOSI = Task("mosi", -3.0, 3.0, "mosi")
 PHQ8 = Task("phq8", 0.0, 24.0, "phq8")

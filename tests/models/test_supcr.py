@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 
 from msa.models.layers.supcr import similarity_loss, supcr_loss, supcr_terms
-from msa.pipeline.errors import UsageError
+from msa.core.errors import UsageError
 
 BOTH = ("positive", "anchor")
 

@@ -12,12 +12,12 @@ import torch
 
 from msa.models import build_config, build_model
 from msa.models.base import Dims, Task
-from msa.pipeline.bundle import WEIGHTS, frozen_pretrained, load_bundle, save_bundle
-from msa.pipeline.data import FeatureSet, from_dict
-from msa.pipeline.errors import UsageError
-from msa.pipeline.loader import DeviceLoader, make_loader
-from msa.pipeline.synth import SynthSpec, make_mmsa
-from msa.pipeline.trainer import evaluate, fit, predict, seed_everything
+from msa.pipeline.train.bundle import WEIGHTS, frozen_pretrained, load_bundle, save_bundle
+from msa.pipeline.train.data import FeatureSet, from_dict
+from msa.core.errors import UsageError
+from msa.pipeline.train.loader import DeviceLoader, make_loader
+from msa.pipeline.train.synth import SynthSpec, make_mmsa
+from msa.pipeline.train.trainer import evaluate, fit, predict, seed_everything
 
 REPO = Path(__file__).resolve().parents[2]
 DEFAULT = REPO / "checkpoints" / "default"
@@ -230,7 +230,7 @@ def test_default_bundle_reproduces_its_recorded_valid_metrics(default_bundle, sh
     """Scores the MOSI valid fold from ../shared/data with the committed weights (skips without it)."""
     import csv
 
-    from msa.pipeline.metrics import mosi_metrics
+    from msa.pipeline.train.metrics import mosi_metrics
 
     rows = [r for r in csv.DictReader(open(shared_data / "mosi" / "mosi_train_valid.csv")) if r["mode"] == "valid"]
     from transformers import AutoTokenizer

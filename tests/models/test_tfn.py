@@ -9,7 +9,7 @@ from msa.models.base import Dims, Task
 from msa.models.layers.ops import dropout, keep_scale
 from msa.models.layers.seq import SubNet, TextSubNet, time_average
 from msa.models.tfn import fusion_tensor
-from msa.pipeline.errors import UsageError
+from msa.core.errors import UsageError
 
 MOSI = Task("mosi", -3.0, 3.0, "mosi")
 PHQ8 = Task("phq8", 0.0, 24.0, "phq8")

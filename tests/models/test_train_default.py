@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from msa.pipeline.bundle import load_bundle
+from msa.pipeline.train.bundle import load_bundle
 
 REPO = Path(__file__).resolve().parents[2]
 TINY = json.dumps({"text_encoder": "tiny-random", "train_layers": 1, "cache_frozen": False})

@@ -8,12 +8,12 @@ import pytest
 import torch
 
 from msa.models import MODELS, build_config
-from msa.pipeline.data import FeatureSet, from_dict
-from msa.pipeline.errors import UsageError
-from msa.pipeline.loader import DeviceLoader, make_loader
-from msa.pipeline.runs import task_for
-from msa.pipeline.synth import SynthSpec, make_mmsa
-from msa.pipeline.trainer import evaluate, fit, seed_everything
+from msa.pipeline.train.data import FeatureSet, from_dict
+from msa.core.errors import UsageError
+from msa.pipeline.train.loader import DeviceLoader, make_loader
+from msa.pipeline.train.experiment import task_for
+from msa.pipeline.train.synth import SynthSpec, make_mmsa
+from msa.pipeline.train.trainer import evaluate, fit, seed_everything
 
 DATASETS = ("mosi", "sims", "phq8")
 CASES = [(m, d) for m in MODELS.names() for d in DATASETS]

@@ -1,0 +1,202 @@
+"""Build the MMSA-schema features file from cached per-clip features.
+
+The only place where sequences are padded or truncated (lengths are recorded). Output layout, per
+split (``train``/``valid``/``test`` from label.csv, or ``all``): ``id``, ``raw_text``, ``text`` (N,L,D),
+``text_bert`` (N,3,L), ``audio`` (N,Ta,Da), ``vision`` (N,Tv,Dv), ``text_lengths``, ``audio_lengths``,
+``vision_lengths``, ``regression_labels``, ``annotations``, ``flags`` and ``regression_labels_T/A/V``
+when label.csv has them; all features float32. A top-level ``config`` stamps each modality's
+FeatureSpec (with spec_hash) and the padding lengths.
+"""
+from __future__ import annotations
+
+import json
+import pickle
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from msa.extractors.base import Features
+
+from msa.pipeline.extract.cache import FeatureCache, atomic_write_bytes
+from msa.core.errors import DataError, ExtractionError
+from msa.core.hashing import canonical_json
+from msa.pipeline.extract.sources import MODES, Item
+
+FORMAT = "msa-features"
+FORMAT_VERSION = 1
+# our modality name -> MMSA key
+MMSA_KEY = {"text": "text", "audio": "audio", "visual": "vision"}
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One finished clip: where its features sit in the cache and how long each sequence is."""
+
+    item: Item
+    refs: dict[str, tuple[str, str, str]]  # modality -> (extractor name, spec_hash, cache key)
+    lengths: dict[str, int]
+    transcript: str
+    flags: tuple[str, ...] = ()
+    words: tuple[tuple[str, float, float], ...] = field(default=())
+
+
+def resolve_max_len(entries: list[Entry], modalities: list[str], caps: dict[str, int | None]) -> dict[str, int]:
+    """Padded length per modality: the longest sequence, cut to ``caps[modality]`` when given (min 1)."""
+    out = {}
+    for m in modalities:
+        longest = max((e.lengths.get(m, 0) for e in entries), default=0)
+        cap = caps.get(m)
+        out[m] = max(1, min(longest, cap) if cap else longest)
+    return out
+
+
+def assemble(
+    entries: list[Entry],
+    specs: dict[str, dict[str, Any]],
+    cache: FeatureCache,
+    *,
+    has_modes: bool,
+    sub_label_keys: tuple[str, ...] = (),
+    max_len: dict[str, int | None] | None = None,
+    aligned: bool = False,
+    extra_config: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """The MMSA dict for ``entries`` (in order). Loads one clip's features at a time from ``cache``.
+
+    ``aligned``: audio and vision are averaged over each text token's word span (MMSA's aligned
+    layout: every modality has the text's length); needs word timings (ASR transcripts).
+    """
+    modalities = [m for m in ("text", "audio", "visual") if m in specs]
+    if aligned and "text" not in specs:
+        raise DataError("word alignment needs a text extractor", reason="usage")
+    lengths = resolve_max_len(entries, modalities, max_len or {})
+    if aligned:
+        lengths.update({m: lengths["text"] for m in modalities})
+    splits = [m for m in MODES if any(e.item.mode == m for e in entries)] if has_modes else ["all"]
+    first = next((e for e in entries if "text" in e.refs), None)
+    has_bert = "text" in specs and first is not None and "text_bert" in _load(cache, first, "text").extra
+    out: dict[str, Any] = {}
+    for split in splits:
+        chosen = [e for e in entries if (e.item.mode if has_modes else "all") == split]
+        out[split] = _split(chosen, specs, cache, lengths, sub_label_keys, has_bert, aligned)
+    config = {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "specs": {MMSA_KEY[m]: specs[m] for m in modalities},
+        "max_len": {MMSA_KEY[m]: lengths[m] for m in modalities},
+        "splits": splits,
+        "sub_labels": list(sub_label_keys),
+        "aligned": aligned,
+        "padding": "zeros at the end; truncation keeps the first max_len steps",
+        **(extra_config or {}),
+    }
+    # fresh JSON-decoded objects: the pickle's bytes then do not depend on which worker built what
+    out["config"] = json.loads(canonical_json(config))
+    return out
+
+
+def _split(
+    entries: list[Entry],
+    specs: dict[str, dict[str, Any]],
+    cache: FeatureCache,
+    lengths: dict[str, int],
+    sub_label_keys: tuple[str, ...],
+    has_bert: bool,
+    aligned: bool = False,
+) -> dict[str, Any]:
+    n = len(entries)
+    d: dict[str, Any] = {
+        "id": np.array([e.item.id for e in entries], dtype=str),
+        "raw_text": np.array([e.transcript for e in entries], dtype=str),
+        "annotations": np.array([e.item.annotation for e in entries], dtype=str),
+        "flags": np.array([",".join(e.flags) for e in entries], dtype=str),
+        "regression_labels": np.array(
+            [np.nan if e.item.label is None else e.item.label for e in entries], dtype=np.float32
+        ),
+    }
+    for k in sub_label_keys:
+        d[f"regression_labels_{k}"] = np.array([e.item.sub_labels[k] for e in entries], dtype=np.float32)
+    for m in ("text", "audio", "visual"):
+        if m not in specs:
+            continue
+        key, L, dim = MMSA_KEY[m], lengths[m], int(specs[m]["dim"])
+        arr = np.zeros((n, L, dim), dtype=np.float32)
+        lens = np.zeros(n, dtype=np.int64)
+        bert = np.zeros((n, 3, L), dtype=np.float32) if m == "text" and has_bert else None
+        for i, e in enumerate(entries):
+            feats = _load(cache, e, m)
+            if feats is None:
+                continue
+            if aligned and m != "text":
+                feats = align_to_tokens(feats, _load(cache, e, "text"), e.words)
+            if feats.data.shape[1] != dim and feats.data.shape[0] > 0:
+                raise DataError(
+                    f"{e.item.id}: {m} features have dim {feats.data.shape[1]}, spec says {dim}; "
+                    f"delete {cache.root / e.refs[m][0] / e.refs[m][1]} and rerun",
+                )
+            t = min(feats.data.shape[0], L)
+            arr[i, :t] = feats.data[:t]
+            lens[i] = t
+            if bert is not None:
+                tb = np.asarray(feats.extra["text_bert"])[:, :L]
+                bert[i, :, : tb.shape[1]] = tb
+        d[key] = arr
+        d[f"{key}_lengths"] = lens
+        if bert is not None:
+            d["text_bert"] = bert
+    return d
+
+
+def align_to_tokens(feats: Features, text: Features, words: tuple[tuple[str, float, float], ...]) -> Features:
+    """``feats`` averaged over each text token's word span: one row per token, zeros for special tokens.
+
+    A token belongs to the word whose centre equals its time (text extractors time content tokens
+    at their word's centre); a word shorter than a frame takes the frame nearest its centre.
+    """
+    spans = np.array([(s, e) for _, s, e in words], dtype=np.float64).reshape(-1, 2)
+    centres = spans.mean(axis=1)
+    out = np.zeros((text.data.shape[0], feats.data.shape[1]), dtype=np.float32)
+    if feats.data.shape[0] == 0 or len(spans) == 0:
+        return Features(out, text.times)
+    for i, t in enumerate(text.times):
+        hit = np.flatnonzero(np.isclose(centres, t, atol=1e-6))
+        if hit.size == 0:
+            continue  # [CLS], [SEP], ...
+        start, end = spans[hit[0]]
+        inside = (feats.times >= start) & (feats.times < end)
+        rows = feats.data[inside] if inside.any() else feats.data[[np.argmin(np.abs(feats.times - t))]]
+        out[i] = rows.mean(axis=0)
+    return Features(out, text.times)
+
+
+def _load(cache: FeatureCache, e: Entry, modality: str) -> Any:
+    ref = e.refs.get(modality)
+    if ref is None:  # modality missing in this clip (e.g. --missing empty): zeros, length 0
+        return None
+    feats = cache.load(*ref)
+    if feats is None:
+        raise ExtractionError(
+            f"{e.item.id}: cached {modality} features vanished during assembly ({cache.path(*ref)}); rerun to re-extract",
+            reason="cache_missing",
+        )
+    return feats
+
+
+# --- writing and reading -----------------------------------------------------------------------
+
+
+def write_features(data: dict[str, Any], path: Path, fmt: str = "pkl") -> Path:
+    """Write atomically as pickle (what MMSA reads) or as ``.npz`` (no pickle inside: safe to share).
+
+    Pickles can run code when loaded: only load ``.pkl`` files you made or trust.
+    """
+    if fmt == "pkl":
+        atomic_write_bytes(path, pickle.dumps(data, protocol=4))
+        return path
+    if fmt == "npz":
+        from msa.pipeline.train.data import save_npz  # imports torch-side modules: only when asked for
+
+        return save_npz(data, path)
+    raise ValueError(f"unknown format {fmt!r}")

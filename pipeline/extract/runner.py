@@ -1,0 +1,124 @@
+"""Run many clips through ``clipjob.run_clip``: in this process, on joblib/loky workers, or on dask.
+
+Clips claimed by another msa-extract on the same output folder are retried at the end (waiting for
+the claim), so two processes never extract the same clip. The first Ctrl-C lets the clips in flight
+finish and skips the rest; a second one stops at once (the cache stays consistent either way).
+"""
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import sys
+import threading
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+from msa.pipeline.extract.stages import STAGES, ExtractorRef, Plan, Record, StorageError, run_clip
+from msa.pipeline.extract.sources import Item
+
+# the runner's public API (the per-clip part lives in clipjob.py)
+__all__ = ["STAGES", "ExtractorRef", "Plan", "Record", "StorageError", "run_all", "run_clip"]
+
+log = logging.getLogger("msa.runner")
+
+
+def run_all(
+    items: list[Item],
+    plan: Plan,
+    *,
+    jobs: int = 1,
+    backend: str = "loky",
+    scheduler: str | None = None,
+    on_record: Callable[[Record], None] = lambda r: None,
+) -> tuple[list[Record], bool]:
+    """Run every clip; returns (records, interrupted). The first Ctrl-C lets clips in flight finish."""
+    records: list[Record] = []
+    busy: list[Record] = []
+    tasks = list(enumerate(items))
+    with _graceful_stop(plan.stop_file) as stop:
+        if jobs > 1 or backend != "loky":  # cached clips are settled here: no worker pool for a cached rerun
+            pending = []
+            for i, item in tasks:
+                rec = run_clip(i, item, plan, cached_only=True)
+                if rec.status == "todo":
+                    pending.append((i, item))
+                elif rec.status != "skipped":
+                    records.append(rec)
+                    on_record(rec)
+            tasks = pending
+        for rec in _execute(tasks, plan, jobs, backend, scheduler) if tasks else ():
+            if rec.status == "busy":
+                busy.append(rec)
+                continue
+            records.append(rec)
+            on_record(rec)
+        for rec in busy:  # held by another process: wait for it, then it is (usually) a cache hit
+            if stop.is_set():
+                break
+            log.info("waiting for %s (claimed by another msa-extract)", rec.item.id)
+            rec = run_clip(rec.index, rec.item, plan, wait=True)
+            records.append(rec)
+            on_record(rec)
+    interrupted = stop.is_set() or any(r.status == "skipped" for r in records)
+    records.sort(key=lambda r: r.index)
+    return [r for r in records if r.status != "skipped"], interrupted
+
+
+def _execute(tasks: list[tuple[int, Item]], plan: Plan, jobs: int, backend: str,
+             scheduler: str | None) -> Iterator[Record]:
+    if backend == "loky" and jobs <= 1:
+        for i, item in tasks:
+            if plan.stop_file and os.path.exists(plan.stop_file):
+                return
+            yield run_clip(i, item, plan)
+        return
+    from joblib import Parallel, delayed, parallel_config
+
+    calls = (delayed(run_clip)(i, item, plan) for i, item in tasks)
+    if backend == "loky":
+        yield from Parallel(n_jobs=jobs, backend="loky", return_as="generator_unordered")(calls)
+        return
+    if backend != "dask":
+        raise ValueError(f"unknown backend {backend!r}")
+    from dask.distributed import Client, LocalCluster
+
+    cluster = None if scheduler else LocalCluster(n_workers=jobs, threads_per_worker=1, processes=True,
+                                                  dashboard_address=None)
+    client = Client(scheduler or cluster)
+    try:
+        with parallel_config(backend="dask"):
+            yield from Parallel(n_jobs=-1, return_as="generator_unordered")(calls)
+    finally:
+        client.close()
+        if cluster is not None:
+            cluster.close()
+
+
+@contextmanager
+def _graceful_stop(stop_file: str) -> Iterator[threading.Event]:
+    """First Ctrl-C: create ``stop_file`` (tasks not yet started skip themselves) and finish clips in
+    flight. Second Ctrl-C: KeyboardInterrupt now (the atomic cache writes keep the cache consistent)."""
+    stop = threading.Event()
+    if threading.current_thread() is not threading.main_thread():
+        yield stop
+        return
+
+    def handler(signum: int, frame: Any) -> None:
+        if stop.is_set():
+            raise KeyboardInterrupt
+        stop.set()
+        if stop_file:
+            Path(stop_file).parent.mkdir(parents=True, exist_ok=True)
+            Path(stop_file).touch()
+        print("msa-extract: stopping after the clip(s) in flight; press Ctrl-C again to stop now",
+              file=sys.stderr, flush=True)
+
+    previous = signal.signal(signal.SIGINT, handler)
+    try:
+        yield stop
+    finally:
+        signal.signal(signal.SIGINT, previous)
+        if stop_file:
+            Path(stop_file).unlink(missing_ok=True)

@@ -1,0 +1,1 @@
+"""Serving a bundle: predict, label.csv evaluation, plots, the demo."""

@@ -1,0 +1,143 @@
+"""One PNG per clip: facial signals, voice pitch and loudness, and the recognised words on one time axis.
+
+Drawn with matplotlib's Agg canvas directly (no pyplot, no global backend state), so it works
+headless and inside other programs. Rows appear only for the signals that were extracted.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+# facial rows: (column, legend) for facemesh_au / pyfeat_au, then fer_emotion's expressions
+AU_ROWS = (("AU12", "AU12 lip corner puller (smile proxy)"), ("AU06", "AU06 cheek raiser"))
+EXPRESSIONS = ("happy", "neutral", "sad", "angry", "surprise", "fear", "disgust")
+# pitch and loudness columns, in order of preference: egemaps, covarep_like, compare
+PITCH = (("F0semitoneFrom27.5Hz_sma3nz", "semitones"), ("f0", "hz"), ("F0final_sm", "hz"))
+LOUDNESS = (("Loudness_sma3", "loudness (sone)"), ("rms_db", "RMS (dB)"), ("pcm_RMSenergy_sma", "RMS energy"),
+            ("audspec_lengthL1norm_sma", "loudness"))
+
+
+def _column(signal: tuple[Any, tuple[str, ...]] | None, name: str) -> tuple[np.ndarray, np.ndarray] | None:
+    if signal is None:
+        return None
+    feats, columns = signal
+    if name not in columns or feats.data.shape[0] == 0:
+        return None
+    return feats.times, feats.data[:, list(columns).index(name)].astype(np.float64)
+
+
+def pitch_hz(signal: tuple[Any, tuple[str, ...]] | None) -> tuple[np.ndarray, np.ndarray] | None:
+    """F0 in Hz per frame, NaN where unvoiced (eGeMAPS' semitones from 27.5 Hz are converted)."""
+    for name, unit in PITCH:
+        col = _column(signal, name)
+        if col is not None:
+            t, v = col
+            hz = 27.5 * 2.0 ** (v / 12.0) if unit == "semitones" else v
+            return t, np.where(v > 0, hz, np.nan)
+    return None
+
+
+def loudness(signal: tuple[Any, tuple[str, ...]] | None) -> tuple[np.ndarray, np.ndarray, str] | None:
+    for name, label in LOUDNESS:
+        col = _column(signal, name)
+        if col is not None:
+            return col[0], col[1], label
+    return None
+
+
+def _face_mask(visual: tuple[Any, tuple[str, ...]] | None) -> np.ndarray | None:
+    col = _column(visual, "face")
+    return None if col is None else col[1] > 0
+
+
+def plot_prediction(pred: Any, out: str | Path) -> Path:
+    """Write the signals of a :class:`~msa.pipeline.serve.predict.Prediction` to ``out`` (PNG); returns the path."""
+    fig = draw(pred)
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, format="png")
+    return out
+
+
+def draw(pred: Any) -> Any:
+    """The figure: rows for facial AUs, expressions, voice and words, each only when its signal exists."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    visual, audio = pred.signals.get("visual"), pred.signals.get("audio")
+    face = _face_mask(visual)
+    aus = [(c, label, _column(visual, c)) for c, label in AU_ROWS]
+    aus = [(c, label, col) for c, label, col in aus if col is not None]
+    expr = [(e, _column(visual, e)) for e in EXPRESSIONS]
+    expr = [(e, col) for e, col in expr if col is not None]
+    f0, loud = pitch_hz(audio), loudness(audio)
+    rows = [r for r, on in (("face", bool(aus)), ("expr", bool(expr)), ("voice", f0 is not None or loud is not None),
+                            ("words", True)) if on]
+    heights = {"face": 2.2, "expr": 2.2, "voice": 2.2, "words": 1.3}
+    fig = Figure(figsize=(10, sum(heights[r] for r in rows) + 0.8), dpi=90)
+    FigureCanvasAgg(fig)
+    axes = fig.subplots(len(rows), 1, sharex=True, squeeze=False,
+                        gridspec_kw={"height_ratios": [heights[r] for r in rows]})[:, 0]
+    end = max(pred.duration or 0.0, max((e for _, _, e in pred.words), default=0.0), 0.1)
+    for ax, row in zip(axes, rows, strict=True):
+        if row == "face":
+            _plot_face(ax, aus, face, visual)
+        elif row == "expr":
+            for e, (t, v) in expr:
+                ax.plot(t, np.where(face, v, np.nan) if face is not None else v, label=e, lw=1.2)
+            ax.set_ylim(0, 1)
+            ax.set_ylabel("expression p")
+            ax.legend(loc="upper right", fontsize=7, ncol=4)
+        elif row == "voice":
+            _plot_voice(ax, f0, loud)
+        else:
+            _plot_words(ax, pred)
+        ax.grid(alpha=0.3)
+    axes[-1].set_xlim(0, end)
+    axes[-1].set_xlabel("time (s)")
+    lo, hi = pred.range
+    mods = ", ".join(f"{m} {v:.2f}" for m, v in pred.modalities.items())
+    fig.suptitle(f"{Path(pred.clip).name}: {pred.label}, score {pred.score:+.2f} on [{lo:g}, {hi:g}]  (driven by {mods})",
+                 fontsize=11)
+    fig.tight_layout()
+    return fig
+
+
+def _plot_face(ax: Any, aus: list[Any], face: np.ndarray | None, visual: Any) -> None:
+    for _, label, (t, v) in aus:
+        ax.plot(t, np.where(face, v, np.nan) if face is not None else v, label=label, lw=1.4)
+    if face is not None and not face.all():
+        t = visual[0].times
+        ax.fill_between(t, 0, 1, where=~face, transform=ax.get_xaxis_transform(), color="grey", alpha=0.15,
+                        label="no face", step="mid")
+    ax.axhline(0, color="k", lw=0.6)
+    ax.set_ylabel("face (AU proxy)")
+    ax.legend(loc="upper right", fontsize=7)
+
+
+def _plot_voice(ax: Any, f0: Any, loud: Any) -> None:
+    if f0 is not None:
+        ax.plot(f0[0], f0[1], ".", ms=2, color="tab:red", label="pitch F0 (Hz)")
+        ax.set_ylabel("pitch (Hz)", color="tab:red")
+    if loud is not None:
+        ax2 = ax.twinx() if f0 is not None else ax
+        ax2.plot(loud[0], loud[1], color="tab:blue", lw=0.8, alpha=0.8, label=loud[2])
+        ax2.set_ylabel(loud[2], color="tab:blue")
+
+
+def _plot_words(ax: Any, pred: Any) -> None:
+    ax.set_yticks([])
+    ax.set_ylim(0, 1)
+    if pred.words:
+        for i, (w, s, e) in enumerate(pred.words):
+            y = 0.7 if i % 2 == 0 else 0.3
+            ax.plot([s, e], [y - 0.15, y - 0.15], color="tab:green", lw=3, solid_capstyle="butt")
+            ax.text((s + e) / 2, y, w, ha="center", va="center", fontsize=9)
+        ax.set_ylabel("words")
+    else:
+        text = pred.transcript or "(no speech recognised)"
+        ax.text(0.01, 0.5, f"{pred.transcript_source} transcript (no word times): {text[:140]}",
+                transform=ax.transAxes, va="center", fontsize=9)
+        ax.set_ylabel("text")

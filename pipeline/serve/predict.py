@@ -1,0 +1,394 @@
+"""Raw clip -> score: the bundle's exact extractors, the model, and the signals a person wants to see.
+
+A :class:`Predictor` loads a bundle once and predicts any number of clips. Per clip it runs the
+extraction stages of :mod:`msa.pipeline.extract.runner` (so ``--cache DIR`` shares msa-extract's cache and
+its keys), assembles the model batch exactly as training did (:func:`msa.pipeline.extract.assemble.assemble`,
+padding to the bundle's lengths, the bundle's normalisation statistics), runs the model and reports:
+score (clamped to the bundle's range), label, transcript, which modalities drove the score, the
+share of frames with a face, seconds of speech and per-stage timings.
+
+The audio and visual extractors of the ``default`` recipe run even for a text-only bundle: their
+signals (face share, pitch, loudness, smile proxy) are reported and plotted, never fed to the model.
+"""
+from __future__ import annotations
+
+import math
+import os
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from msa.extractors import RECIPES
+from msa.extractors.base import Features
+
+from msa.core.errors import BundleError, MediaError, MsaError, UsageError
+
+from msa.checkpoints import shipped_bundle
+
+DEFAULT_BUNDLES = {"sentiment": shipped_bundle("default"), "phq8": shipped_bundle("phq8")}
+TASKS = tuple(DEFAULT_BUNDLES)
+# runner modality -> model batch key / bundle modality
+BATCH_KEY = {"text": "text", "audio": "audio", "visual": "vision"}
+RUNNER_MODALITY = {v: k for k, v in BATCH_KEY.items()}
+# |score| <= band is "neutral": MOSI/MOSEI ratings are averages of integers in [-3, 3] (a score that
+# rounds to 0, as in Mult_acc_7); SIMS uses MMSA's 3-class edges +-0.1. Custom ranges: 1/12 of the width.
+NEUTRAL_BAND = {"mosi": 0.5, "mosei": 0.5, "sims": 0.1, "simsv2": 0.1}
+DEFAULT_SIGNALS = tuple((m, RECIPES["default"][m]) for m in ("audio", "visual"))
+PHQ8_BANDS = ((4, "none"), (9, "mild"), (14, "moderate"), (19, "moderately severe"), (24, "severe"))
+PHQ8_HINT = ("train one on AVEC2019-style sessions: msa-extract DATASET --recipe avec2019 --out feats/ && "
+             "msa-train --data feats/features.pkl --dataset phq8 --model <model> --out checkpoints/phq8, "
+             "then pass --bundle checkpoints/phq8")
+
+
+def task_kind(name: str | None, metrics: str | None) -> str:
+    """``phq8`` for a PHQ-8 task (by dataset name or metric family), else ``sentiment``."""
+    return "phq8" if "phq8" in (name, metrics) else "sentiment"
+
+
+def resolve_bundle(bundle: str | Path | None, task: str | None) -> Path:
+    """The bundle folder to use: ``--bundle`` or the shipped one for ``task`` (UsageError when absent)."""
+    if task is not None and task not in TASKS:
+        raise UsageError(f"unknown task {task!r}; valid: {', '.join(TASKS)}")
+    if bundle is not None:
+        return Path(bundle)
+    path = DEFAULT_BUNDLES[task or "sentiment"]
+    if not (path / "bundle.json").is_file():
+        if task == "phq8":
+            raise UsageError(f"no PHQ-8 bundle available (looked for {path}); {PHQ8_HINT}")
+        raise UsageError(f"the default bundle is missing ({path}); pass --bundle DIR or train one with msa-train")
+    return path
+
+
+def sentiment_label(score: float, task: Any) -> str:
+    """negative / neutral / positive with the neutral band of :data:`NEUTRAL_BAND` around the range's centre."""
+    centre = (task.low + task.high) / 2.0
+    band = NEUTRAL_BAND.get(task.name, (task.high - task.low) / 12.0)
+    if score - centre > band:
+        return "positive"
+    if score - centre < -band:
+        return "negative"
+    return "neutral"
+
+
+def phq8_band(score: float) -> str:
+    """PHQ-8 severity of the total rounded to the nearest integer: none 0-4, mild 5-9, moderate 10-14,
+    moderately severe 15-19, severe 20-24."""
+    total = int(math.floor(score + 0.5))
+    return next((name for top, name in PHQ8_BANDS if total <= top), "severe")
+
+
+def label_for(score: float, task: Any) -> str:
+    return phq8_band(score) if task_kind(task.name, task.metrics) == "phq8" else sentiment_label(score, task)
+
+
+def extractor_from_spec(spec: dict[str, Any] | None, modality: str, where: Path) -> Any:
+    """Rebuild the extractor a bundle was trained with; BundleError when it no longer gives that spec."""
+    from msa.extractors import EXTRACTORS
+
+    from msa.pipeline.train.bundle import _config_from_dict
+
+    if not spec:
+        raise BundleError(f"{where}: the bundle records no {modality} feature spec, so its inputs cannot be rebuilt;"
+                          " retrain from a features file written by msa-extract")
+    name = spec.get("name")
+    if not isinstance(name, str) or name not in EXTRACTORS:
+        raise BundleError(f"{where}: {modality} extractor {name!r} is unknown to this msa ({', '.join(EXTRACTORS.names())})")
+    cls = EXTRACTORS.get(name)
+    try:
+        extractor = cls(_config_from_dict(cls.Config, spec.get("config") or {}))
+        now = extractor.spec()
+    except (BundleError, TypeError, ValueError, AttributeError, ArithmeticError) as e:  # hand-edited spec config
+        raise BundleError(f"{where}: {modality} extractor {name} cannot be rebuilt from the bundle's spec: "
+                          f"{e.one_line() if isinstance(e, BundleError) else f'{type(e).__name__}: {e}'}") from e
+    if now.spec_hash != spec.get("spec_hash"):
+        raise BundleError(
+            f"{where}: {modality} extractor {name} now gives spec {now.spec_hash}, the bundle was trained on "
+            f"{spec.get('spec_hash')} (version {spec.get('version')} -> {now.version}, weights "
+            f"{'same' if now.weights == spec.get('weights') else 'differ'}); re-extract and retrain, or install "
+            "the versions the bundle records")
+    return extractor
+
+
+@dataclass(frozen=True)
+class PredictOptions:
+    """What a prediction run uses; ``signals`` names the extractors run only to report signals."""
+
+    bundle: Path
+    task: str | None = None  # sentiment | phq8: must match the bundle's task when given
+    cache_dir: Path | None = None  # msa-extract-style output folder whose cache/ is reused
+    signals: tuple[tuple[str, str], ...] = DEFAULT_SIGNALS
+    asr: str = "whisper"
+    device: str = "auto"
+
+
+@dataclass
+class Prediction:
+    """One clip's result. ``signals`` (modality -> (Features, columns)) feed the plot, not the JSON."""
+
+    clip: str
+    task: str
+    score: float
+    label: str
+    transcript: str
+    transcript_source: str
+    modalities: dict[str, float]
+    face_ratio: float | None
+    speech_seconds: float | None
+    timings: dict[str, float]
+    range: tuple[float, float]
+    words: tuple[tuple[str, float, float], ...] = ()
+    flags: tuple[str, ...] = ()
+    duration: float = 0.0
+    signals: dict[str, tuple[Features, tuple[str, ...]]] = field(default_factory=dict, repr=False)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"clip": self.clip, "task": self.task, "score": round(self.score, 4), "label": self.label,
+                "transcript": self.transcript, "modalities": self.modalities, "face_ratio": self.face_ratio,
+                "speech_seconds": self.speech_seconds, "timings": self.timings,
+                "transcript_source": self.transcript_source, "range": list(self.range), "flags": list(self.flags)}
+
+
+class Predictor:
+    """Loads a bundle and its extractors once; ``predict(path)`` per clip (models stay loaded)."""
+
+    def __init__(self, options: PredictOptions) -> None:
+        t0 = time.perf_counter()  # "load": imports (torch, openSMILE), bundle, extractor specs
+        from msa.extractors import EXTRACTORS
+
+        from msa.pipeline.train.bundle import load_bundle, read_meta
+        from msa.pipeline.extract.runner import ExtractorRef, Plan
+        from msa.pipeline.train.trainer import resolve_device
+
+        self.options = options
+        meta = read_meta(options.bundle)
+        kind = task_kind(meta["task"].get("name"), meta["task"].get("metrics"))
+        if options.task is not None and options.task != kind:
+            hint = f"; {PHQ8_HINT}" if options.task == "phq8" else ""
+            raise UsageError(f"{options.bundle} is a {kind} bundle ({meta['task'].get('name')}), not {options.task}{hint}")
+        self.used = [m for m in meta.get("modalities", ()) if m in RUNNER_MODALITY]
+        if not self.used:
+            raise BundleError(f"{options.bundle}: the bundle uses none of text/audio/vision")
+        feats = meta.get("features", {})
+        extractors = {RUNNER_MODALITY[m]: extractor_from_spec((feats.get(m) or {}).get("spec"), m, options.bundle)
+                      for m in self.used}
+        for modality, name in options.signals:
+            if modality not in extractors:
+                extractors[modality] = EXTRACTORS.get(name)()
+        asr_cls = EXTRACTORS.get(options.asr)
+        if getattr(asr_cls, "modality", None) != "asr":
+            raise UsageError(f"{options.asr!r} is a {asr_cls.modality} extractor, not a speech recogniser")
+        self.specs = {m: e.spec().to_dict() for m, e in extractors.items()}
+        self.device = resolve_device(options.device)
+        self.bundle = load_bundle(options.bundle, current_specs={BATCH_KEY[m]: self.specs[m] for m in extractors
+                                                                 if BATCH_KEY[m] in self.used},
+                                  device=str(self.device))
+        self.kind = kind
+        self._tmp = None if options.cache_dir else tempfile.mkdtemp(prefix="msa-predict-")
+        self.plan = Plan(
+            out_dir=str(options.cache_dir or self._tmp),
+            extractors=tuple(ExtractorRef(m, type(extractors[m]), extractors[m].config)
+                             for m in ("text", "audio", "visual") if m in extractors),
+            specs=self.specs, asr=ExtractorRef("asr", asr_cls, asr_cls.Config()), missing="empty",
+            main_pid=os.getpid(),
+        )
+        self.load_seconds = time.perf_counter() - t0
+
+    def close(self) -> None:
+        if self._tmp:
+            shutil.rmtree(self._tmp, ignore_errors=True)
+            self._tmp = None
+
+    def __enter__(self) -> "Predictor":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def predict(self, path: str | Path, transcript_file: str | Path | None = None) -> Prediction:
+        """Score one clip; a typed MsaError (one line, naming the file) when it cannot be scored."""
+        from msa.pipeline.extract.cache import FeatureCache
+        from msa.pipeline.extract.runner import run_clip
+        from msa.pipeline.extract.sources import Item, read_sidecar
+
+        t0 = time.perf_counter()
+        path = Path(path)
+        if path.is_dir():
+            raise MediaError(f"{path}: is a directory, not a media file", reason="not_found")
+        if not path.is_file():
+            raise MediaError(f"{path}: no such file", reason="not_found")
+        text, source = None, "asr:" + self.options.asr
+        if transcript_file is not None:
+            text, source = read_sidecar(Path(transcript_file)), "given"
+        item = Item(path.parent.name or ".", path.stem, path, text=text, label=0.0)
+        if text is None and item.sidecar is not None:
+            source = "sidecar"
+        rec = run_clip(0, item, self.plan, wait=True)
+        if rec.status == "failed" or rec.entry is None:
+            err = rec.error or {}
+            msg = err.get("message", "failed")
+            raise MsaError(f"{msg if str(path) in msg else f'{path}: {msg}'} (stage {err.get('stage', '?')})",
+                           reason=err.get("reason", "extraction_failed"))
+        entry = rec.entry
+        cache = FeatureCache(self.plan.out_dir)
+        feats = {m: cache.load(*ref) for m, ref in entry.refs.items()}
+        for m in self.used:
+            if feats.get(RUNNER_MODALITY[m]) is None:
+                what = {"vision": "video stream", "audio": "audio stream", "text": "transcript"}[m]
+                raise MediaError(f"{path}: the bundle needs a {what}, the clip has none", reason=f"no_{m}")
+        if "text" in self.used and not entry.transcript.strip():
+            why = "has no audio stream to transcribe" if "no_audio" in entry.flags else "has no recognisable speech"
+            raise MsaError(f"{path}: {why}, and the bundle scores the transcript; give one with --transcript FILE "
+                           "or a <clip>.txt sidecar", reason="no_speech")
+        t1 = time.perf_counter()
+        scores = self._forward(entry, cache)
+        model_s = time.perf_counter() - t1
+        task = self.bundle.task
+        score = float(np.clip(scores[0], task.low, task.high))
+        timings = {k: round(v, 3) for k, v in rec.seconds.items()}
+        timings["model"] = round(model_s, 3)
+        speech = self._speech_seconds(entry.words, path, source, timings)
+        visual = feats.get("visual")
+        timings["total"] = round(time.perf_counter() - t0, 3)
+        return Prediction(
+            clip=str(path), task=self.kind, score=score, label=label_for(score, task), transcript=entry.transcript,
+            transcript_source=source, modalities=_attribution(self.used, scores), speech_seconds=speech,
+            face_ratio=None if visual is None else round(float(visual.meta.get("face_ratio", 0.0)), 4),
+            timings=timings, range=(task.low, task.high), words=entry.words, flags=entry.flags,
+            duration=rec.duration,
+            signals={m: (f, tuple(self.specs[m].get("columns", ()))) for m, f in feats.items() if m != "text"},
+        )
+
+    # --- model ---------------------------------------------------------------------------------
+    def _forward(self, entry: Any, cache: Any) -> np.ndarray:
+        """Scores of the clip and, for a multimodal bundle, of the clip with each modality occluded."""
+        import torch
+
+        batch = clip_batch(entry, self.bundle, self.specs, self.used, cache)
+        variants = [batch] + ([occlude(batch, m) for m in self.used] if len(self.used) > 1 else [])
+        stacked = {k: torch.cat([b[k] for b in variants]).to(self.device) for k in batch}
+        with torch.inference_mode():
+            out = self.bundle.model(stacked)
+        return out["pred"].float().reshape(-1).cpu().numpy()
+
+    def _speech_seconds(self, words: tuple[tuple[str, float, float], ...], path: Path, source: str,
+                        timings: dict[str, float]) -> float | None:
+        """Union of the recognised words' spans; for a given transcript (no word times) Silero VAD."""
+        if words or source.startswith("asr:"):
+            return round(union_seconds([(s, e) for _, s, e in words]), 3)
+        t0 = time.perf_counter()
+        seconds = vad_speech_seconds(path)
+        timings["vad"] = round(time.perf_counter() - t0, 3)
+        return seconds
+
+
+def clip_batch(entry: Any, bundle: Any, specs: dict[str, dict[str, Any]], used: list[str], cache: Any) -> dict[str, Any]:
+    """The model batch (B=1) for one clip, built like training: assemble, pad to the bundle's lengths, normalise."""
+    from msa.pipeline.extract.assemble import assemble
+    from msa.pipeline.train.data import from_dict
+    from msa.pipeline.train.loader import SplitDataset
+
+    dims = bundle.dims
+    length = {"text": dims.text_len, "audio": dims.audio_len, "vision": dims.vision_len}
+    width = {"text": dims.text, "audio": dims.audio, "vision": dims.vision}
+    model_specs = {RUNNER_MODALITY[m]: specs[RUNNER_MODALITY[m]] for m in used}
+    raw = assemble([entry], model_specs, cache, has_modes=False,
+                   max_len={RUNNER_MODALITY[m]: length[m] for m in used})
+    split = raw["all"]
+    for m in ("text", "audio", "vision"):
+        if m in used:
+            if m == "text" and "text_bert" in split:
+                split["text_bert"] = _pad(split["text_bert"], 2, length[m])
+                if width[m] == 0:  # trained on token ids only (no text feature sequence)
+                    del split["text"]
+                    continue
+            got = split[m].shape[2]
+            if got != width[m]:
+                raise BundleError(f"{bundle.path}: {m} features are {got}-d, the bundle was trained on {width[m]}-d")
+            split[m] = _pad(split[m], 1, length[m])
+        else:  # not an input of this bundle: a zero frame of the trained width
+            split[m] = np.zeros((1, max(1, length[m]), width[m]), dtype=np.float32)
+            split[f"{m}_lengths"] = np.ones(1, dtype=np.int64)
+    fs = from_dict({"all": split})
+    ds = SplitDataset(fs.split("all"), bundle.norm or None)
+    batch = ds.__getitems__([0])
+    batch.pop("labels", None)
+    batch.pop("index", None)
+    return batch
+
+
+def _pad(a: np.ndarray, axis: int, size: int) -> np.ndarray:
+    if a.shape[axis] >= size:
+        return a
+    pad = [(0, 0)] * a.ndim
+    pad[axis] = (0, size - a.shape[axis])
+    return np.pad(a, pad)
+
+
+def occlude(batch: dict[str, Any], modality: str) -> dict[str, Any]:
+    """A copy of ``batch`` without ``modality``: zero features (the training mean after normalisation);
+    for text also only the first token ([CLS]) left in ``text_bert``."""
+    out = {k: v.clone() for k, v in batch.items()}
+    if modality in out:
+        out[modality].zero_()
+    if modality == "text" and "text_bert" in out:
+        out["text_bert"][:, :, 1:] = 0
+    return out
+
+
+def _attribution(used: list[str], scores: np.ndarray) -> dict[str, float]:
+    """Share of the score change when each modality is occluded; a single-modality bundle is all that one."""
+    if len(used) == 1:
+        return {used[0]: 1.0}
+    deltas = np.abs(scores[1:] - scores[0])
+    total = float(deltas.sum())
+    if total <= 0 or not math.isfinite(total):
+        return {m: round(1.0 / len(used), 4) for m in used}
+    return {m: round(float(d) / total, 4) for m, d in zip(used, deltas, strict=True)}
+
+
+def union_seconds(spans: list[tuple[float, float]]) -> float:
+    """Total length of the union of ``(start, end)`` intervals."""
+    total, end = 0.0, -math.inf
+    for s, e in sorted(spans):
+        if e <= end:
+            continue
+        total += e - max(s, end)
+        end = e
+    return total
+
+
+def vad_speech_seconds(path: Path) -> float | None:
+    """Seconds of speech by Silero VAD (the model ships inside faster-whisper); None without audio."""
+    from faster_whisper.vad import VadOptions, get_speech_timestamps
+
+    from msa.pipeline.extract.media import load_audio
+
+    try:
+        audio = load_audio(path, 16000)
+    except MediaError as e:
+        if e.reason == "no_audio":
+            return None
+        raise
+    spans = get_speech_timestamps(audio, VadOptions(min_silence_duration_ms=300, speech_pad_ms=0))
+    return round(sum(s["end"] - s["start"] for s in spans) / 16000.0, 3)
+
+
+def plot_paths(plot: str | Path, clips: list[str]) -> list[Path]:
+    """One PNG per clip: ``plot`` itself for one clip, ``<stem>_<clip stem>.png`` for several (unique)."""
+    plot = Path(plot)
+    if len(clips) == 1:
+        return [plot]
+    out, seen = [], set()
+    for i, c in enumerate(clips):
+        name = f"{plot.stem}_{Path(c).stem}"
+        if name in seen:
+            name = f"{name}_{i}"
+        seen.add(name)
+        out.append(plot.with_name(name + (plot.suffix or ".png")))
+    return out
+

@@ -1,0 +1,1 @@
+"""Training: feature files, the torch loader, the one trainer, metrics, bundles, multi-seed runs."""

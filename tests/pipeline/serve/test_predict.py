@@ -1,0 +1,277 @@
+"""msa.pipeline.serve.predict and msa-predict on generated clips with small fake extractors and tiny bundles.
+
+The real extractors and the default bundle are exercised in tests/e2e/test_predict_e2e.py.
+"""
+from __future__ import annotations
+
+import json
+import pickle
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import extract_fakes
+from extract_fakes import FakeAudio, FakeText, FakeVisual, calls
+from msa.models.base import Dims, Task
+from msa.pipeline.cli.extract import main as extract_main
+from msa.pipeline.cli.predict import main as predict_main, parse_signals
+from msa.core.errors import BundleError, UsageError
+from msa.pipeline.serve.predict import (PredictOptions, Predictor, extractor_from_spec, label_for, phq8_band,
+                                  plot_paths, resolve_bundle, sentiment_label, union_seconds)
+
+MOSI = Task("mosi", -3.0, 3.0, "mosi")
+DIMS = Dims(text=4, audio=3, vision=3, text_len=8, audio_len=30, vision_len=12)
+NORM = {"audio": {"mean": [0.1, 0.0, 0.2], "std": [0.5, 0.1, 0.5]},
+        "vision": {"mean": [0.5, 0.5, 0.5], "std": [0.2, 0.2, 0.2]}}
+FAKES = ("--signals", "none", "--asr", "fake_asr")
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _fakes() -> None:
+    extract_fakes.register()
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def fake_specs(log: Path) -> dict[str, dict]:
+    return {"text": FakeText(log=str(log)).spec().to_dict(), "audio": FakeAudio(log=str(log)).spec().to_dict(),
+            "vision": FakeVisual(log=str(log)).spec().to_dict()}
+
+
+def save_lmf_bundle(out: Path, log: Path) -> Path:
+    import torch
+
+    from msa.models import MODELS, build_config
+    from msa.pipeline.train.bundle import save_bundle
+
+    torch.manual_seed(0)
+    cfg = build_config("lmf", "mosi", "tiny")
+    model = MODELS.get("lmf")(cfg, DIMS, MOSI)
+    return save_bundle(out, model, model_name="lmf", config=cfg, task=MOSI, dims=DIMS, specs=fake_specs(log), norm=NORM)
+
+
+@pytest.fixture
+def clip_dir(tmp_path: Path, av_clip: Path) -> Path:
+    d = tmp_path / "clips"
+    d.mkdir()
+    shutil.copy(av_clip, d / "talk.mp4")
+    (d / "talk.txt").write_text("what a great day\n")
+    return d
+
+
+# --- labels, bands, helpers ---------------------------------------------------------------------
+
+@pytest.mark.parametrize("score,label", [(-3.0, "negative"), (-0.51, "negative"), (-0.5, "neutral"), (0.0, "neutral"),
+                                         (0.5, "neutral"), (0.51, "positive"), (3.0, "positive")])
+def test_mosi_sentiment_label_has_a_half_point_neutral_band(score, label):
+    assert sentiment_label(score, MOSI) == label
+
+
+def test_sims_and_custom_ranges_use_their_own_neutral_band():
+    sims = Task("sims", -1.0, 1.0, "sims")
+    assert [sentiment_label(s, sims) for s in (-0.2, -0.1, 0.05, 0.1, 0.11)] == \
+        ["negative", "neutral", "neutral", "neutral", "positive"]
+    custom = Task("custom", 0.0, 12.0, "regression")  # centre 6, band 1
+    assert [sentiment_label(s, custom) for s in (4.9, 5.5, 6.9, 7.1)] == ["negative", "neutral", "neutral", "positive"]
+
+
+@pytest.mark.parametrize("score,band", [(0.0, "none"), (4.49, "none"), (4.5, "mild"), (9.4, "mild"), (10, "moderate"),
+                                        (14.2, "moderate"), (15, "moderately severe"), (19.49, "moderately severe"),
+                                        (19.5, "severe"), (24.0, "severe")])
+def test_phq8_bands_follow_the_rounded_total(score, band):
+    assert phq8_band(score) == band
+    assert label_for(score, Task("phq8", 0.0, 24.0, "phq8")) == band
+
+
+def test_union_seconds_merges_overlapping_word_spans():
+    assert union_seconds([]) == 0.0
+    assert union_seconds([(0.0, 1.0), (0.5, 1.5), (2.0, 2.5), (2.1, 2.2)]) == pytest.approx(2.0)
+
+
+def test_plot_paths_one_per_clip():
+    assert plot_paths("out/p.png", ["a/x.mp4"]) == [Path("out/p.png")]
+    assert plot_paths("out/p.png", ["a/x.mp4", "b/y.wav", "c/x.mp4"]) == \
+        [Path("out/p_x.png"), Path("out/p_y.png"), Path("out/p_x_2.png")]
+
+
+def test_parse_signals():
+    assert parse_signals("none") == ()
+    assert parse_signals("audio:covarep_like") == (("audio", "covarep_like"),)
+    with pytest.raises(UsageError, match="audio:NAME"):
+        parse_signals("text:minilm")
+    with pytest.raises(UsageError, match="valid names"):
+        parse_signals("visual:nope")
+
+
+def test_phq8_without_a_bundle_says_how_to_train_one(tmp_path, monkeypatch):
+    import msa.pipeline.serve.predict as predict
+
+    monkeypatch.setitem(predict.DEFAULT_BUNDLES, "phq8", tmp_path / "none")
+    with pytest.raises(UsageError) as e:
+        resolve_bundle(None, "phq8")
+    assert e.value.exit_code == 2
+    assert "--recipe avec2019" in str(e.value) and "--dataset phq8" in str(e.value)
+    assert resolve_bundle(tmp_path, "phq8") == tmp_path  # an explicit bundle is checked when loaded
+
+
+# --- bundle checks -------------------------------------------------------------------------------
+
+def test_extractor_from_spec_rebuilds_the_recorded_config(tmp_path):
+    spec = FakeAudio(hop=0.05).spec().to_dict()
+    ext = extractor_from_spec(spec, "audio", tmp_path)
+    assert isinstance(ext, FakeAudio) and ext.config.hop == 0.05
+
+
+def test_extractor_spec_mismatch_is_a_bundle_error(tmp_path):
+    spec = FakeAudio().spec().to_dict()
+    with pytest.raises(BundleError, match="trained on 0123456789abcdef"):
+        extractor_from_spec({**spec, "spec_hash": "0123456789abcdef"}, "audio", tmp_path)
+    with pytest.raises(BundleError, match="unknown to this msa"):
+        extractor_from_spec({**spec, "name": "gone"}, "audio", tmp_path)
+    with pytest.raises(BundleError, match="records no audio feature spec"):
+        extractor_from_spec(None, "audio", tmp_path)
+
+
+def test_cli_refuses_a_bundle_whose_extractor_changed(tmp_path, clip_dir, capsys):
+    bundle = save_lmf_bundle(tmp_path / "b", tmp_path / "log")
+    meta = json.loads((bundle / "bundle.json").read_text())
+    meta["features"]["audio"]["spec"]["version"] = "0"  # trained with an older fake_audio
+    meta["features"]["audio"]["spec_hash"] = meta["features"]["audio"]["spec"]["spec_hash"] = "feedfacefeedface"
+    (bundle / "bundle.json").write_text(json.dumps(meta))
+    rc = predict_main([str(clip_dir / "talk.mp4"), "--bundle", str(bundle), *FAKES])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 1 and len(err) == 1
+    assert err[0].startswith("msa-predict: error:") and "audio extractor fake_audio" in err[0]
+
+
+def test_task_must_match_the_bundle(tmp_path, clip_dir, capsys):
+    bundle = save_lmf_bundle(tmp_path / "b", tmp_path / "log")
+    rc = predict_main([str(clip_dir / "talk.mp4"), "--bundle", str(bundle), "--task", "phq8", *FAKES])
+    err = capsys.readouterr().err
+    assert rc == 2 and "is a sentiment bundle" in err and "msa-train" in err
+
+
+# --- prediction ----------------------------------------------------------------------------------
+
+def test_multimodal_prediction_matches_the_training_path(tmp_path, clip_dir):
+    """Score == the bundle's model on msa-extract's features file (same padding and normalisation),
+    and --cache reuses msa-extract's cache without extracting again."""
+    import torch
+
+    from msa.pipeline.train.data import from_dict
+    from msa.pipeline.train.loader import SplitDataset
+
+    log = tmp_path / "log"
+    bundle = save_lmf_bundle(tmp_path / "b", log)
+    feats = tmp_path / "feats"
+    sets = [f"--set={m}.log={log}" for m in ("text", "audio", "visual")]
+    assert extract_main([str(clip_dir), "--out", str(feats), "--extractors", f"{extract_fakes.FAKE_RECIPE},asr:fake_asr",
+                         "--max-len", "text=8,audio=30,vision=12", "--quiet", *sets]) == 0
+    extracted = len(calls(log))
+    raw = pickle.loads((feats / "features.pkl").read_bytes())
+    split = raw["all"]
+    split["regression_labels"] = np.zeros(1, dtype=np.float32)
+    # a training file's length is set by its longest clip: zero padding up to the bundle's lengths
+    for key, axis, size in (("text", 1, 8), ("text_bert", 2, 8), ("audio", 1, 30), ("vision", 1, 12)):
+        assert split[key].shape[axis] < size  # this clip is shorter: the padding path is exercised
+        pad = [(0, 0)] * 3
+        pad[axis] = (0, size - split[key].shape[axis])
+        split[key] = np.pad(split[key], pad)
+    ds = SplitDataset(from_dict(raw).split("all"), NORM)
+    options = PredictOptions(bundle=bundle, cache_dir=feats, signals=(), asr="fake_asr")
+    with Predictor(options) as p:
+        with torch.inference_mode():
+            expected = float(p.bundle.model(ds.__getitems__([0]))["pred"][0])
+        pred = p.predict(clip_dir / "talk.mp4")
+    assert len(calls(log)) == extracted  # every stage came from the cache
+    assert pred.score == pytest.approx(float(np.clip(expected, -3, 3)), abs=1e-6)
+    assert pred.transcript == "what a great day" and pred.transcript_source == "sidecar"
+    assert pred.label == label_for(pred.score, MOSI)
+    assert set(pred.modalities) == {"text", "audio", "vision"}
+    assert sum(pred.modalities.values()) == pytest.approx(1.0, abs=1e-3)
+    assert pred.face_ratio == 0.0  # the fake visual extractor never finds a face
+    assert {"model", "total"} <= set(pred.timings) and "text" not in pred.timings  # nothing was extracted
+
+
+def test_attribution_follows_the_modality_that_moves_the_score(tmp_path, clip_dir):
+    """Make the audio/vision factors constant: only occluding text changes the score."""
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    bundle = save_lmf_bundle(tmp_path / "b", tmp_path / "log")
+    w = load_file(str(bundle / "weights.safetensors"))
+    for k in ("audio_factor", "video_factor"):
+        w[k] = torch.zeros_like(w[k])
+        w[k][:, 0] = 1.0  # picks the constant 1 that LMF prepends to h_m: blind to this modality
+    save_file(w, str(bundle / "weights.safetensors"), metadata={"format": "pt"})
+    meta = json.loads((bundle / "bundle.json").read_text())
+    from msa.core.hashing import file_sha256
+
+    meta["weights"]["sha256"] = file_sha256(bundle / "weights.safetensors")
+    (bundle / "bundle.json").write_text(json.dumps(meta))
+    with Predictor(PredictOptions(bundle=bundle, signals=(), asr="fake_asr")) as p:
+        pred = p.predict(clip_dir / "talk.mp4")
+    assert pred.modalities["text"] == pytest.approx(1.0, abs=1e-3)
+    assert pred.modalities["audio"] == pytest.approx(0.0, abs=1e-3)
+
+
+def test_text_only_bundle_still_reports_signals(tmp_path, clip_dir):
+    """A text-only bundle scores the transcript alone ({"text": 1.0}) while the signal extractors run."""
+    import torch
+
+    from msa.extractors.text import MiniLMText
+    from msa.models import MODELS, build_config
+    from msa.pipeline.train.bundle import save_bundle
+
+    torch.manual_seed(0)
+    cfg = build_config("text_regressor", "mosi", "tiny")
+    dims = Dims(text=0, audio=1, vision=1, text_len=16, audio_len=1, vision_len=1)  # ids only, as the default
+    model = MODELS.get("text_regressor")(cfg, dims, MOSI)
+    bundle = save_bundle(tmp_path / "t", model, model_name="text_regressor", config=cfg, task=MOSI, dims=dims,
+                         specs={"text": MiniLMText().spec().to_dict()})
+    transcript = tmp_path / "given.srt"
+    transcript.write_text("1\n00:00:00,000 --> 00:00:01,000\nnot good <i>at all</i>\n")
+    options = PredictOptions(bundle=bundle, signals=(("audio", "fake_audio"), ("visual", "fake_visual")),
+                             asr="fake_asr")
+    with Predictor(options) as p:
+        a = p.predict(clip_dir / "talk.mp4", transcript_file=transcript)
+        b = p.predict(clip_dir / "talk.mp4")  # the sidecar this time
+    assert a.modalities == {"text": 1.0} and a.transcript == "not good at all" and a.transcript_source == "given"
+    assert b.transcript == "what a great day" and a.score != b.score
+    assert a.face_ratio == 0.0 and set(a.signals) == {"audio", "visual"}
+    assert {"transcript", "text", "audio", "visual", "model", "total"} <= set(a.timings)
+    assert a.speech_seconds is not None and a.speech_seconds >= 0.0  # Silero VAD: no word times given
+
+
+def test_cli_json_lines_and_bad_clips(tmp_path, clip_dir, capsys, bad_media):
+    bundle = save_lmf_bundle(tmp_path / "b", tmp_path / "log")
+    clips = [str(bad_media["random_bytes"]), str(clip_dir / "talk.mp4"), str(tmp_path / "missing.mp4")]
+    rc = predict_main([*clips, "--bundle", str(bundle), "--json", "--plot", str(tmp_path / "p.png"), *FAKES])
+    out, err = capsys.readouterr()
+    assert rc == 1
+    errors = err.strip().splitlines()
+    assert len(errors) == 2 and clips[0] in errors[0] and clips[2] in errors[1]
+    lines = [json.loads(x) for x in out.strip().splitlines()]
+    assert len(lines) == 1
+    r = lines[0]
+    assert {"clip", "task", "score", "label", "transcript", "modalities", "face_ratio", "speech_seconds",
+            "timings"} <= set(r)
+    assert r["clip"] == clips[1] and r["task"] == "sentiment" and -3 <= r["score"] <= 3
+    assert Path(r["plot"]).name == "p_talk.png" and Path(r["plot"]).is_file()
+
+
+def test_cli_transcript_takes_one_clip(tmp_path, clip_dir, capsys):
+    t = tmp_path / "t.txt"
+    t.write_text("hello")
+    rc = predict_main([str(clip_dir / "talk.mp4"), str(clip_dir / "talk.mp4"), "--transcript", str(t)])
+    assert rc == 2 and "one CLIP" in capsys.readouterr().err
