@@ -5,7 +5,7 @@ Lazy entries keep ``import msa.*`` free of heavy imports (mediapipe, opensmile, 
 from __future__ import annotations
 
 import importlib
-from typing import Any, Generic, Iterator, TypeVar
+from typing import Generic, Iterator, TypeVar
 
 from msa.core.errors import UsageError
 

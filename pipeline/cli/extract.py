@@ -193,7 +193,7 @@ def _spec(extractor: Any, memo: Path | None) -> dict[str, Any]:
     ``describe()`` may build the backend (openSMILE imports pandas: seconds); a fully cached rerun
     should not pay that. The memo key is the spec_hash input itself, so it can never go stale.
     """
-    from msa.pipeline.extract.cache import atomic_write_bytes
+    from msa.core.io import atomic_write_bytes
     from msa.core.hashing import json_sha256
 
     key = json_sha256({"class": f"{type(extractor).__module__}:{type(extractor).__qualname__}",
@@ -293,7 +293,7 @@ def _check_writable(out: Path, error: type) -> None:
 
 
 def _atomic_text(path: Path, text: str) -> None:
-    from msa.pipeline.extract.cache import atomic_write_bytes
+    from msa.core.io import atomic_write_bytes
 
     atomic_write_bytes(path, text.encode("utf-8"))
 

@@ -19,7 +19,8 @@ import numpy as np
 
 from msa.extractors.base import Features
 
-from msa.pipeline.extract.cache import FeatureCache, atomic_write_bytes
+from msa.core.io import atomic_write_bytes
+from msa.pipeline.extract.cache import FeatureCache
 from msa.core.errors import DataError, ExtractionError
 from msa.core.hashing import canonical_json
 from msa.pipeline.extract.sources import MODES, Item

@@ -17,37 +17,18 @@ import logging
 import os
 import pickle
 import socket
-import tempfile
 import time
 from contextlib import suppress
 from pathlib import Path
 from typing import Any
 
 from msa.core.hashing import canonical_json
+from msa.core.io import atomic_write_bytes
 
 log = logging.getLogger("msa.cache")
 
 MAGIC = b"MSACACHE1\n"
 _DIGEST_LEN = 64  # hex sha256
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` via a temp file in the same folder and ``os.replace``.
-
-    On any failure (disk full, file-size limit, Ctrl-C) the temp file is removed and ``path`` is untouched.
-    """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.{os.getpid()}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
 
 
 def pack(obj: Any) -> bytes:

@@ -14,9 +14,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import json
-import os
 import subprocess
-import tempfile
 import types
 import typing
 from dataclasses import dataclass
@@ -26,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from msa.core.errors import BundleError
+from msa.core.io import atomic_path, atomic_write_text
 from msa.core.hashing import canonical_json, file_sha256
 
 FORMAT = "msa-bundle/1"
@@ -149,13 +148,9 @@ def save_bundle(out_dir: str | Path, model: Any, *, model_name: str, config: Any
     frozen = frozen_pretrained(model)
     state = {k: v.detach().to("cpu").contiguous().clone() for k, v in model.state_dict().items()
              if not _under(k, frozen) and isinstance(v, torch.Tensor)}
-    weights_tmp = _tmp(out, WEIGHTS)
-    try:
+    with atomic_path(out / WEIGHTS) as weights_tmp:
         save_file(state, str(weights_tmp), metadata={"format": "pt", "msa": FORMAT})
         sha = file_sha256(weights_tmp)
-        _publish(weights_tmp, out / WEIGHTS)
-    finally:
-        weights_tmp.unlink(missing_ok=True)
     specs = specs or {}
     meta = {
         "format": FORMAT,
@@ -172,24 +167,8 @@ def save_bundle(out_dir: str | Path, model: Any, *, model_name: str, config: Any
         "provenance": {"created": datetime.now(timezone.utc).isoformat(timespec="seconds"), "git_commit": git_commit(),
                        "msa_version": msa_version(), "torch_version": torch.__version__, **(provenance or {})},
     }
-    json_tmp = _tmp(out, BUNDLE_JSON)
-    try:
-        json_tmp.write_text(json.dumps(meta, indent=2, default=str, allow_nan=False) + "\n")
-        _publish(json_tmp, out / BUNDLE_JSON)
-    finally:
-        json_tmp.unlink(missing_ok=True)
+    atomic_write_text(out / BUNDLE_JSON, json.dumps(meta, indent=2, default=str, allow_nan=False) + "\n")
     return out
-
-
-def _tmp(folder: Path, name: str) -> Path:
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{name}.", suffix=".tmp")
-    os.close(fd)
-    return Path(tmp)
-
-
-def _publish(tmp: Path, dst: Path) -> None:
-    os.chmod(tmp, 0o644)  # mkstemp makes 0600; a bundle is meant to be shared
-    os.replace(tmp, dst)
 
 
 # ---------------------------------------------------------------------------------------------

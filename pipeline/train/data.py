@@ -21,9 +21,7 @@ SECURITY: loading a pickle can run arbitrary code. Only ``.pkl`` paths the user 
 from __future__ import annotations
 
 import json
-import os
 import pickle
-import tempfile
 import zipfile
 import zlib
 from dataclasses import dataclass, field
@@ -34,6 +32,7 @@ import numpy as np
 
 from msa.core.errors import DataError
 from msa.core.hashing import file_sha256
+from msa.core.io import atomic_path
 
 if TYPE_CHECKING:  # torch stays unimported until a model is built (fast --help)
     from msa.models.base import Dims, Task
@@ -409,16 +408,9 @@ def save_npz(data: dict[str, Any], path: str | Path, compress: bool = False) -> 
         arrays[NPZ_META] = np.array(json.dumps(meta, default=_json_default))
     except (TypeError, ValueError) as e:
         raise DataError(f"top-level entries must be JSON-serialisable for .npz: {e}") from e
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.chmod(tmp, 0o644)  # mkstemp makes 0600
-    try:
-        with os.fdopen(fd, "wb") as f:
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as f:
             (np.savez_compressed if compress else np.savez)(f, **arrays)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
     return path
 
 

@@ -15,7 +15,8 @@ import pytest
 
 from msa.extractors.base import Features
 from msa.pipeline.extract import cache as cache_mod
-from msa.pipeline.extract.cache import ClipLock, FeatureCache, atomic_write_bytes, pack, unpack
+from msa.core.io import atomic_write_bytes
+from msa.pipeline.extract.cache import ClipLock, FeatureCache, pack, unpack
 
 KEY = "ab" * 32
 
@@ -81,7 +82,7 @@ def test_file_size_limit_gives_an_error_not_a_damaged_file(tmp_path: Path) -> No
     code = ("import resource, signal, sys, errno\n"
             "signal.signal(signal.SIGXFSZ, signal.SIG_IGN)\n"
             "resource.setrlimit(resource.RLIMIT_FSIZE, (1000, 1000))\n"
-            "from pathlib import Path\nfrom msa.pipeline.extract.cache import atomic_write_bytes\n"
+            "from pathlib import Path\nfrom msa.core.io import atomic_write_bytes\n"
             "try:\n    atomic_write_bytes(Path(sys.argv[1]), b'n' * 100000)\n"
             "except OSError as e:\n    sys.exit(3 if e.errno == errno.EFBIG else 4)\n")
     rc = subprocess.run([sys.executable, "-c", code, str(target)], timeout=60).returncode
