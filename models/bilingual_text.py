@@ -95,7 +95,7 @@ class BilingualText(MSAModel):
         l1 = (score[graded] - y[graded]).abs().mean() if graded.any() else zero
         signed = ~graded
         hinge = F.relu(self.config.margin - torch.sign(y[signed]) * score[signed]).mean() if signed.any() else zero
-        return LossOut(l1 + self.config.margin_weight * hinge, {"l1": float(l1), "hinge": float(hinge)})
+        return LossOut(l1 + self.config.margin_weight * hinge, {"l1": float(l1.detach()), "hinge": float(hinge.detach())})
 
     def eval_loss(self, out: dict[str, torch.Tensor], batch: Batch) -> torch.Tensor:
         """The same objective on clamped predictions (what model selection minimises)."""

@@ -1,11 +1,12 @@
 """msa-predict: raw clips -> score, label, transcript and the signals behind them.
 
     msa-predict CLIP [CLIP ...] [--bundle DIR] [--task sentiment|phq8] [--transcript FILE]
-                [--json] [--plot out.png] [--cache DIR] [--device auto]
+                [--json] [--plot out.png] [--cache DIR] [--language auto|en|zh|...] [--device auto]
 
 The transcript comes from --transcript FILE, else a <clip>.txt/.srt/.vtt sidecar, else speech
-recognition (Whisper tiny.en, offline). A clip that cannot be scored prints one error line naming
-the file; the other clips are still scored and the exit code is 1.
+recognition (offline Whisper: the language is detected, English goes to tiny.en, other languages to
+the multilingual base model; --language CODE skips the detection). A clip that cannot be scored
+prints one error line naming the file; the other clips are still scored and the exit code is 1.
 """
 from __future__ import annotations
 
@@ -41,6 +42,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="extractors run only to report/plot signals for modalities the bundle does not use "
                         "(default: the default recipe's audio and visual ones; 'none' skips them)")
     p.add_argument("--asr", default="whisper", metavar="NAME", help="speech recogniser (default whisper, offline)")
+    p.add_argument("--language", default="auto", metavar="CODE",
+                   help="spoken language: auto (detected per clip) or a Whisper code such as en, zh, fr")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     return p
 
@@ -77,7 +80,8 @@ def _main(args: argparse.Namespace) -> int:
     for key, value in (("TRANSFORMERS_VERBOSITY", "error"), ("HF_HUB_DISABLE_PROGRESS_BARS", "1")):
         os.environ.setdefault(key, value)  # no weight-loading reports between the results
     options = PredictOptions(bundle=resolve_bundle(args.bundle, args.task), task=args.task, cache_dir=args.cache,
-                             signals=parse_signals(args.signals), asr=args.asr, device=args.device)
+                             signals=parse_signals(args.signals), asr=args.asr, language=args.language,
+                             device=args.device)
     plots = plot_paths(args.plot, args.clips) if args.plot else [None] * len(args.clips)
     failed = scored = 0
     with Predictor(options) as predictor:

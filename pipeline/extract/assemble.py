@@ -3,7 +3,8 @@
 The only place where sequences are padded or truncated (lengths are recorded). Output layout, per
 split (``train``/``valid``/``test`` from label.csv, or ``all``): ``id``, ``raw_text``, ``text`` (N,L,D),
 ``text_bert`` (N,3,L), ``audio`` (N,Ta,Da), ``vision`` (N,Tv,Dv), ``text_lengths``, ``audio_lengths``,
-``vision_lengths``, ``regression_labels``, ``annotations``, ``flags`` and ``regression_labels_T/A/V``
+``vision_lengths``, ``regression_labels``, ``annotations``, ``flags``, ``language`` (the transcript's
+language code from ASR, "" when unknown) and ``regression_labels_T/A/V``
 when label.csv has them; all features float32. A top-level ``config`` stamps each modality's
 FeatureSpec (with spec_hash) and the padding lengths.
 """
@@ -41,6 +42,7 @@ class Entry:
     transcript: str
     flags: tuple[str, ...] = ()
     words: tuple[tuple[str, float, float], ...] = field(default=())
+    language: str | None = None  # the transcript's language (ASR's detection), None when unknown
 
 
 def resolve_max_len(entries: list[Entry], modalities: list[str], caps: dict[str, int | None]) -> dict[str, int]:
@@ -111,6 +113,7 @@ def _split(
     d: dict[str, Any] = {
         "id": np.array([e.item.id for e in entries], dtype=str),
         "raw_text": np.array([e.transcript for e in entries], dtype=str),
+        "language": np.array([e.language or "" for e in entries], dtype=str),
         "annotations": np.array([e.item.annotation for e in entries], dtype=str),
         "flags": np.array([",".join(e.flags) for e in entries], dtype=str),
         "regression_labels": np.array(

@@ -348,7 +348,7 @@ class _ClipJob:
         self.rec.entry = Entry(
             item=self.item, refs=refs, lengths={m: int(f.data.shape[0]) for m, (f, _) in found.items()},
             transcript=transcript.text, flags=self.rec.flags,
-            words=tuple((w.word, w.start, w.end) for w in transcript.words),
+            words=tuple((w.word, w.start, w.end) for w in transcript.words), language=transcript.language,
         )
 
     def _name(self, modality: str) -> str:

@@ -1,10 +1,13 @@
 """One PNG per clip: facial signals, voice pitch and loudness, and the recognised words on one time axis.
 
 Drawn with matplotlib's Agg canvas directly (no pyplot, no global backend state), so it works
-headless and inside other programs. Rows appear only for the signals that were extracted.
+headless and inside other programs. Rows appear only for the signals that were extracted. Words and
+titles fall back to Noto Sans CJK (shipped by the ``cvttf-notosanscjk-regular`` package, or a CJK font
+installed on the system) for characters DejaVu Sans lacks, so Chinese words are drawn, not boxes.
 """
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +20,28 @@ EXPRESSIONS = ("happy", "neutral", "sad", "angry", "surprise", "fear", "disgust"
 PITCH = (("F0semitoneFrom27.5Hz_sma3nz", "semitones"), ("f0", "hz"), ("F0final_sm", "hz"))
 LOUDNESS = (("Loudness_sma3", "loudness (sone)"), ("rms_db", "RMS (dB)"), ("pcm_RMSenergy_sma", "RMS energy"),
             ("audspec_lengthL1norm_sma", "loudness"))
+
+
+CJK_FAMILIES = ("Noto Sans CJK SC", "Noto Sans CJK TC", "Noto Sans CJK JP", "Source Han Sans SC",
+                "WenQuanYi Zen Hei", "WenQuanYi Micro Hei", "AR PL UMing CN")
+
+
+@functools.lru_cache(maxsize=1)
+def text_families() -> tuple[str, ...]:
+    """Font families for text: DejaVu Sans, then a CJK font when one is available (matplotlib falls back
+    per glyph along the list)."""
+    from matplotlib import font_manager
+
+    try:
+        import cvttf_NotoSansCJK_Regular as packaged
+
+        path = packaged.get_TTF_path()
+        font_manager.fontManager.addfont(path)
+        return ("DejaVu Sans", font_manager.FontProperties(fname=path).get_name())
+    except (ImportError, FileNotFoundError, RuntimeError):
+        pass
+    installed = {f.name for f in font_manager.fontManager.ttflist}
+    return ("DejaVu Sans", *[f for f in CJK_FAMILIES if f in installed][:1])
 
 
 def _column(signal: tuple[Any, tuple[str, ...]] | None, name: str) -> tuple[np.ndarray, np.ndarray] | None:
@@ -100,7 +125,7 @@ def draw(pred: Any) -> Any:
     lo, hi = pred.range
     mods = ", ".join(f"{m} {v:.2f}" for m, v in pred.modalities.items())
     fig.suptitle(f"{Path(pred.clip).name}: {pred.label}, score {pred.score:+.2f} on [{lo:g}, {hi:g}]  (driven by {mods})",
-                 fontsize=11)
+                 fontsize=11, family=list(text_families()))
     fig.tight_layout()
     return fig
 
@@ -134,10 +159,10 @@ def _plot_words(ax: Any, pred: Any) -> None:
         for i, (w, s, e) in enumerate(pred.words):
             y = 0.7 if i % 2 == 0 else 0.3
             ax.plot([s, e], [y - 0.15, y - 0.15], color="tab:green", lw=3, solid_capstyle="butt")
-            ax.text((s + e) / 2, y, w, ha="center", va="center", fontsize=9)
+            ax.text((s + e) / 2, y, w, ha="center", va="center", fontsize=9, family=list(text_families()))
         ax.set_ylabel("words")
     else:
         text = pred.transcript or "(no speech recognised)"
         ax.text(0.01, 0.5, f"{pred.transcript_source} transcript (no word times): {text[:140]}",
-                transform=ax.transAxes, va="center", fontsize=9)
+                transform=ax.transAxes, va="center", fontsize=9, family=list(text_families()))
         ax.set_ylabel("text")

@@ -123,6 +123,7 @@ class PredictOptions:
     cache_dir: Path | None = None  # msa-extract-style output folder whose cache/ is reused
     signals: tuple[tuple[str, str], ...] = DEFAULT_SIGNALS
     asr: str = "whisper"
+    language: str = "auto"  # the recogniser's language: auto (detect) or a code (en, zh, ...)
     device: str = "auto"
 
 
@@ -144,11 +145,13 @@ class Prediction:
     words: tuple[tuple[str, float, float], ...] = ()
     flags: tuple[str, ...] = ()
     duration: float = 0.0
+    language: str | None = None  # the transcript's language (ASR's detection; None for a given transcript)
     signals: dict[str, tuple[Features, tuple[str, ...]]] = field(default_factory=dict, repr=False)
 
     def to_json(self) -> dict[str, Any]:
         return {"clip": self.clip, "task": self.task, "score": round(self.score, 4), "label": self.label,
-                "transcript": self.transcript, "modalities": self.modalities, "face_ratio": self.face_ratio,
+                "transcript": self.transcript, "language": self.language, "modalities": self.modalities,
+                "face_ratio": self.face_ratio,
                 "speech_seconds": self.speech_seconds, "timings": self.timings,
                 "transcript_source": self.transcript_source, "range": list(self.range), "flags": list(self.flags)}
 
@@ -182,6 +185,7 @@ class Predictor:
         asr_cls = EXTRACTORS.get(options.asr)
         if getattr(asr_cls, "modality", None) != "asr":
             raise UsageError(f"{options.asr!r} is a {asr_cls.modality} extractor, not a speech recogniser")
+        asr_config = asr_cls(language=options.language).config  # a bad language code fails here, once
         self.specs = {m: e.spec().to_dict() for m, e in extractors.items()}
         self.device = resolve_device(options.device)
         self.bundle = load_bundle(options.bundle, current_specs={BATCH_KEY[m]: self.specs[m] for m in extractors
@@ -193,7 +197,7 @@ class Predictor:
             out_dir=str(options.cache_dir or self._tmp),
             extractors=tuple(ExtractorRef(m, type(extractors[m]), extractors[m].config)
                              for m in ("text", "audio", "visual") if m in extractors),
-            specs=self.specs, asr=ExtractorRef("asr", asr_cls, asr_cls.Config()), missing="empty",
+            specs=self.specs, asr=ExtractorRef("asr", asr_cls, asr_config), missing="empty",
             main_pid=os.getpid(),
         )
         self.load_seconds = time.perf_counter() - t0
@@ -259,7 +263,7 @@ class Predictor:
             transcript_source=source, modalities=_attribution(self.used, scores), speech_seconds=speech,
             face_ratio=None if visual is None else round(float(visual.meta.get("face_ratio", 0.0)), 4),
             timings=timings, range=(task.low, task.high), words=entry.words, flags=entry.flags,
-            duration=rec.duration,
+            duration=rec.duration, language=entry.language,
             signals={m: (f, tuple(self.specs[m].get("columns", ()))) for m, f in feats.items() if m != "text"},
         )
 
