@@ -128,7 +128,7 @@ class WhisperASR(Extractor):
             found.append(shipped_files_status(pkg.replace("-", "_"), "data", (f"model.bin.part{i}",),
                                               f"Whisper base part {i}", whisper_models.INSTALL_HINT))
         bad = [why for ok, why in found if not ok]
-        return (False, "; ".join(bad)) if bad else (True, ", ".join(why for _, why in found))
+        return (False, "; ".join(bad)) if bad else found[0]
 
     @dataclass(frozen=True)
     class Config:

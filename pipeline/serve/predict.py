@@ -189,7 +189,7 @@ class Predictor:
         asr_cls = EXTRACTORS.get(options.asr)
         if getattr(asr_cls, "modality", None) != "asr":
             raise UsageError(f"{options.asr!r} is a {asr_cls.modality} extractor, not a speech recogniser")
-        asr_config = asr_cls(language=options.language).config  # a bad language code fails here, once
+        asr_config = asr_config_for(asr_cls, options.language)
         self.specs = {m: e.spec().to_dict() for m, e in extractors.items()}
         self.device = resolve_device(options.device)
         self.bundle = load_bundle(options.bundle, current_specs={TO_BATCH[m]: self.specs[m] for m in extractors
@@ -292,6 +292,17 @@ class Predictor:
         seconds = vad_speech_seconds(path)
         timings["vad"] = round(time.perf_counter() - t0, 3)
         return seconds
+
+
+def asr_config_for(asr_cls: Any, language: str) -> Any:
+    """The recogniser's config for ``--language`` (checked here, once); ``auto`` leaves its default."""
+    import dataclasses
+
+    if "language" in {f.name for f in dataclasses.fields(asr_cls.Config)}:
+        return asr_cls(language=language).config
+    if language != "auto":
+        raise UsageError(f"--language: speech recogniser {asr_cls.name!r} has no language setting")
+    return asr_cls.Config()
 
 
 def clip_batch(entry: Any, bundle: Any, specs: dict[str, dict[str, Any]], used: list[str], cache: Any) -> dict[str, Any]:

@@ -124,7 +124,8 @@ class FakeASR(Extractor):
     def transcribe(self, clip: Any) -> Transcript:
         _log(self.config.log, self.name, clip)
         n = len(clip.audio(16000)) / 16000
-        return Transcript("tone tone", (Word("tone", 0.0, n / 2), Word("tone", n / 2, n)), source="asr:fake_asr")
+        return Transcript("tone tone", (Word("tone", 0.0, n / 2), Word("tone", n / 2, n)), source="asr:fake_asr",
+                          language="xx")
 
 
 def register() -> None:

@@ -86,6 +86,7 @@ def test_folder_run_errors_flags_and_a_rerun_that_extracts_nothing(tmp_path: Pat
     split = data["all"]
     assert list(split["id"]) == ["in$_$av", "in$_$silent_video", "in$_$wav"]
     assert list(split["raw_text"]) == ["a given transcript", "", "tone tone"]
+    assert list(split["language"]) == ["", "", "xx"]  # the recogniser's language, per clip ("" when not recognised)
     assert list(split["flags"]) == ["no_face", "no_audio,no_speech,no_face", "no_video"]
     assert list(split["audio_lengths"]) == [10, 0, 8] and list(split["vision_lengths"]) == [5, 5, 0]
     assert split["audio"].shape == (3, 10, 3) and split["vision"].shape == (3, 5, 3)
