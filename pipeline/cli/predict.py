@@ -118,7 +118,7 @@ def _human(r: dict[str, Any]) -> str:
     stages = ", ".join(f"{k} {v:.2f}" for k, v in r["timings"].items())
     lines = [
         f"{r['clip']}: {r['label']} (score {r['score']:+.2f} on [{lo:g}, {hi:g}], {r['task']})",
-        f"  transcript ({r['transcript_source']}): {r['transcript']!r}",
+        f"  transcript ({r['transcript_source']}{', ' + r['language'] if r.get('language') else ''}): {r['transcript']!r}",
         f"  driven by: {mods}",
         f"  face: {face}; speech: {speech}",
         f"  seconds: {stages}",
