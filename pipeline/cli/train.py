@@ -31,7 +31,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto", help="auto (CUDA when available), cpu, cuda or cuda:N")
     p.add_argument("--normalize", action="store_true",
                    help="standardise audio/vision features with train-split statistics (stored in the bundle)")
-    p.add_argument("--no-amp", dest="amp", action="store_false", help="disable bf16 autocast on CUDA")
+    p.add_argument("--amp", action="store_true",
+                   help="bf16 autocast for the training steps on CUDA (validation and test always run in fp32)")
     p.add_argument("--threads", type=int, help="torch CPU threads")
     p.add_argument("--save-all-seeds", action="store_true", help="also keep one bundle per seed in seeds/<seed>/")
     p.add_argument("--overwrite", action="store_true", help="reuse an --out folder that already holds a run")

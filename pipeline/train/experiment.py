@@ -39,7 +39,7 @@ class RunSpec:
     overrides: dict[str, Any] = field(default_factory=dict)
     device: str | None = None
     normalize: bool = False
-    amp: bool = True
+    amp: bool = False
     progress: bool = True
     save_all_seeds: bool = False
     overwrite: bool = False
@@ -107,7 +107,7 @@ def train_run(spec: RunSpec, log: Callable[[str], None] = _log) -> list[dict[str
             for note in result.notes:
                 log(f"note: {note}")
             row = {"seed": seed, "best_epoch": result.best_epoch, "epochs_run": result.epochs_run,
-                   "stopped": result.stopped, "seconds": round(result.seconds, 2),
+                   "stopped": result.stopped, "seconds": round(result.seconds, 2), "amp": result.amp,
                    **{f"valid_{k}": round(v, 6) for k, v in result.valid.items()},
                    **{f"test_{k}": round(v, 6) for k, v in (result.test or {}).items()}}
             rows.append(row)
@@ -115,7 +115,7 @@ def train_run(spec: RunSpec, log: Callable[[str], None] = _log) -> list[dict[str
                 "data_file": str(Path(spec.data).resolve()), "data_sha256": fs.sha256, "splits": fs.sizes(),
                 "dataset": spec.dataset, "seed": seed, "best_epoch": result.best_epoch, "preset": spec.preset,
                 "overrides": spec.overrides, "train_settings": dataclasses.asdict(settings),
-                "normalized": spec.normalize, "metrics": {"valid": result.valid, "test": result.test},
+                "normalized": spec.normalize, "amp": result.amp, "metrics": {"valid": result.valid, "test": result.test},
                 "data_warnings": fs.warnings,
             }
             kwargs = dict(model_name=spec.model, config=config, task=task, dims=dims, specs=fs.specs, norm=stats,
