@@ -124,9 +124,8 @@ class MMIM(MSAModel):
         return {"pred": pred, "raw": raw, "t": t, "v": v, "a": a, "fusion": u2}
 
     # loss -------------------------------------------------------------------------------------------
-    def _lld(self, out: dict[str, torch.Tensor], detach: bool) -> torch.Tensor:
-        f = {k: out[k].detach() if detach else out[k] for k in ("t", "v", "a")}
-        return sum(self.mi[k](f[k[0]], f[k[1]]) for k in self.mi)
+    def _lld(self, out: dict[str, torch.Tensor]) -> torch.Tensor:
+        return sum(self.mi[k](out[k[0]], out[k[1]]) for k in self.mi)
 
     def _entropy(self, out: dict[str, torch.Tensor], labels: torch.Tensor, use: bool) -> torch.Tensor | None:
         """The Gaussian-mixture entropy H over this batch plus the memory (when ``use``); the memory is
@@ -152,8 +151,8 @@ class MMIM(MSAModel):
         c = self.config
         labels = batch["labels"].float().view(-1).to(out["raw"].device)
         self._stage = stage
-        if stage == "mmilb":
-            lld = self._lld(out, detach=True)
+        if stage == "mmilb":  # not detached: the trainer clips over every gradient, as the reference does;
+            lld = self._lld(out)  # after_backward then drops all but MMILB's
             return LossOut(-lld, {"lld": float(lld.detach())})
         if stage != "main":
             raise UsageError(f"mmim has stages 'mmilb' and 'main', not {stage!r}")
@@ -164,7 +163,7 @@ class MMIM(MSAModel):
         loss = task
         if c.contrast:
             nce = sum(self.cpc[m](out[m], out["fusion"]) for m in ("t", "v", "a"))
-            lld = self._lld(out, detach=False)
+            lld = self._lld(out)
             loss = loss + c.alpha * nce - c.beta * lld
             logs.update(nce=float(nce.detach()), lld=float(lld.detach()))
         h = self._entropy(out, labels, use=self._batch_i > c.mem_size)
