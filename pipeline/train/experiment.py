@@ -19,6 +19,7 @@ from typing import Any, Callable
 import numpy as np
 
 from msa.pipeline.train.data import FeatureSet, check_labels, load_features, make_task
+from msa.pipeline.train.vocab import check_vocabulary, text_encoder_record
 from msa.core.errors import DataError, UsageError
 
 RESULTS = "results.csv"
@@ -84,6 +85,8 @@ def train_run(spec: RunSpec, log: Callable[[str], None] = _log) -> list[dict[str
     config = build_config(spec.model, spec.dataset, spec.preset, spec.overrides)
     task = task_for(spec.dataset, fs, config)
     check_inputs(cls, fs)
+    encoder = text_encoder_record(config) if getattr(cls, "uses_bert_ids", False) else None
+    check_vocabulary(fs.stamp.get("text_vocab"), encoder, spec.dataset, str(spec.data))
     dims = fs.dims()
     stats = norm_stats(train) if spec.normalize else None
     out.mkdir(parents=True, exist_ok=True)
@@ -108,6 +111,7 @@ def train_run(spec: RunSpec, log: Callable[[str], None] = _log) -> list[dict[str
                 log(f"note: {note}")
             row = {"seed": seed, "best_epoch": result.best_epoch, "epochs_run": result.epochs_run,
                    "stopped": result.stopped, "seconds": round(result.seconds, 2), "amp": result.amp,
+                   "text_encoder": encoder["name"] if encoder else "",
                    **{f"valid_{k}": round(v, 6) for k, v in result.valid.items()},
                    **{f"test_{k}": round(v, 6) for k, v in (result.test or {}).items()}}
             rows.append(row)
@@ -119,7 +123,7 @@ def train_run(spec: RunSpec, log: Callable[[str], None] = _log) -> list[dict[str
                 "data_warnings": fs.warnings,
             }
             kwargs = dict(model_name=spec.model, config=config, task=task, dims=dims, specs=fs.specs, norm=stats,
-                          provenance=_clean(provenance))
+                          text_encoder=encoder, provenance=_clean(provenance))
             key, higher = parse_select(settings.select)
             value = result.valid[key]
             if best_value is None or (value > best_value if higher else value < best_value):
@@ -181,6 +185,8 @@ def evaluate_bundle(bundle: Any, fs: FeatureSet, split: str = "test", device: st
         if getattr(fd, m) != getattr(bd, m):
             raise DataError(f"{m} features are {getattr(fd, m)}-d in {fs.path.name if fs.path else 'the file'}, "
                             f"the bundle was trained on {getattr(bd, m)}-d; extract with the bundle's extractors")
+    check_vocabulary(fs.stamp.get("text_vocab"), bundle.meta.get("text_encoder"), bundle.task.name,
+                     str(fs.path) if fs.path else "the file")
     if fs.specs:
         check_specs(bundle.meta, fs.specs)
     elif any(bundle.specs.get(m) for m in ("text", "audio", "vision")):
