@@ -26,6 +26,7 @@ from torch import nn
 from msa.models.base import Batch, Dims, LossOut, MSAModel, ParamGroup, Task, TrainSettings
 from msa.models.layers.attention import CrossAttentionBlock, ResidualAttentionBlock
 from msa.models.layers.text import TINY, TextEncoder, minilm_path
+from msa.core.config import Checked
 from msa.core.errors import MissingBackendError, UsageError
 
 LABEL_SOURCES = ("auto", "text", "clip", "random")
@@ -34,7 +35,7 @@ CLS_BOUNDS = (-0.1, 0.1)  # MMSA 3-class bins: y <= -0.1 neg, (-0.1, 0.1] neu, >
 
 
 @dataclass(frozen=True)
-class ClipCAMSAConfig:
+class ClipCAMSAConfig(Checked):
     n_classes: int = 3  # 3: the paper's neg/neu/pos classifier; 0: the regression variant (MOSI, PHQ-8)
     text_encoder: str = "minilm"
     finetune_text: bool = True
@@ -63,9 +64,8 @@ class ClipCAMSAConfig:
     lr_pretrained: float = 1e-5
     lr_new: float = 1e-4
     weight_decay: float = 0.01
-    batch_size: int = 16
-    max_epochs: int = 20
-    early_stop: int = 8
+    # select auto: max:Acc_3 when classifying, max:CCC on PHQ-8, else min:MAE
+    train: TrainSettings = TrainSettings(optimizer="adamw", batch_size=16, early_stop=8, max_epochs=20, select="auto")
 
 
 def focal_loss(logits: torch.Tensor, target: torch.Tensor, gamma: float = 2.0, alpha: float = 1.0) -> torch.Tensor:
@@ -169,7 +169,7 @@ class ClipCAMSA(MSAModel):
         "phq8": {"n_classes": 0, "label_template": "a video of a {} person",
                  "label_words": ("not depressed", "moderately depressed", "severely depressed")},
         "tiny": {"text_encoder": "tiny-random", "label_source": "random", "width": 32, "video_layers": 1,
-                 "video_heads": 2, "cross_heads": 2, "cross_ffn": 64, "max_epochs": 2,
+                 "video_heads": 2, "cross_heads": 2, "cross_ffn": 64, "train": {"max_epochs": 2},
                  "lr_new": 1e-3, "lr_pretrained": 1e-3},
     }
 
@@ -322,8 +322,5 @@ class ClipCAMSA(MSAModel):
             groups.insert(0, ParamGroup("text_encoder", text, c.lr_pretrained, c.weight_decay))
         return groups
 
-    def train_settings(self) -> TrainSettings:
-        c = self.config
-        select = "max:Acc_3" if self.classify else ("max:CCC" if self.task.metrics == "phq8" else "min:MAE")
-        return TrainSettings(optimizer="adamw", batch_size=c.batch_size, early_stop=c.early_stop,
-                             max_epochs=c.max_epochs, select=select)
+    def auto_select(self) -> str:
+        return "max:Acc_3" if self.classify else ("max:CCC" if self.task.metrics == "phq8" else "min:MAE")

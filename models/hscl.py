@@ -22,11 +22,12 @@ from msa.models.base import Batch, Dims, LossOut, MSAModel, ParamGroup, Task, Tr
 from msa.models.layers.attention import check_heads, sinusoidal_table
 from msa.models.layers.supcr import DENOMINATORS, similarity_loss, supcr_loss
 from msa.models.layers.text import TextEncoder
+from msa.core.config import Checked
 from msa.core.errors import UsageError
 
 
 @dataclass(frozen=True)
-class HSCLConfig:
+class HSCLConfig(Checked):
     text_encoder: str = "minilm"
     finetune_text: bool = True
     fusion_heads: int = 12  # must divide the text encoder's width (768/12 for BERT, 384/12 for MiniLM)
@@ -54,12 +55,9 @@ class HSCLConfig:
     weight_decay_bert: float = 1e-4
     lr_main: float = 1e-3
     weight_decay_main: float = 1e-4
-    when: int = 11  # StepLR step (epochs)
-    lr_gamma: float = 0.1
-    clip_norm: float = 1.0
-    batch_size: int = 128
-    max_epochs: int = 20
-    patience: int = 10
+    # StepLR every 11 epochs (``when``), gamma 0.1; early stop after 10 epochs (``patience``)
+    train: TrainSettings = TrainSettings(optimizer="adam", batch_size=128, clip_norm=1.0, early_stop=10,
+                                         max_epochs=20, select="min:MAE", scheduler="step:11:0.1")
 
 
 class UnimodalEncoder(nn.Module):
@@ -128,12 +126,21 @@ class HSCL(MSAModel):
     Config = HSCLConfig
     presets: ClassVar[dict[str, dict[str, Any]]] = {
         "mosi": {"audio_heads": 1},  # the reference MOSI setting (1 audio head; vision heads follow the width)
-        "mosei": {"when": 5, "omega2": 0.05, "lr_main": 1e-4, "lr_bert": 1e-5, "vision_ffn": 32},
+        "mosei": {"train": {"scheduler": "step:5:0.1"}, "omega2": 0.05, "lr_main": 1e-4, "lr_bert": 1e-5, "vision_ffn": 32},
         "sims": {},
-        "phq8": {"batch_size": 32},  # regression on [0, 24]; selection on validation MAE
+        "phq8": {"train": {"batch_size": 32}},  # regression on [0, 24]; selection on validation MAE
         "tiny": {"text_encoder": "tiny-random", "fusion_heads": 4, "unimodal_layers": 1, "audio_ffn": 16,
-                 "vision_ffn": 16, "d_prjh": 16, "batch_size": 16, "max_epochs": 2},
+                 "vision_ffn": 16, "d_prjh": 16, "train": {"batch_size": 16, "max_epochs": 2}},
     }
+
+    @classmethod
+    def legacy_config(cls, saved: dict[str, Any]) -> dict[str, Any]:
+        """Before ``train``: StepLR was ``when``/``lr_gamma`` and early stopping ``patience``."""
+        if "when" in saved or "lr_gamma" in saved:
+            saved["scheduler"] = f"step:{saved.pop('when', 11)}:{saved.pop('lr_gamma', 0.1)}"
+        if "patience" in saved:
+            saved["early_stop"] = saved.pop("patience")
+        return saved
 
     def __init__(self, config: HSCLConfig, dims: Dims, task: Task) -> None:
         super().__init__(config, dims, task)
@@ -210,9 +217,3 @@ class HSCL(MSAModel):
         if text:
             groups.insert(0, ParamGroup("text_encoder", text, c.lr_bert, c.weight_decay_bert))
         return groups
-
-    def train_settings(self) -> TrainSettings:
-        c = self.config
-        return TrainSettings(optimizer="adam", batch_size=c.batch_size, clip_norm=c.clip_norm,
-                             early_stop=c.patience, max_epochs=c.max_epochs, select="min:MAE",
-                             scheduler=f"step:{c.when}:{c.lr_gamma}")

@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from msa.core.config import Checked
 from msa.core.errors import UsageError
 
 from .base import Batch, Dims, LossOut, MSAModel, ParamGroup, Task, TrainSettings
@@ -77,7 +78,7 @@ def _tuple(value: Any, n: int, name: str) -> tuple[float, ...]:
 
 
 @dataclass(frozen=True)
-class MIMRLConfig:
+class MIMRLConfig(Checked):
     text_encoder: str = "minilm"  # minilm | tiny-random | local HF folder (paper: bert-base-uncased)
     finetune_text: bool = True
     d_common: int = 128
@@ -109,14 +110,11 @@ class MIMRLConfig:
     bert_lr_rate: float = 0.01  # <= 0: the text encoder uses lr
     mi_lr_rate: float = 1.0
     weight_decay: float = 0.0
-    clip_value: float = 1.0
-    batch_size: int = 16
-    max_epochs: int = 70
-    early_stop: int = 70
-    scheduler: str | None = "step:60:0.1"
-    select: str = "min:MAE"
+    train: TrainSettings = TrainSettings(optimizer="adam", batch_size=16, clip_value=1.0, early_stop=70, max_epochs=70,
+                                         select="min:MAE", scheduler="step:60:0.1")
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         for name, n in (("dropout_mlp", 3), ("dropout", 4), ("c1", 11), ("c2", 8)):
             object.__setattr__(self, name, _tuple(getattr(self, name), n, name))
         choices = {"encoder": ("gru", "lstm", "conv"), "activation": tuple(ACTIVATIONS), "critic": CRITICS,
@@ -136,7 +134,8 @@ class MIMRLConfig:
 
 _CUBE_PUBLISHED = dict(time_len=100, d_hiddens="50-3-128=10-3-128", d_outs="50-3-128=10-3-128",
                        dropout_mlp=(0.0, 0.0, 0.0), dropout=(0.1,) * 4, bias=True, res_project="1-1",
-                       k_neighbor=2, stage1_n=2, clip_value=1.5, max_epochs=70, early_stop=70, bert_lr_rate=0.01)
+                       k_neighbor=2, stage1_n=2, bert_lr_rate=0.01)
+_CUBE_TRAIN = dict(clip_value=1.5, max_epochs=70, early_stop=70)
 
 
 class SequenceEncoder(nn.Module):
@@ -170,16 +169,17 @@ class MIMRL(MSAModel):
     uses_bert_ids = True
     Config = MIMRLConfig
     presets: ClassVar[dict[str, dict[str, Any]]] = {
-        "mosi": dict(_CUBE_PUBLISHED, batch_size=128, c1=(1.0,) * 11, c2=(0.01,) * 8, lr=4e-3,
-                     scheduler="multistep:9,60:0.1"),
-        "mosei": dict(_CUBE_PUBLISHED, batch_size=128, c1=(1.0,) * 11, c2=(0.01,) * 8, lr=4e-3,
-                      scheduler="multistep:9,60:0.1"),
-        "phq8": dict(_CUBE_PUBLISHED, batch_size=32, activation="relu", c1=(1.0,) * 11, c2=(0.1,) * 8, lr=1e-3,
-                     loss="ccc", label_scale=25.0, scheduler="multistep:50,60:0.1", select="max:CCC"),
+        "mosi": dict(_CUBE_PUBLISHED, c1=(1.0,) * 11, c2=(0.01,) * 8, lr=4e-3,
+                     train=dict(_CUBE_TRAIN, batch_size=128, scheduler="multistep:9,60:0.1")),
+        "mosei": dict(_CUBE_PUBLISHED, c1=(1.0,) * 11, c2=(0.01,) * 8, lr=4e-3,
+                      train=dict(_CUBE_TRAIN, batch_size=128, scheduler="multistep:9,60:0.1")),
+        "phq8": dict(_CUBE_PUBLISHED, activation="relu", c1=(1.0,) * 11, c2=(0.1,) * 8, lr=1e-3,
+                     loss="ccc", label_scale=25.0,
+                     train=dict(_CUBE_TRAIN, batch_size=32, scheduler="multistep:50,60:0.1", select="max:CCC")),
         "tiny": dict(text_encoder="tiny-random", d_common=16, time_len=8, d_hiddens="6-3-16=4-3-16",
                      d_outs="6-3-16=4-3-16", dropout_mlp=(0.0, 0.0, 0.0), dropout=(0.0,) * 4, critic_hidden=32,
-                     critic_embed=16, critic_layers=1, cmi_hidden=32, stage1_n=1, batch_size=16, max_epochs=3,
-                     early_stop=3),
+                     critic_embed=16, critic_layers=1, cmi_hidden=32, stage1_n=1,
+                     train={"batch_size": 16, "max_epochs": 3, "early_stop": 3}),
     }
 
     def __init__(self, config: MIMRLConfig, dims: Dims, task: Task) -> None:
@@ -304,10 +304,6 @@ class MIMRL(MSAModel):
                   ParamGroup("vmi", self._estimator_params(), c.lr * c.mi_lr_rate, c.weight_decay, stage="vmi")]
         return [g for g in groups if g.params]
 
-    def train_settings(self) -> TrainSettings:
-        c = self.config
-        return TrainSettings(optimizer="adam", batch_size=c.batch_size, clip_value=c.clip_value or None,
-                             early_stop=c.early_stop, max_epochs=c.max_epochs, select=c.select, scheduler=c.scheduler)
 
     def on_train_start(self, loader: Any) -> None:
         self.memory = None

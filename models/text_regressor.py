@@ -20,6 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from msa.core.config import Checked
 from msa.core.errors import UsageError
 
 from .base import Batch, Dims, LossOut, MSAModel, ParamGroup, Task, TrainSettings
@@ -33,7 +34,7 @@ LOSSES = ("l1", "smooth_l1")
 
 
 @dataclass(frozen=True)
-class TextRegressorConfig:
+class TextRegressorConfig(Checked):
     """Defaults are the settings of the default bundle (see checkpoints/README.md)."""
 
     text_encoder: str = MINILM  # minilm | tiny-random | local Hugging Face folder
@@ -50,10 +51,8 @@ class TextRegressorConfig:
     cache_frozen: bool = True  # memoise the frozen layers' outputs per sentence while training
     group_rows: int = 8  # run a batch in length-sorted groups of this many rows (0: all at once)
     store_dtype: str = "float16"  # precision of the fine-tuned encoder layers in state_dict (bundle size)
-    batch_size: int = 32
-    max_epochs: int = 8
-    early_stop: int = 3
-    select: str = "val_loss"  # val_loss = validation MAE of the clamped prediction
+    # select val_loss = validation MAE of the clamped prediction
+    train: TrainSettings = TrainSettings(optimizer="adamw", batch_size=32, max_epochs=8, early_stop=3, select="val_loss")
 
 
 class _FrozenBottom(nn.Module):
@@ -130,7 +129,7 @@ class TextRegressor(MSAModel):
     Config = TextRegressorConfig
     presets: ClassVar[dict[str, dict[str, Any]]] = {
         "tiny": {"text_encoder": "tiny-random", "train_layers": 1, "dropout": 0.0, "lr_encoder": 1e-3,
-                 "lr_head": 3e-3, "batch_size": 8, "cache_frozen": False},
+                 "lr_head": 3e-3, "cache_frozen": False, "train": {"batch_size": 8}},
     }
 
     def __init__(self, config: TextRegressorConfig, dims: Dims, task: Task) -> None:
@@ -229,8 +228,3 @@ class TextRegressor(MSAModel):
             ParamGroup("head", list(self.head.parameters()), c.lr_head, c.weight_decay),
         ]
         return [g for g in groups if g.params]
-
-    def train_settings(self) -> TrainSettings:
-        c = self.config
-        return TrainSettings(optimizer="adamw", batch_size=c.batch_size, early_stop=c.early_stop,
-                             max_epochs=c.max_epochs, select=c.select)

@@ -12,6 +12,7 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
+from msa.core.config import Checked
 from msa.core.errors import UsageError
 
 from .base import Batch, Dims, LossOut, MSAModel, ParamGroup, Task, TrainSettings
@@ -42,7 +43,7 @@ def average_inputs(batch: Batch, dims: Dims, mode: str) -> tuple[torch.Tensor, t
 
 
 @dataclass(frozen=True)
-class TFNConfig:
+class TFNConfig(Checked):
     """MMSA ``config_regression.json`` "tfn" MOSI values."""
 
     hidden_text: int = 128
@@ -59,9 +60,7 @@ class TFNConfig:
     output_range: str = "fixed"  # fixed: 6σ−3 as MMSA on every dataset (AQ) | task: the task's label range
     lr: float = 1e-3
     weight_decay: float = 0.0
-    batch_size: int = 32
-    early_stop: int = 8
-    max_epochs: int = 40
+    train: TrainSettings = TrainSettings(optimizer="adam", batch_size=32, early_stop=8, max_epochs=40)
 
 
 class TFN(MSAModel):
@@ -69,7 +68,8 @@ class TFN(MSAModel):
     Config = TFNConfig
     presets: ClassVar[dict[str, dict[str, Any]]] = {
         "mosei": {"hidden_audio": 16, "text_out": 128, "post_fusion_dim": 16, "dropout_audio": 0.4,
-                  "dropout_video": 0.4, "dropout_text": 0.4, "dropout_post": 0.4, "batch_size": 128, "lr": 5e-3},
+                  "dropout_video": 0.4, "dropout_text": 0.4, "dropout_post": 0.4, "lr": 5e-3,
+                  "train": {"batch_size": 128}},
         "sims": {"text_out": 256, "post_fusion_dim": 32, "dropout_audio": 0.4, "dropout_video": 0.4,
                  "dropout_text": 0.4, "dropout_post": 0.4, "lr": 5e-4},
         "simsv2": {"text_out": 256, "post_fusion_dim": 32, "dropout_audio": 0.4, "dropout_video": 0.4,
@@ -77,7 +77,7 @@ class TFN(MSAModel):
         "phq8": {"output_range": "task"},
         "tiny": {"hidden_text": 8, "hidden_audio": 4, "hidden_video": 4, "text_out": 4, "post_fusion_dim": 8,
                  "dropout_audio": 0.0, "dropout_video": 0.0, "dropout_text": 0.0, "dropout_post": 0.0,
-                 "batch_size": 8, "lr": 1e-2},
+                 "lr": 1e-2, "train": {"batch_size": 8}},
     }
 
     def __init__(self, config: TFNConfig, dims: Dims, task: Task) -> None:
@@ -117,8 +117,3 @@ class TFN(MSAModel):
     def param_groups(self) -> list[ParamGroup]:
         params = [p for p in self.parameters() if p.requires_grad]
         return [ParamGroup("all", params, self.config.lr, self.config.weight_decay)]
-
-    def train_settings(self) -> TrainSettings:
-        c = self.config
-        return TrainSettings(optimizer="adam", batch_size=c.batch_size, early_stop=c.early_stop,
-                             max_epochs=c.max_epochs, select="val_loss")
