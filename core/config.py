@@ -1,10 +1,11 @@
 """One validator for every frozen config dataclass (models, their training settings, extractors).
 
 A config field is checked against its type annotation (bool, int, float, str, ``X | None``,
-``Literal``, ``tuple[X, ...]``, ``list[X]``, a nested config dataclass) and against an optional rule
-declared with the field (``positive``, ``at_least``, ``in_range``, ``fraction``, ``choice``,
-``matching``). JSON values are coerced where that loses nothing: an int for a float, a list for a
-tuple, an object for a nested config. A bad value is one ``ConfigError`` line naming the key, the
+``Literal[...]``, ``tuple[X, ...]``, ``list[X]``, a nested config dataclass) and the rules in an
+``Annotated`` annotation (``Annotated[float, positive()]``; the common ones are named: ``Size``,
+``Count``, ``Dropout``, ``Positive``, ``NonNegative``). JSON values are coerced where that loses
+nothing: an int for a float, a list for a tuple, an object for a nested config; a bool is never a
+number and a float never an int. A bad value is one ``ConfigError`` line naming the key, the
 value and what is allowed: ``lr = 'fast': expected a number > 0``; callers prefix where it came from.
 
 A config class inherits ``Checked`` to be validated whenever it is built (``Config(...)``,
@@ -18,12 +19,9 @@ import math
 import types
 import typing
 from dataclasses import dataclass
-from typing import Any, Callable, Mapping
+from typing import Annotated, Any, Callable, Mapping
 
 from msa.core.errors import UsageError
-
-RULE = "msa_rule"
-_MISSING: Any = dataclasses.MISSING
 
 
 class ConfigError(UsageError):
@@ -42,49 +40,57 @@ class ConfigError(UsageError):
 
 @dataclass(frozen=True)
 class Rule:
-    """A value constraint beyond the type: ``test(value)`` and the words for what it allows."""
+    """A value constraint beyond the type, used as ``Annotated[float, positive()]``."""
 
     test: Callable[[Any], bool]
-    allows: str  # "> 0", ">= 1", "in [0, 1)", or a whole phrase when ``phrase`` is set
-    phrase: bool = False  # True: ``allows`` replaces the type's description (choices, syntaxes)
+    allows: str  # "> 0", ">= 1", "in [0, 1)"; a whole phrase when ``phrase`` is set
+    phrase: bool = False  # True: ``allows`` replaces the type's description (syntaxes such as step:S:G)
 
 
-def _field(default: Any, rule: Rule) -> Any:
-    return dataclasses.field(default=default, metadata={RULE: rule})
-
-
-def positive(*, default: Any = _MISSING) -> Any:
+def positive() -> Rule:
     """A number > 0."""
-    return _field(default, Rule(lambda v: v > 0, "> 0"))
+    return Rule(lambda v: v > 0, "> 0")
 
 
-def at_least(lo: float, *, default: Any = _MISSING) -> Any:
-    """A number >= ``lo`` (sizes, counts: ``at_least(1)``)."""
-    return _field(default, Rule(lambda v: v >= lo, f">= {lo:g}"))
+def at_least(lo: float) -> Rule:
+    """A number >= ``lo``."""
+    return Rule(lambda v: v >= lo, f">= {lo:g}")
 
 
-def in_range(lo: float, hi: float, *, default: Any = _MISSING, hi_open: bool = False) -> Any:
+def in_range(lo: float, hi: float, *, hi_open: bool = False) -> Rule:
     """A number in [lo, hi] (or [lo, hi) with ``hi_open``)."""
     if hi_open:
-        return _field(default, Rule(lambda v: lo <= v < hi, f"in [{lo:g}, {hi:g})"))
-    return _field(default, Rule(lambda v: lo <= v <= hi, f"in [{lo:g}, {hi:g}]"))
+        return Rule(lambda v: lo <= v < hi, f"in [{lo:g}, {hi:g})")
+    return Rule(lambda v: lo <= v <= hi, f"in [{lo:g}, {hi:g}]")
 
 
-def fraction(*, default: Any = _MISSING) -> Any:
-    """A probability such as a dropout rate: in [0, 1)."""
-    return in_range(0.0, 1.0, default=default, hi_open=True)
+def one_of(*values: Any) -> Rule:
+    """One of ``values`` (mode names, class counts)."""
+    return Rule(lambda v: v in values, "one of " + ", ".join(repr(v) for v in values), phrase=True)
 
 
-def choice(*values: Any, default: Any = _MISSING) -> Any:
-    """One of ``values``; the default is the first unless given."""
-    allowed = tuple(values)
-    return _field(allowed[0] if default is _MISSING else default,
-                  Rule(lambda v: v in allowed, "one of " + ", ".join(repr(v) for v in allowed), phrase=True))
+def parses(parse: Callable[[Any], Any], allows: str) -> Rule:
+    """A value ``parse`` accepts without ValueError (spec strings such as "step:60:0.1")."""
+    def test(v: Any) -> bool:
+        try:
+            parse(v)
+        except ValueError:
+            return False
+        return True
+
+    return Rule(test, allows, phrase=True)
 
 
-def matching(test: Callable[[Any], bool], allows: str, *, default: Any = _MISSING) -> Any:
-    """A value ``test`` accepts; ``allows`` says which (e.g. "a string like step:S:G")."""
-    return _field(default, Rule(test, allows, phrase=True))
+def matching(test: Callable[[Any], bool], allows: str) -> Rule:
+    """A value ``test`` accepts; ``allows`` says which in words (e.g. "a scheduler step:S:G")."""
+    return Rule(test, allows, phrase=True)
+
+
+Size = Annotated[int, at_least(1)]  # widths, heads, layers, counts
+Count = Annotated[int, at_least(0)]  # counts where 0 means "none" or "automatic"
+Dropout = Annotated[float, in_range(0.0, 1.0, hi_open=True)]
+Positive = Annotated[float, positive()]  # learning rates, scales, temperatures
+NonNegative = Annotated[float, at_least(0.0)]  # weight decays, loss weights
 
 
 # ---------------------------------------------------------------------------------------------
@@ -105,7 +111,7 @@ def is_config(t: Any) -> bool:
 
 @functools.lru_cache(maxsize=None)
 def _hints(cls: type) -> dict[str, Any]:
-    return typing.get_type_hints(cls)
+    return typing.get_type_hints(cls, include_extras=True)
 
 
 def _short(value: Any) -> str:
@@ -118,25 +124,43 @@ def _fail(key: str, value: Any, expected: str) -> ConfigError:
 
 
 def describe(t: Any) -> str:
-    """What a type annotation accepts, in words ("a number", "a list of integers", "a string or null")."""
+    """What a type annotation accepts, in words ("a number > 0", "a list of integers", "a string or null")."""
     origin, args = typing.get_origin(t), typing.get_args(t)
+    if origin is Annotated:
+        rules = [r for r in t.__metadata__ if isinstance(r, Rule)]
+        phrase = next((r.allows for r in rules if r.phrase), None)
+        return phrase or " ".join([describe(args[0]), *(r.allows for r in rules)])
     if origin in (typing.Union, types.UnionType):
         named = [describe(a) for a in args if a is not type(None)]
         return " or ".join(named) + (" or null" if type(None) in args else "")
     if origin is typing.Literal:
         return "one of " + ", ".join(repr(a) for a in args)
-    if origin in (tuple, list):
-        inner = args[0] if args else Any
-        plural = {"a number": "numbers", "an integer": "integers", "a string": "strings", "true or false": "booleans"}
-        return f"a list of {plural.get(describe(inner), 'values')}"
+    if origin in (tuple, list) or t in (tuple, list):
+        return f"a list of {_plural(describe(args[0])) if args else 'values'}"
     if is_config(t):
         return "an object"
     return {bool: "true or false", int: "an integer", float: "a number", str: "a string"}.get(t, "a value")
 
 
+def _plural(desc: str) -> str:
+    for one, many in (("true or false", "booleans"), ("a number", "numbers"), ("an integer", "integers"),
+                      ("a string", "strings"), ("one of", "values, each one of")):
+        if desc.startswith(one):
+            return many + desc[len(one):]
+    return "values"
+
+
 def coerce(key: str, value: Any, t: Any) -> Any:
-    """``value`` as type ``t`` (JSON-lossless coercions only); ConfigError naming ``key`` otherwise."""
+    """``value`` as type ``t`` (JSON-lossless coercions only, rules checked); ConfigError naming ``key``."""
     origin, args = typing.get_origin(t), typing.get_args(t)
+    if origin is Annotated:
+        try:
+            out = coerce(key, value, args[0])
+        except ConfigError:
+            raise _fail(key, value, describe(t)) from None
+        if not all(r.test(out) for r in t.__metadata__ if isinstance(r, Rule)):
+            raise _fail(key, value, describe(t))
+        return out
     if origin in (typing.Union, types.UnionType):
         if value is None and type(None) in args:
             return None
@@ -189,25 +213,6 @@ def _coerce_seq(key: str, value: Any, t: Any) -> Any:
     return tuple(items) if origin is tuple else items
 
 
-def _check_rule(key: str, value: Any, t: Any, rule: Rule) -> None:
-    """Apply ``rule`` to a coerced value (to each element of a sequence; None is never checked)."""
-    if value is None:
-        return
-    items = value if isinstance(value, (tuple, list)) else (value,)
-    if all(rule.test(v) for v in items):
-        return
-    if rule.phrase:
-        expected = rule.allows + (" or null" if _allows_none(t) else "")
-    else:
-        expected = f"{describe(t)} {rule.allows}" if not isinstance(value, (tuple, list)) else \
-            f"{describe(t)}, each {rule.allows}"
-    raise _fail(key, value, expected)
-
-
-def _allows_none(t: Any) -> bool:
-    return typing.get_origin(t) in (typing.Union, types.UnionType) and type(None) in typing.get_args(t)
-
-
 def validate(obj: Any, prefix: str = "") -> Any:
     """Check and coerce every field of the dataclass instance ``obj`` in place; returns ``obj``."""
     hints = _hints(type(obj))
@@ -219,9 +224,6 @@ def validate(obj: Any, prefix: str = "") -> Any:
             value = from_mapping(t, raw, base=_default(f), prefix=f"{key}.")
         else:
             value = coerce(key, raw, t)
-        rule = f.metadata.get(RULE)
-        if rule is not None:
-            _check_rule(key, value, t, rule)
         if value is not raw:
             object.__setattr__(obj, f.name, value)
     return obj

@@ -9,12 +9,12 @@ from __future__ import annotations
 import dataclasses
 import math
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import Annotated, Any, ClassVar, Literal
 
 import torch
 from torch import nn
 
-from msa.core.config import Checked, at_least, choice, matching, positive
+from msa.core.config import Checked, Positive, Size, matching, parses
 from msa.core.errors import UsageError
 
 Batch = dict[str, torch.Tensor]
@@ -96,30 +96,24 @@ def _is_select(v: str) -> bool:
     return True
 
 
-def _is_scheduler(v: str) -> bool:
-    try:
-        parse_scheduler(v)
-    except ValueError:
-        return False
-    return True
+Select = Annotated[str, matching(_is_select, "val_loss, auto, max:<metric> or min:<metric>")]
+Scheduler = Annotated[str, parses(parse_scheduler, "a scheduler plateau:P:F (0 < F < 1), step:S:G or "
+                                                "multistep:M1,M2:G (increasing M >= 1, G > 0)")]
 
 
 @dataclass(frozen=True)
 class TrainSettings(Checked):
     """Optimisation facts the trainer honours: the ``train`` part of every model's config."""
 
-    optimizer: str = choice("adam", "adamw")
-    batch_size: int = at_least(1, default=32)
-    update_every: int = at_least(1, default=1)  # gradient accumulation window (Self-MM 4, MulT 8)
-    clip_value: float | None = positive(default=None)  # clip_grad_value_ after backward
-    clip_norm: float | None = positive(default=None)  # clip_grad_norm_ after backward
-    early_stop: int = at_least(1, default=8)
-    max_epochs: int = at_least(1, default=40)
-    # val_loss (min) | max:<metric> | min:<metric>, e.g. "max:CCC" | auto: the model's own rule
-    select: str = matching(_is_select, "val_loss, auto, max:<metric> or min:<metric>", default="val_loss")
-    # None | "plateau:<patience>:<factor>" | "step:<size>:<gamma>" | "multistep:<m1,m2>:<gamma>"
-    scheduler: str | None = matching(_is_scheduler, "a scheduler plateau:P:F (F in (0, 1)), step:S:G or "
-                                     "multistep:M1,M2:G (increasing M >= 1, G > 0)", default=None)
+    optimizer: Literal["adam", "adamw"] = "adam"
+    batch_size: Size = 32
+    update_every: Size = 1  # gradient accumulation window (Self-MM 4, MulT 8)
+    clip_value: Positive | None = None  # clip_grad_value_ after backward
+    clip_norm: Positive | None = None  # clip_grad_norm_ after backward
+    early_stop: Size = 8
+    max_epochs: Size = 40
+    select: Select = "val_loss"  # val_loss (min) | max:<metric> | min:<metric>, e.g. "max:CCC" | auto: the model's rule
+    scheduler: Scheduler | None = None  # "plateau:<patience>:<factor>" | "step:<size>:<gamma>" | "multistep:<m1,m2>:<gamma>"
 
 
 @dataclass

@@ -6,12 +6,12 @@ so the outer product is never formed: ŷ = Σ_r w_r · Π_m ([1; h_m] W_m^r) + b
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Annotated, Any, ClassVar
 
 import torch
 from torch import nn
 
-from msa.core.config import Checked
+from msa.core.config import Checked, Dropout, NonNegative, Positive, Size, one_of
 
 from .base import Batch, Dims, LossOut, MSAModel, ParamGroup, Task, TrainSettings
 from .layers.seq import SubNet, TextSubNet
@@ -22,20 +22,20 @@ from .tfn import augment, average_inputs
 class LMFConfig(Checked):
     """MMSA ``config_regression.json`` "lmf" MOSI values."""
 
-    hidden_text: int = 128
-    hidden_audio: int = 16
-    hidden_video: int = 128
-    rank: int = 3
-    dropout_audio: float = 0.3
-    dropout_video: float = 0.3
-    dropout_text: float = 0.3
-    dropout_post: float = 0.3  # defined by MMSA but unused there; kept for config compatibility
+    hidden_text: Size = 128
+    hidden_audio: Size = 16
+    hidden_video: Size = 128
+    rank: Size = 3
+    dropout_audio: Dropout = 0.3
+    dropout_video: Dropout = 0.3
+    dropout_text: Dropout = 0.3
+    dropout_post: Dropout = 0.3  # defined by MMSA but unused there; kept for config compatibility
     text_dropout_inert: bool = True  # MMSA: the 1-layer text LSTM forces its dropout to 0 (AQ)
-    average: str = "padded"  # padded (MMSA, padding counts) | true (mean over true lengths)
+    average: Annotated[str, one_of("padded", "true")] = "padded"  # padded (MMSA, padding counts) | true (mean over true lengths)
     optimise_fusion: bool = False  # MMSA never optimises fusion_weights / fusion_bias (AQ)
-    lr: float = 1e-3
-    factor_lr: float = 1e-3
-    weight_decay: float = 5e-3
+    lr: Positive = 1e-3
+    factor_lr: Positive = 1e-3
+    weight_decay: NonNegative = 5e-3
     train: TrainSettings = TrainSettings(optimizer="adam", batch_size=64, early_stop=8, max_epochs=40)
 
 

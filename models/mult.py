@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from msa.core.config import Checked
+from msa.core.config import Checked, Dropout, NonNegative, Positive, Size
 from msa.core.errors import DataError
 
 from .base import Batch, Dims, LossOut, MSAModel, ParamGroup, Task, TrainSettings
@@ -27,24 +27,24 @@ BATCH_KEY = {"l": "text", "a": "audio", "v": "vision"}
 class MulTConfig(Checked):
     """MMSA ``config_regression.json`` "mult" MOSI values."""
 
-    dim: int = 50
-    heads: int = 10
-    nlevels: int = 4
-    conv_kernel_l: int = 5
-    conv_kernel_a: int = 5
-    conv_kernel_v: int = 5
-    attn_dropout: float = 0.3  # al, vl and the memory transformers
-    attn_dropout_a: float = 0.2  # la, va
-    attn_dropout_v: float = 0.0  # lv, av
-    relu_dropout: float = 0.0
-    embed_dropout: float = 0.2
-    res_dropout: float = 0.0
-    output_dropout: float = 0.5
-    text_dropout: float = 0.5
+    dim: Size = 50
+    heads: Size = 10
+    nlevels: Size = 4
+    conv_kernel_l: Size = 5
+    conv_kernel_a: Size = 5
+    conv_kernel_v: Size = 5
+    attn_dropout: Dropout = 0.3  # al, vl and the memory transformers
+    attn_dropout_a: Dropout = 0.2  # la, va
+    attn_dropout_v: Dropout = 0.0  # lv, av
+    relu_dropout: Dropout = 0.0
+    embed_dropout: Dropout = 0.2
+    res_dropout: Dropout = 0.0
+    output_dropout: Dropout = 0.5
+    text_dropout: Dropout = 0.5
     attn_mask: bool = True
     position_embedding: bool = False  # MMSA runs without positions (AQ); True adds fairseq sinusoids
-    lr: float = 2e-3
-    weight_decay: float = 0.0  # MMSA's config value is never passed to Adam (AQ): 0 reproduces it
+    lr: Positive = 2e-3
+    weight_decay: NonNegative = 0.0  # MMSA's config value is never passed to Adam (AQ): 0 reproduces it
     # clip_value 0.6; ReduceLROnPlateau on the validation loss (patience 5, factor 0.1)
     train: TrainSettings = TrainSettings(optimizer="adam", batch_size=16, update_every=8, clip_value=0.6,
                                          early_stop=8, max_epochs=40, scheduler="plateau:5:0.1")

@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from msa.core.config import Checked
+from msa.core.config import Checked, Dropout, NonNegative, Positive, Size
 from msa.core.errors import DataError
 
 from .base import Batch, Dims, LossOut, MSAModel, ParamGroup, Task, TrainSettings
@@ -31,31 +31,31 @@ class SelfMMConfig(Checked):
     text_encoder: str = "minilm"  # MMSA: bert-base-uncased (not shipped offline; same vocabulary as MiniLM)
     finetune: bool = True
     trim_text: bool = True  # drop all-padding token columns before BERT (exact: padding is masked out)
-    a_lstm_hidden: int = 16
-    v_lstm_hidden: int = 32
-    a_lstm_layers: int = 1
-    v_lstm_layers: int = 1
-    a_lstm_dropout: float = 0.0
-    v_lstm_dropout: float = 0.0
-    audio_out: int = 16
-    video_out: int = 32
-    post_fusion_dim: int = 128
-    post_text_dim: int = 32
-    post_audio_dim: int = 16
-    post_video_dim: int = 32
-    post_fusion_dropout: float = 0.0
-    post_text_dropout: float = 0.1
-    post_audio_dropout: float = 0.1
-    post_video_dropout: float = 0.0
-    lr_bert: float = 5e-5
-    lr_audio: float = 5e-3
-    lr_video: float = 5e-3
-    lr_other: float = 1e-3
-    wd_bert: float = 1e-3
-    wd_audio: float = 1e-3
-    wd_video: float = 1e-3
-    wd_other: float = 1e-3
-    H: float | None = None  # u-label clamp [c-H, c+H]; None: the task's label range (MOSI 3, SIMS 1)
+    a_lstm_hidden: Size = 16
+    v_lstm_hidden: Size = 32
+    a_lstm_layers: Size = 1
+    v_lstm_layers: Size = 1
+    a_lstm_dropout: Dropout = 0.0
+    v_lstm_dropout: Dropout = 0.0
+    audio_out: Size = 16
+    video_out: Size = 32
+    post_fusion_dim: Size = 128
+    post_text_dim: Size = 32
+    post_audio_dim: Size = 16
+    post_video_dim: Size = 32
+    post_fusion_dropout: Dropout = 0.0
+    post_text_dropout: Dropout = 0.1
+    post_audio_dropout: Dropout = 0.1
+    post_video_dropout: Dropout = 0.0
+    lr_bert: Positive = 5e-5
+    lr_audio: Positive = 5e-3
+    lr_video: Positive = 5e-3
+    lr_other: Positive = 1e-3
+    wd_bert: NonNegative = 1e-3
+    wd_audio: NonNegative = 1e-3
+    wd_video: NonNegative = 1e-3
+    wd_other: NonNegative = 1e-3
+    H: Positive | None = None  # u-label clamp [c-H, c+H]; None: the task's label range (MOSI 3, SIMS 1)
     ulgm_centre: float | None = None  # label centre c for ULGM signs; None: midpoint of the task range
     exclude_zero: bool = True  # MMSA: positive centre uses y > 0; False: y >= 0 (original Self-MM repo)
     train: TrainSettings = TrainSettings(optimizer="adam", batch_size=16, update_every=4, early_stop=8, max_epochs=40)
