@@ -47,6 +47,7 @@ class MMIMConfig(Checked):
     mem_size: Size = 1
     h_threshold: float = 0.0  # entropy groups: label > threshold vs label < threshold
     label_scale: Positive = 1.0  # the network predicts labels / label_scale
+    clamp_phq8: bool = True  # clamp PHQ-8 predictions to [0, 24] at evaluation (the reference does not)
     lr_main: Positive = 1e-3
     lr_bert: Positive = 5e-5
     lr_mmilb: Positive = 1e-3
@@ -80,6 +81,9 @@ class MMIM(MSAModel):
         "mosi": {},
         "mosei": {},
         "phq8": dict(label_scale=25.0, h_threshold=9.5, train={"select": "max:CCC"}),
+        # the published runs (Multimodal-Infomax README; docs/reproduction.md)
+        "paper:mosi": dict(text_encoder="bert-base-uncased"),
+        "paper:mosei": dict(text_encoder="bert-base-uncased"),
         "tiny": dict(text_encoder="tiny-random", d_vh=8, d_ah=8, d_vout=8, d_aout=8, d_prjh=16, dropout_prj=0.0,
                      train={"batch_size": 16, "max_epochs": 3, "early_stop": 3}),
     }

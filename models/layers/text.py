@@ -92,20 +92,27 @@ def vocabulary_identity(folder: str | Path) -> dict[str, Any] | None:
     return {"size": len(tokens), "sha256": json_sha256(tokens, 32), "chinese": share > 0.25}
 
 
-def encoder_vocabulary(name: str) -> dict[str, Any] | None:
-    """The vocabulary a ``TextEncoder(name)`` expects its ids in; None for ``tiny-random`` (random weights,
-    no tokenizer) and for an encoder whose tokenizer files cannot be found offline."""
+def encoder_folder(name: str) -> Path | None:
+    """The local folder ``TextEncoder(name)`` loads (``minilm``: the package's; an id: the Hugging Face
+    cache's), or None when it is not on disk (``tiny-random`` has none)."""
     if name == TINY:
         return None
     folder = Path(minilm_path() if name == MINILM else name).expanduser()
-    if not folder.is_dir():
-        try:
-            from huggingface_hub import snapshot_download
+    if folder.is_dir():
+        return folder
+    try:
+        from huggingface_hub import snapshot_download
 
-            folder = Path(snapshot_download(name, local_files_only=True))
-        except (ImportError, OSError, ValueError):
-            return None
-    return vocabulary_identity(str(folder))
+        return Path(snapshot_download(name, local_files_only=True))
+    except (ImportError, OSError, ValueError):
+        return None
+
+
+def encoder_vocabulary(name: str) -> dict[str, Any] | None:
+    """The vocabulary a ``TextEncoder(name)`` expects its ids in; None for ``tiny-random`` (random weights,
+    no tokenizer) and for an encoder whose tokenizer files cannot be found offline."""
+    folder = encoder_folder(name)
+    return vocabulary_identity(str(folder)) if folder is not None else None
 
 
 class TextEncoder(nn.Module):

@@ -28,6 +28,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--epochs", type=int, help="maximum epochs (default: the model's)")
     p.add_argument("--preset", default="default", help="named config preset of the model (e.g. tiny)")
     p.add_argument("--config", type=Path, help="JSON object of model config overrides")
+    p.add_argument("--text-encoder", metavar="DIR",
+                   help="local folder of the text encoder (e.g. bert-base-uncased for --preset paper); "
+                        "sets the config's text_encoder")
     p.add_argument("--device", default="auto", help="auto (CUDA when available), cpu, cuda or cuda:N")
     p.add_argument("--normalize", action="store_true",
                    help="standardise audio/vision features with train-split statistics (stored in the bundle)")
@@ -63,8 +66,11 @@ def _main(args: argparse.Namespace) -> int:
         import torch
 
         torch.set_num_threads(args.threads)
+    overrides = read_overrides(args.config)
+    if args.text_encoder:
+        overrides["text_encoder"] = args.text_encoder
     spec = RunSpec(data=args.data, dataset=args.dataset, model=args.model, out=args.out, seeds=tuple(args.seeds),
-                   epochs=args.epochs, preset=args.preset, overrides=read_overrides(args.config),
+                   epochs=args.epochs, preset=args.preset, overrides=overrides,
                    device=args.device, normalize=args.normalize, amp=args.amp, progress=not args.quiet,
                    save_all_seeds=args.save_all_seeds, overwrite=args.overwrite)
     rows = train_run(spec)

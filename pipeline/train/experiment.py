@@ -74,6 +74,7 @@ def train_run(spec: RunSpec, log: Callable[[str], None] = _log) -> list[dict[str
 
     cls = MODELS.get(spec.model)
     config = build_config(spec.model, spec.dataset, spec.preset, spec.overrides)  # a bad config fails before any I/O
+    encoder = text_encoder_record(config, spec.preset) if getattr(cls, "uses_bert_ids", False) else None
     out = Path(spec.out)
     if (out / RESULTS).exists() and not spec.overwrite:
         raise UsageError(f"{out} already holds a run ({RESULTS}); choose another --out or pass --overwrite")
@@ -85,10 +86,10 @@ def train_run(spec: RunSpec, log: Callable[[str], None] = _log) -> list[dict[str
     test = fs.splits.get("test")
     task = task_for(spec.dataset, fs, config)
     check_inputs(cls, fs)
-    encoder = text_encoder_record(config) if getattr(cls, "uses_bert_ids", False) else None
     check_vocabulary(fs.stamp.get("text_vocab"), encoder, spec.dataset, str(spec.data))
     dims = fs.dims()
-    stats = norm_stats(train) if spec.normalize else None
+    scaling = "zscore" if spec.normalize else config.train.normalize  # --normalize asks for the z-score
+    stats = norm_stats(train, kind=scaling) if scaling != "none" else None
     out.mkdir(parents=True, exist_ok=True)
     rows: list[dict[str, Any]] = []
     best_value: float | None = None
@@ -119,7 +120,7 @@ def train_run(spec: RunSpec, log: Callable[[str], None] = _log) -> list[dict[str
                 "data_file": str(Path(spec.data).resolve()), "data_sha256": fs.sha256, "splits": fs.sizes(),
                 "dataset": spec.dataset, "seed": seed, "best_epoch": result.best_epoch, "preset": spec.preset,
                 "overrides": spec.overrides, "train_settings": dataclasses.asdict(settings),
-                "normalized": spec.normalize, "amp": result.amp, "metrics": {"valid": result.valid, "test": result.test},
+                "normalized": scaling, "amp": result.amp, "metrics": {"valid": result.valid, "test": result.test},
                 "data_warnings": fs.warnings,
             }
             kwargs = dict(model_name=spec.model, config=config, task=task, dims=dims, specs=fs.specs, norm=stats,

@@ -140,30 +140,40 @@ def predict(model: MSAModel, loader: Any) -> dict[str, Any]:
     """Eval-mode fp32 outputs over a loader: ``pred`` (N,), ``labels`` (N,), ``logits`` (N, C) or None,
     ``loss``. Always full precision, so selection in ``fit`` and ``msa-eval`` give the same numbers."""
     model.eval()
-    preds, labels, logits = [], [], []
+    preds, labels, logits, sizes, batch_losses = [], [], [], [], []
     eval_loss = getattr(model, "eval_loss", None)
-    loss_sum, n = 0.0, 0
     for batch in loader:
         out = model(batch)
         preds.append(out["pred"].detach().float().reshape(-1).cpu())
         labels.append(batch["labels"].detach().float().reshape(-1).cpu())
+        sizes.append(int(batch["labels"].shape[0]))
         if "logits" in out:
             logits.append(out["logits"].detach().float().cpu())
         if eval_loss is not None:
-            b = batch["labels"].shape[0]
-            loss_sum += float(eval_loss(out, batch)) * b
-            n += b
+            batch_losses.append(float(eval_loss(out, batch)))
     res: dict[str, Any] = {
         "pred": torch.cat(preds).numpy(), "labels": torch.cat(labels).numpy(),
-        "logits": torch.cat(logits).numpy() if logits else None,
+        "logits": torch.cat(logits).numpy() if logits else None, "batch_sizes": sizes,
+        "batch_losses": batch_losses if eval_loss is not None else None,
     }
-    res["loss"] = loss_sum / max(n, 1) if eval_loss is not None else None
+    res["loss"] = float(np.dot(batch_losses, sizes) / max(sum(sizes), 1)) if eval_loss is not None else None
     return res
 
 
-def evaluate(model: MSAModel, loader: Any, task: Task) -> dict[str, float]:
+def _batch_mean_loss(r: dict[str, Any]) -> float:
+    """MMSA's validation loss: the mean over batches of each batch's mean loss (L1 of ``pred`` unless the
+    model has ``eval_loss``), so a short last batch weighs as much as a full one."""
+    if r["batch_losses"] is not None:
+        return float(np.mean(r["batch_losses"]))
+    errors = np.abs(r["pred"].astype(np.float64) - r["labels"])
+    return float(np.mean([e.mean() for e in np.split(errors, np.cumsum(r["batch_sizes"])[:-1])]))
+
+
+def evaluate(model: MSAModel, loader: Any, task: Task, batch_loss: bool = False) -> dict[str, float]:
     """The task's metrics plus ``loss``: the model's ``eval_loss`` if it has one, else L1 of ``pred``
-    (MMSA's validation loss) or, for classification, cross-entropy of ``logits``."""
+    (MMSA's validation loss) or, for classification, cross-entropy of ``logits``; averaged over samples.
+    ``batch_loss`` adds ``loss_mmsa``: the loss averaged over batches and rounded to 4 decimals, the value
+    MMSA's trainers select on (``select = "mmsa_loss"``)."""
     r = predict(model, loader)
     metrics = compute_metrics(task, r["pred"], r["labels"], r["logits"])
     loss = r["loss"]
@@ -175,7 +185,8 @@ def evaluate(model: MSAModel, loader: Any, task: Task) -> dict[str, float]:
             loss = 1.0 - metrics.get("Acc_3", 0.0)
         else:
             loss = float(np.mean(np.abs(r["pred"].astype(np.float64) - r["labels"])))
-    return {"loss": float(loss), **metrics}
+    extra = {"loss_mmsa": round(_batch_mean_loss(r), 4)} if batch_loss else {}
+    return {"loss": float(loss), **extra, **metrics}
 
 
 def train_pass(model: MSAModel, loader: DeviceLoader, opt: torch.optim.Optimizer, stage: str, epoch: int,
@@ -262,7 +273,7 @@ def fit(model: MSAModel, train: Split, valid: Split, test: Split | None, task: T
                     for k2, v in logs.items():
                         record[f"train_{k2}" if stage == "main" else f"{stage}/{k2}"] = v
             record.update({k2: float(v) for k2, v in (model.on_epoch_end(epoch) or {}).items()})
-            val = evaluate(model, valid_loader, task)
+            val = evaluate(model, valid_loader, task, batch_loss=key == "loss_mmsa")
             if key not in val:
                 raise UsageError(f"selection metric {key!r} is not computed for {task.name}; available: {', '.join(val)}")
             record.update({f"val_{k2}": v for k2, v in val.items()})
@@ -302,7 +313,7 @@ def fit(model: MSAModel, train: Split, valid: Split, test: Split | None, task: T
         test_metrics = None
         if test is not None:
             test_loader = DeviceLoader(make_loader(test, settings.batch_size, shuffle=False, stats=stats), dev)
-            test_metrics = evaluate(model, test_loader, task)
+            test_metrics = evaluate(model, test_loader, task, batch_loss=key == "loss_mmsa")
     return FitResult(seed=seed, best_epoch=best_epoch, epochs_run=len(history), stopped=stopped, valid=best_valid,
                      test=test_metrics, history=history, seconds=time.perf_counter() - t0, notes=notes,
                      amp="bf16" if amp_dtype is not None else "off")

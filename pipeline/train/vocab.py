@@ -9,20 +9,28 @@ from __future__ import annotations
 
 from typing import Any
 
-from msa.core.errors import DataError
+from msa.core.errors import DataError, UsageError
 
 CHINESE_DATASETS = ("sims", "simsv2")  # MMSA's files: bert-base-chinese ids
 ENGLISH_DATASETS = ("mosi", "mosei")  # MMSA's files: bert-base-uncased ids
 
 
-def text_encoder_record(config: Any) -> dict[str, Any] | None:
-    """``{"name", "vocabulary"}`` of a config's ``text_encoder`` (None for a model without one)."""
-    from msa.models.layers.text import encoder_vocabulary
+def text_encoder_record(config: Any, preset: str = "default") -> dict[str, Any] | None:
+    """``{"name", "vocabulary"}`` of a config's ``text_encoder`` (None for a model without one).
+
+    An encoder that is not on disk (a ``paper`` preset names bert-base-uncased, bert-base-chinese, ...,
+    none of which ships offline) is a one-line ``UsageError`` before any data is read into a model.
+    """
+    from msa.models.layers.text import TINY, encoder_folder, vocabulary_identity
 
     name = getattr(config, "text_encoder", None)
     if not name:
         return None
-    return {"name": name, "vocabulary": encoder_vocabulary(name)}
+    folder = encoder_folder(name)
+    if folder is None and name != TINY:
+        raise UsageError(f"text encoder {name!r} (preset {preset!r}) is not available offline; give its local "
+                         "folder (config.json, tokenizer and weights) with --text-encoder DIR")
+    return {"name": name, "vocabulary": vocabulary_identity(str(folder)) if folder is not None else None}
 
 
 def _describe(v: dict[str, Any]) -> str:
