@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 
+from msa.core.config import Checked, Count, Size
 from msa.core.errors import ExtractionError, MissingBackendError, UsageError
 from msa.core.hashing import file_sha256
 
@@ -220,9 +221,9 @@ class MiniLMText(_TransformerText):
     name = "minilm"
 
     @dataclass(frozen=True)
-    class Config:
-        max_len: int = 256  # the sentence-transformers setting of this model (positions go to 512)
-        stride: int = 64  # tokens shared by consecutive windows of a long text
+    class Config(Checked):
+        max_len: Size = 256  # the sentence-transformers setting of this model (positions go to 512)
+        stride: Count = 64  # tokens shared by consecutive windows of a long text
 
     def _folder(self) -> Path:
         try:
@@ -248,10 +249,10 @@ class HFText(_TransformerText):
     name = "hf"
 
     @dataclass(frozen=True)
-    class Config:
+    class Config(Checked):
         model: str = "bert-base-uncased"  # hub id (must already be in the HF cache) or local folder
-        max_len: int = 512
-        stride: int = 128
+        max_len: Size = 512
+        stride: Count = 128
 
     @functools.cached_property
     def _resolved(self) -> Path:
