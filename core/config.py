@@ -3,7 +3,7 @@
 A config field is checked against its type annotation (bool, int, float, str, ``X | None``,
 ``Literal[...]``, ``tuple[X, ...]``, ``list[X]``, a nested config dataclass) and the rules in an
 ``Annotated`` annotation (``Annotated[float, positive()]``; the common ones are named: ``Size``,
-``Count``, ``Dropout``, ``Positive``, ``NonNegative``). JSON values are coerced where that loses
+``Count``, ``Dropout``, ``Fraction``, ``Positive``, ``NonNegative``). JSON values are coerced where that loses
 nothing: an int for a float, a list for a tuple, an object for a nested config; a bool is never a
 number and a float never an int. A bad value is one ``ConfigError`` line naming the key, the
 value and what is allowed: ``lr = 'fast': expected a number > 0``; callers prefix where it came from.
@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import json
 import math
 import types
 import typing
@@ -89,6 +90,7 @@ def matching(test: Callable[[Any], bool], allows: str) -> Rule:
 Size = Annotated[int, at_least(1)]  # widths, heads, layers, counts
 Count = Annotated[int, at_least(0)]  # counts where 0 means "none" or "automatic"
 Dropout = Annotated[float, in_range(0.0, 1.0, hi_open=True)]
+Fraction = Annotated[float, in_range(0.0, 1.0)]  # probabilities, confidence thresholds
 Positive = Annotated[float, positive()]  # learning rates, scales, temperatures
 NonNegative = Annotated[float, at_least(0.0)]  # weight decays, loss weights
 
@@ -285,6 +287,31 @@ def from_mapping(cls: type, data: Mapping[str, Any], *, base: Any = None, prefix
             raise ConfigError(f"{prefix}{e}", key=prefix + e.key) from None
         raise
     return obj if isinstance(obj, Checked) else validate(obj, prefix)
+
+
+def from_text(cls: type, text: Mapping[str, str], *, base: Any = None) -> Any:
+    """Build ``cls`` from command-line ``KEY=VALUE`` text: JSON where it parses (``5``, ``0.5``, ``true``,
+    ``null``, ``[1, 2]``), else the text itself; a string field keeps what was typed (``model=123``)."""
+    hints = _hints(cls)
+    data: dict[str, Any] = {}
+    for key, raw in text.items():
+        if _takes_str(hints.get(key)) and raw != "null":
+            data[key] = raw
+            continue
+        try:
+            data[key] = json.loads(raw)
+        except json.JSONDecodeError:
+            data[key] = raw
+    return from_mapping(cls, data, base=base)
+
+
+def _takes_str(t: Any) -> bool:
+    origin, args = typing.get_origin(t), typing.get_args(t)
+    if origin is Annotated:
+        return _takes_str(args[0])
+    if origin in (typing.Union, types.UnionType, typing.Literal):
+        return any(_takes_str(a) if origin is not typing.Literal else isinstance(a, str) for a in args)
+    return t is str
 
 
 def _default(f: dataclasses.Field) -> Any:
