@@ -28,8 +28,6 @@ from msa.core.errors import UsageError
 class ConfigError(UsageError):
     """A config value or key that does not fit its dataclass (one line; ``key`` is dotted for nested parts)."""
 
-    reason = "bad_config"
-
     def __init__(self, message: str, *, key: str = "") -> None:
         super().__init__(message)
         self.key = key
@@ -284,12 +282,12 @@ def from_mapping(cls: type, data: Mapping[str, Any], *, base: Any = None, prefix
         obj = dataclasses.replace(base, **kw) if base is not None else cls(**kw)
     except ConfigError as e:
         if prefix and not e.key.startswith(prefix):
-            raise ConfigError(f"{prefix}{e}", key=prefix + e.key) from None
+            raise ConfigError(f"{prefix}{e}", key=prefix + e.key) from e
         raise
     return obj if isinstance(obj, Checked) else validate(obj, prefix)
 
 
-def from_text(cls: type, text: Mapping[str, str], *, base: Any = None) -> Any:
+def from_text(cls: type, text: Mapping[str, str]) -> Any:
     """Build ``cls`` from command-line ``KEY=VALUE`` text: JSON where it parses (``5``, ``0.5``, ``true``,
     ``null``, ``[1, 2]``), else the text itself; a string field keeps what was typed (``model=123``)."""
     hints = _hints(cls)
@@ -302,7 +300,7 @@ def from_text(cls: type, text: Mapping[str, str], *, base: Any = None) -> Any:
             data[key] = json.loads(raw)
         except json.JSONDecodeError:
             data[key] = raw
-    return from_mapping(cls, data, base=base)
+    return from_mapping(cls, data)
 
 
 def _takes_str(t: Any) -> bool:

@@ -3,9 +3,12 @@
 A model class has a frozen ``Config`` dataclass and ``presets``: a dict from preset name to config
 overrides. ``"default"`` is the paper/MMSA setting, ``"tiny"`` a fast setting for tests, and a
 dataset name (``"mosi"``, ``"sims"``, ``"phq8"`` ...) the per-dataset defaults where they differ.
+Training settings are the config's nested ``train`` part (``TrainSettings``); every config is validated
+by ``msa.core.config`` when built (docs/training.md, Configs).
 """
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 from msa.core.config import ConfigError, flatten, from_mapping
@@ -54,14 +57,12 @@ def build_config(model: str, dataset: str | None = None, preset: str = "default"
             merged.update(flatten(cls.Config, layer))
         return from_mapping(cls.Config, merged)
     except ConfigError as e:
-        raise e.within(model) from None
+        raise e.within(model) from e
 
 
 def config_from_saved(model: str, saved: dict[str, Any]) -> Any:
     """The config a bundle saved, validated; older flat training keys (``batch_size``) move into ``train``."""
-    import dataclasses
-
-    from msa.models.base import TrainSettings
+    from msa.models.base import TrainSettings  # imports torch: not at package import
 
     cls = MODELS.get(model)
     own = {f.name for f in dataclasses.fields(cls.Config)}

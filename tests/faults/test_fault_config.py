@@ -15,6 +15,7 @@ import typing
 from pathlib import Path
 from typing import Annotated, Any
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -128,6 +129,29 @@ def test_every_model_and_extractor_has_cases() -> None:
     assert real <= {c[0] for c in EXTRACTOR_CASES}
     assert ("tfn", "average", "fast") in MODEL_CASES and ("tfn", "train.batch_size", 0) in MODEL_CASES
     assert ("facemesh_au", "fps", -1) in EXTRACTOR_CASES and ("facemesh_au", "fps", "abc") in EXTRACTOR_CASES
+
+
+@pytest.mark.parametrize("config, line", [
+    ({"average": "x"}, "msa-train: error: tfn: average = 'x': expected one of 'padded', 'true'"),
+    ({"lr": "fast"}, "msa-train: error: tfn: lr = 'fast': expected a number > 0"),
+    ({"hidden_text": -5}, "msa-train: error: tfn: hidden_text = -5: expected an integer >= 1"),
+    ({"train": {"batch_size": 0}}, "msa-train: error: tfn: train.batch_size = 0: expected an integer >= 1"),
+])
+def test_the_issue_examples(config: dict, line: str, tmp_path: Path, capsys: Any) -> None:
+    (tmp_path / "c.json").write_text(json.dumps(config))
+    res = run_inproc("train", ["--data", tmp_path / "absent.npz", "--dataset", "mosi", "--model", "tfn",
+                               "--out", tmp_path / "run", "--config", tmp_path / "c.json"], capsys)
+    assert judge(res, prog="msa-train").lines() == [line] and res.rc == 2
+
+
+@pytest.mark.parametrize("value, line", [
+    ("abc", "msa-extract: error: --set facemesh_au: fps = 'abc': expected a number > 0"),
+    ("-1", "msa-extract: error: --set facemesh_au: fps = -1: expected a number > 0"),
+])
+def test_set_visual_fps(value: str, line: str, media: dict[str, Path], tmp_path: Path, capsys: Any) -> None:
+    res = run_inproc("extract", [media["good"], "--out", tmp_path / "out", "--extractors", f"{FAKES},visual:facemesh_au",
+                                 "--set", f"visual.fps={value}"], capsys)
+    assert judge(res, prog="msa-extract").lines() == [line] and res.rc == 2
 
 
 @FUZZ
