@@ -26,7 +26,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, type=Path, help="run folder: results.csv, epochs.jsonl, bundle")
     p.add_argument("--seeds", nargs="+", type=int, default=[1111], help="one run per seed (default 1111)")
     p.add_argument("--epochs", type=int, help="maximum epochs (default: the model's)")
-    p.add_argument("--preset", default="default", help="named config preset of the model (e.g. tiny; paper: the published run, see docs/reproduction.md)")
+    p.add_argument("--preset", default="default",
+                   help="named config preset of the model (e.g. tiny; paper: the published run, docs/reproduction.md)")
     p.add_argument("--config", type=Path, help='JSON object of model config overrides; training settings nest '
                    'under "train" (e.g. {"lr": 5e-4, "train": {"batch_size": 8}} or "train.batch_size")')
     p.add_argument("--text-encoder", metavar="DIR",
