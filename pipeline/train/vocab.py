@@ -55,9 +55,9 @@ def check_vocabulary(stamp: Any, encoder: dict[str, Any] | None, dataset: str, w
                             "(--extractors text:hf --set text.model=FOLDER) or set text_encoder to the matching one")
         return
     if dataset in CHINESE_DATASETS and not vocab["chinese"]:
-        raise DataError(f"{where}: {dataset} files carry no vocabulary stamp and MMSA's hold bert-base-chinese ids, but "
-                        f"text encoder {name!r} has a non-Chinese vocabulary; set text_encoder to a local "
-                        "bert-base-chinese folder (e.g. --preset paper --config with text_encoder)")
+        raise DataError(f"{where}: {dataset} files carry no vocabulary stamp and MMSA's hold bert-base-chinese ids, "
+                        f"but text encoder {name!r} has a non-Chinese vocabulary; set text_encoder to a local "
+                        "bert-base-chinese folder (--text-encoder DIR, or --preset paper --text-encoder DIR)")
     if dataset in ENGLISH_DATASETS and vocab["chinese"]:
         raise DataError(f"{where}: {dataset} files carry no vocabulary stamp and MMSA's hold bert-base-uncased ids, "
                         f"but text encoder {name!r} has a Chinese vocabulary; use an English encoder")

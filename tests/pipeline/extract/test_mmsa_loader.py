@@ -112,4 +112,5 @@ def test_mmsa_data_loader_reads_our_file(mmsa: ModuleType, extracted: dict[str, 
         assert "audio_lengths" not in batch
     if use_bert:  # MMSA's BertTextEncoder splits the (B, 3, L) float tensor into ids, mask, segments
         ids, mask = batch["text"][:, 0].long(), batch["text"][:, 1]
-        assert ids.shape == (2, t_len) and float(mask.sum()) > 0 and int(ids[0, 0]) == int(ours["train"]["text_bert"][0, 0, 0])
+        assert ids.shape == (2, t_len) and float(mask.sum()) > 0
+        assert int(ids[0, 0]) == int(ours["train"]["text_bert"][0, 0, 0])  # [CLS]
