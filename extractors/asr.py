@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from msa.core.config import Checked, NonNegative, Size
 from msa.core.errors import ExtractionError, MissingBackendError, UsageError
 from msa.core.hashing import weights_sha256
 from msa.core.packages import shipped_files_status
@@ -131,12 +132,12 @@ class WhisperASR(Extractor):
         return (False, "; ".join(bad)) if bad else found[0]
 
     @dataclass(frozen=True)
-    class Config:
+    class Config(Checked):
         model: str = AUTO  # auto, tiny.en, base, a faster-whisper size in the HF cache, or a local folder
         language: str = "auto"  # auto: detect (multilingual models); else a Whisper code (en, zh, fr, ...)
-        beam_size: int = 5
+        beam_size: Size = 5
         vad_filter: bool = True
-        temperature: float = 0.0  # single temperature, no sampling fallback, so reruns agree
+        temperature: NonNegative = 0.0  # single temperature, no sampling fallback, so reruns agree
         compute_type: str = "auto"  # auto: int8 on CPU, float16 on CUDA
 
     def __init__(self, config: Any = None, **overrides: Any) -> None:
