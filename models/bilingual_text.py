@@ -15,12 +15,13 @@ graded English labels. The English path's weights are loaded from a bundle and n
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Annotated, Any, ClassVar
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from msa.core.config import Checked, Dropout, NonNegative, Positive, Size, one_of
 from msa.core.errors import UsageError
 
 from .base import Batch, Dims, LossOut, MSAModel, ParamGroup, Task, TrainSettings
@@ -31,20 +32,19 @@ ROUTES = ("script", "e5", "minilm")
 
 
 @dataclass(frozen=True)
-class BilingualTextConfig:
-    route: str = "script"  # script: by the Latin flag | e5: every row through the e5 head | minilm: every row
-    hidden: int = 256  # e5 head: dropout + linear + GELU + dropout + linear
-    dropout: float = 0.2
-    margin: float = 1.0  # sign-only rows must score at least this far on the right side of 0
-    margin_weight: float = 1.0  # weight of the hinge term against the L1 term
-    lr_head: float = 1e-3
-    weight_decay: float = 0.01
+class BilingualTextConfig(Checked):
+    route: Annotated[str, one_of(*ROUTES)] = "script"  # script: by the Latin flag | e5: all rows to the e5 head | minilm
+    hidden: Size = 256  # e5 head: dropout + linear + GELU + dropout + linear
+    dropout: Dropout = 0.2
+    margin: Positive = 1.0  # sign-only rows must score at least this far on the right side of 0
+    margin_weight: NonNegative = 1.0  # weight of the hinge term against the L1 term
+    lr_head: Positive = 1e-3
+    weight_decay: NonNegative = 0.01
     text_encoder: str = MINILM  # the English path (TextRegressor) settings of the default bundle
-    max_tokens: int = 128
+    max_tokens: Size = 128
     store_dtype: str = "float16"
-    batch_size: int = 64
-    max_epochs: int = 30
-    early_stop: int = 5
+    train: TrainSettings = TrainSettings(optimizer="adamw", batch_size=64, max_epochs=30, early_stop=5,
+                                         select="val_loss")
 
 
 class BilingualText(MSAModel):
@@ -55,14 +55,12 @@ class BilingualText(MSAModel):
     modalities: ClassVar[tuple[str, ...]] = ("text",)
     Config = BilingualTextConfig
     presets: ClassVar[dict[str, dict[str, Any]]] = {
-        "tiny": {"text_encoder": "tiny-random", "route": "e5", "hidden": 16, "dropout": 0.0, "batch_size": 8},
+        "tiny": {"text_encoder": "tiny-random", "route": "e5", "hidden": 16, "dropout": 0.0, "train": {"batch_size": 8}},
     }
 
     def __init__(self, config: BilingualTextConfig, dims: Dims, task: Task) -> None:
         super().__init__(config, dims, task)
         c = config
-        if c.route not in ROUTES:
-            raise UsageError(f"bilingual_text: unknown route {c.route!r}; valid: {', '.join(ROUTES)}")
         if dims.text < 2:
             raise UsageError(f"bilingual_text: text rows must be a sentence vector + a Latin-script flag (the "
                              f"e5_minilm extractor, 385-d), got {dims.text}-d")
@@ -103,8 +101,3 @@ class BilingualText(MSAModel):
 
     def param_groups(self) -> list[ParamGroup]:
         return [ParamGroup("e5_head", list(self.other.parameters()), self.config.lr_head, self.config.weight_decay)]
-
-    def train_settings(self) -> TrainSettings:
-        c = self.config
-        return TrainSettings(optimizer="adamw", batch_size=c.batch_size, early_stop=c.early_stop,
-                             max_epochs=c.max_epochs, select="val_loss")

@@ -85,7 +85,7 @@ def test_train_bilingual_on_tiny_data(tb, tmp_path: Path) -> None:
     out = tmp_path / "bi"
     assert tb.main(["--data-root", str(root), "--init", str(en), "--zh-hold", "4", "--zh-train", "6",
                     "--vader-n", "2", "--threads", "1", "--config", json.dumps({"text_encoder": "tiny-random",
-                                                                                 "max_epochs": 2}),
+                                                                                 "train": {"max_epochs": 2}}),
                     "--e5-cache", str(tmp_path / "cache"), "--out", str(out)]) == 0
     b = load_bundle(out)
     prov = b.meta["provenance"]
