@@ -62,12 +62,11 @@ class Job:
     finished: threading.Event = field(default_factory=threading.Event, repr=False)
 
     def progress(self) -> float:
-        """Share of the stages done (stages skipped by a cache hit count as done once a later one starts)."""
+        """Share of the stages done, never going back (a stage skipped by a cache hit counts as done
+        once a later one starts; the transcript is looked up in the cache before the audio decodes)."""
         if self.status == "done":
             return 1.0
-        if not self.stage:
-            return 0.0
-        return round(JOB_STAGES.index(self.stage) / len(JOB_STAGES), 3)
+        return round(max((JOB_STAGES.index(s) for s in self.stages), default=0) / len(JOB_STAGES), 3)
 
     def view(self) -> dict[str, Any]:
         """What ``GET /v1/jobs/{id}`` returns."""
