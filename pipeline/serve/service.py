@@ -42,7 +42,7 @@ STATIC = Path(__file__).resolve().parent / "static"
 POLL_S = 0.05  # how often a waiting request checks its job and its client
 # reason code -> HTTP status; anything else is a 500 (a bundle or extractor problem, not the input)
 STATUS = {"bad_request": 400, "usage": 400, "permission_denied": 403, "outside_root": 403, "not_found": 404,
-          "too_large": 413, "corrupt_media": 415, "no_speech": 422, "no_audio": 422, "no_video": 422,
+          "too_large": 413, "not_media": 415, "corrupt_media": 415, "no_speech": 422, "no_audio": 422, "no_video": 422,
           "no_text": 422, "too_short": 422, "too_long": 422, "timeout": 422, "no_word_timings": 422,
           "cancelled": 499, "busy": 503}
 CSP = "default-src 'self'; img-src 'self' data: blob:; style-src 'self'; script-src 'self'; object-src 'none'"

@@ -2,7 +2,8 @@
 
 The upload's size is checked while it streams (and up front from Content-Length), so a too-large
 file is refused before it fills the disk. The client's file name is only displayed: the file is
-stored as ``clip<ext>`` in a fresh folder, and nothing from a request is ever executed or unpickled.
+stored in a fresh folder under a sanitised name with a media extension, and nothing from a request
+is ever executed or unpickled.
 """
 from __future__ import annotations
 
@@ -13,10 +14,13 @@ from pathlib import Path, PurePosixPath, PureWindowsPath
 from typing import Any, AsyncIterator
 
 from msa.core.errors import MsaError
+from msa.pipeline.extract.sources import MEDIA_EXTS
 
 FIELD_LIMIT = 64 * 1024  # bytes of a form field that is not the file (bundle name, transcript)
 FILE_FIELD = "file"
-_SAFE_EXT = re.compile(r"^\.[A-Za-z0-9]{1,8}$")
+# msa-extract's media extensions and a few that phones write; no extension: the probe decides. Others
+# are refused: ffmpeg would read a .txt as ANSI-art "video", and the Predictor takes a .txt as a transcript.
+EXTS = (*MEDIA_EXTS, ".m4a", ".m4v", ".3gp", ".ogg", ".opus", ".mpeg")
 
 
 class RequestError(MsaError):
@@ -41,6 +45,22 @@ def display_name(filename: str) -> str:
     """The last component of a client's file name (either slash), at most 200 characters."""
     name = PureWindowsPath(PurePosixPath(filename).name).name.strip()
     return name[-200:] or "upload"
+
+
+def stored_stem(name: str) -> str:
+    """The file name an upload is stored under: the client's stem in letters, digits, ``-_.`` only (its
+    plot is titled with it), never a hidden file."""
+    stem = re.sub(r"[^\w.-]+", "_", os.path.splitext(name)[0], flags=re.ASCII).lstrip(".")[:100]
+    return stem or "clip"
+
+
+def media_suffix(name: str) -> str:
+    """The lower-case media extension of ``name`` ('' for none); RequestError 415 for any other."""
+    ext = os.path.splitext(name)[1].lower()
+    if ext and ext not in EXTS:
+        raise RequestError(f"{name}: not a media file (expected {' '.join(e[1:] for e in EXTS)})", status=415,
+                           reason="not_media")
+    return ext
 
 
 def too_large(max_bytes: int) -> RequestError:
@@ -91,8 +111,11 @@ async def receive_upload(headers: Any, chunks: AsyncIterator[bytes], folder: Pat
                 state["error"] = RequestError("send one 'file' part per request", status=400, reason="bad_request")
                 return
             up.name = display_name(filename.decode("utf-8", "replace"))
-            ext = os.path.splitext(up.name)[1]
-            up.clip = folder / ("clip" + (ext.lower() if _SAFE_EXT.match(ext) else ""))
+            try:
+                up.clip = folder / (stored_stem(up.name) + media_suffix(up.name))
+            except RequestError as e:
+                state["error"] = e
+                return
             part["file"] = open(up.clip, "xb")  # noqa: SIM115 - closed in on_part_end / finally
 
     def on_part_data(data: bytes, start: int, end: int) -> None:
@@ -161,4 +184,5 @@ def path_under(root: Path | None, given: Any) -> Path:
         raise RequestError(f"{given}: outside the allowed root", status=403, reason="outside_root")
     if not path.is_file():
         raise RequestError(f"{given}: no such file under the allowed root", status=404, reason="not_found")
+    media_suffix(given)
     return path

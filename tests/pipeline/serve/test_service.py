@@ -215,6 +215,16 @@ def test_not_a_media_file_is_415(client, bad_media, kind):
     assert uploads_left(client) == []
 
 
+def test_only_media_files_are_taken(client, bad_media):
+    """A .txt would be read by ffmpeg as ANSI-art video, and by the Predictor as the clip's transcript."""
+    for name in ("notes.txt", "run.sh", "model.pkl"):
+        assert_error(upload(client, bad_media["text_renamed"], name), 415, "not_media", name, "not a media file")
+    assert_error(upload(client, bad_media["text_renamed"], "noextension"), 415, "corrupt_media", "noextension")
+    (client.allowed / "notes.txt").write_text("not a clip\n" * 50)
+    assert_error(client.post("/v1/predict", json={"path": "notes.txt"}), 415, "not_media")
+    assert uploads_left(client) == []
+
+
 def test_missing_streams_and_speech_are_422(client, video_only_clip):
     assert_error(upload(client, video_only_clip, "silent.mp4"), 422, "no_audio", "silent.mp4", "audio stream")
     assert_error(upload(client, video_only_clip, "silent.mp4", bundle="words"), 422, "no_speech",
