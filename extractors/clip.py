@@ -71,6 +71,15 @@ class ClipViTB16(Extractor):
     name = "clip_vitb16"
     version = "1"
     modality = "visual"
+    packages = ("torch", "open_clip")
+
+    @classmethod
+    def weights_status(cls) -> tuple[bool, str]:
+        try:
+            path, _ = cls().weights_file()
+        except MissingBackendError as e:
+            return False, e.one_line()
+        return True, str(path)
     BATCH: ClassVar[int] = 16  # frames per forward pass
 
     @dataclass(frozen=True)

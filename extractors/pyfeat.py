@@ -26,6 +26,7 @@ from typing import Any, Iterator
 import numpy as np
 
 from msa.extractors.base import Extractor, Features
+from msa.extractors.facemesh import FaceMeshAU
 from msa.extractors.face import iter_frames, package_version
 from msa.core.errors import MissingBackendError
 from msa.core.hashing import file_sha256
@@ -125,6 +126,16 @@ class PyFeatAU(Extractor):
     name = "pyfeat_au"
     version = "1"
     modality = "visual"
+    packages = ("torch", "feat")
+    plot_signals = FaceMeshAU.plot_signals
+
+    @classmethod
+    def weights_status(cls) -> tuple[bool, str]:
+        try:
+            files = cls().weight_files()
+        except MissingBackendError as e:
+            return False, e.one_line()
+        return True, f"{len(files)} weight files found"
 
     @dataclass(frozen=True)
     class Config:

