@@ -29,6 +29,8 @@ from typing import Any, Iterator
 
 @dataclass(frozen=True)
 class Sent:
+    """One request: the name it uploads under, the file, and the transcript it sends ('' for none)."""
+
     name: str
     clip: Path
     transcript: str
@@ -36,6 +38,8 @@ class Sent:
 
 @dataclass(frozen=True)
 class Answer:
+    """What came back for a request, and how long it took."""
+
     sent: Sent
     status: int
     seconds: float
