@@ -66,7 +66,8 @@ class Job:
         once a later one starts; the transcript is looked up in the cache before the audio decodes)."""
         if self.status == "done":
             return 1.0
-        return round(max((JOB_STAGES.index(s) for s in self.stages), default=0) / len(JOB_STAGES), 3)
+        done = [JOB_STAGES.index(s) for s in self.stages if s in JOB_STAGES]
+        return round(max(done, default=0) / len(JOB_STAGES), 3)
 
     def view(self) -> dict[str, Any]:
         """What ``GET /v1/jobs/{id}`` returns."""
