@@ -29,7 +29,7 @@ from msa.extractors.base import Extractor, Features
 from msa.extractors.facemesh import FaceMeshAU
 from msa.extractors.face import iter_frames, package_version
 from msa.core.errors import MissingBackendError
-from msa.core.hashing import file_sha256
+from msa.core.hashing import weights_sha256
 
 ENV_WEIGHTS = "MSA_PYFEAT_WEIGHTS"
 AUS = ("AU01", "AU02", "AU04", "AU05", "AU06", "AU07", "AU09", "AU10", "AU11", "AU12",
@@ -172,7 +172,7 @@ class PyFeatAU(Extractor):
         if self._identity is None:
             files = self.weight_files()
             self._identity = {"package": "py-feat", "version": package_version("py-feat"),
-                              "files": {f"{r}/{n}": file_sha256(p) for (r, n), p in sorted(files.items())}}
+                              "files": {f"{r}/{n}": weights_sha256(p) for (r, n), p in sorted(files.items())}}
         return self._identity
 
     def describe(self) -> tuple[int, tuple[str, ...], float | None]:

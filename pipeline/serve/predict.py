@@ -306,19 +306,16 @@ def clip_batch(entry: Any, bundle: Any, specs: dict[str, dict[str, Any]], used: 
     width = {"text": dims.text, "audio": dims.audio, "vision": dims.vision}
     model_specs = {TO_EXTRACT[m]: specs[TO_EXTRACT[m]] for m in used}
     raw = assemble([entry], model_specs, cache, has_modes=False,
-                   max_len={TO_EXTRACT[m]: length[m] for m in used})
+                   max_len={TO_EXTRACT[m]: length[m] for m in used}, exact_len=True)
     split = raw["all"]
     for m in ("text", "audio", "vision"):
         if m in used:
-            if m == "text" and "text_bert" in split:
-                split["text_bert"] = _pad(split["text_bert"], 2, length[m])
-                if width[m] == 0:  # trained on token ids only (no text feature sequence)
-                    del split["text"]
-                    continue
+            if m == "text" and "text_bert" in split and width[m] == 0:
+                del split["text"]  # trained on token ids only (no text feature sequence)
+                continue
             got = split[m].shape[2]
             if got != width[m]:
                 raise BundleError(f"{bundle.path}: {m} features are {got}-d, the bundle was trained on {width[m]}-d")
-            split[m] = _pad(split[m], 1, length[m])
         else:  # not an input of this bundle: a zero frame of the trained width
             split[m] = np.zeros((1, max(1, length[m]), width[m]), dtype=np.float32)
             split[f"{m}_lengths"] = np.ones(1, dtype=np.int64)
@@ -328,14 +325,6 @@ def clip_batch(entry: Any, bundle: Any, specs: dict[str, dict[str, Any]], used: 
     batch.pop("labels", None)
     batch.pop("index", None)
     return batch
-
-
-def _pad(a: np.ndarray, axis: int, size: int) -> np.ndarray:
-    if a.shape[axis] >= size:
-        return a
-    pad = [(0, 0)] * a.ndim
-    pad[axis] = (0, size - a.shape[axis])
-    return np.pad(a, pad)
 
 
 def occlude(batch: dict[str, Any], modality: str) -> dict[str, Any]:
