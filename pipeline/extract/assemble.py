@@ -5,7 +5,8 @@ split (``train``/``valid``/``test`` from label.csv, or ``all``): ``id``, ``raw_t
 ``text_bert`` (N,3,L), ``audio`` (N,Ta,Da), ``vision`` (N,Tv,Dv), ``text_lengths``, ``audio_lengths``,
 ``vision_lengths``, ``regression_labels``, ``annotations``, ``flags`` and ``regression_labels_T/A/V``
 when label.csv has them; all features float32. A top-level ``config`` stamps each modality's
-FeatureSpec (with spec_hash) and the padding lengths.
+FeatureSpec (with spec_hash), the padding lengths and ``text_vocab``, the identity of the vocabulary
+the ``text_bert`` ids come from.
 """
 from __future__ import annotations
 
@@ -85,12 +86,16 @@ def assemble(
     max_len: dict[str, int | None] | None = None,
     exact_len: bool = False,
     aligned: bool = False,
+    text_vocab: dict[str, Any] | None = None,
     extra_config: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The MMSA dict for ``entries`` (in order). Loads one clip's features at a time from ``cache``.
 
     ``aligned``: audio and vision are averaged over each text token's word span (MMSA's aligned
     layout: every modality has the text's length); needs word timings (ASR transcripts).
+    ``text_vocab``: identity of the tokenizer vocabulary behind ``text_bert`` (the text extractor's
+    ``vocabulary()``), stamped as ``config["text_vocab"]`` so training can refuse a text encoder
+    that would read the ids with another vocabulary.
     """
     modalities = [m for m in ("text", "audio", "visual") if m in specs]
     if aligned and "text" not in specs:
@@ -113,6 +118,7 @@ def assemble(
         "splits": splits,
         "sub_labels": list(sub_label_keys),
         "aligned": aligned,
+        "text_vocab": text_vocab if has_bert else None,
         "padding": "zeros at the end; truncation keeps the first max_len steps",
         **(extra_config or {}),
     }

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from msa.models.base import MSAModel, Task, TrainSettings
+from msa.models.base import MSAModel, Task, TrainSettings, parse_scheduler, parse_select
 
 from msa.pipeline.train.data import Split
 from msa.core.errors import MsaError, UsageError
@@ -50,6 +50,7 @@ class FitResult:
     history: list[dict[str, Any]]
     seconds: float
     notes: list[str] = field(default_factory=list)
+    amp: str = "off"  # the training steps' autocast dtype ("bf16") or "off"; evaluation is always fp32
 
 
 def resolve_device(device: str | None = None) -> torch.device:
@@ -81,21 +82,9 @@ def deterministic(device: torch.device) -> Iterator[None]:
         torch.use_deterministic_algorithms(before, warn_only=before_warn)
 
 
-def parse_select(select: str) -> tuple[str, bool]:
-    """``val_loss`` -> ("loss", lower is better); ``max:CCC`` -> ("CCC", higher); ``min:MAE``."""
-    if select == "val_loss":
-        return "loss", False
-    mode, sep, name = select.partition(":")
-    if not sep or mode not in ("max", "min") or not name:
-        raise UsageError(f"bad selection rule {select!r}; use val_loss, max:<metric> or min:<metric>")
-    return name, mode == "max"
-
-
 def build_optimizers(model: MSAModel, settings: TrainSettings) -> tuple[dict[str, torch.optim.Optimizer], list[str]]:
     """One optimiser per stage from the model's named groups (Adam: weight_decay is L2; AdamW: decoupled)."""
-    kinds = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW}
-    if settings.optimizer not in kinds:
-        raise UsageError(f"unknown optimizer {settings.optimizer!r}; valid: {', '.join(kinds)}")
+    kinds = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW}  # TrainSettings.optimizer allows exactly these
     by_stage: dict[str, list[dict[str, Any]]] = defaultdict(list)
     seen: dict[int, str] = {}
     for g in model.param_groups():
@@ -118,23 +107,25 @@ def build_optimizers(model: MSAModel, settings: TrainSettings) -> tuple[dict[str
 
 
 def build_schedulers(optimizers: dict[str, torch.optim.Optimizer], spec: str | None) -> list[Any]:
-    """``plateau:<patience>:<factor>`` (on validation loss), ``step:<size>:<gamma>``, ``multistep:<m1,m2>:<gamma>``."""
+    """``plateau:<patience>:<factor>`` (on validation loss), ``step:<size>:<gamma>``, ``multistep:<m1,m2>:<gamma>``.
+
+    ``spec`` comes from a validated ``TrainSettings``, so it parses."""
     if not spec:
         return []
-    kind, _, rest = spec.partition(":")
-    a, _, b = rest.partition(":")
-    try:
-        if kind == "plateau":
-            return [torch.optim.lr_scheduler.ReduceLROnPlateau(o, mode="min", patience=int(a), factor=float(b))
-                    for o in optimizers.values()]
-        if kind == "step":
-            return [torch.optim.lr_scheduler.StepLR(o, step_size=int(a), gamma=float(b)) for o in optimizers.values()]
-        if kind == "multistep":
-            ms = [int(m) for m in a.split(",")]
-            return [torch.optim.lr_scheduler.MultiStepLR(o, milestones=ms, gamma=float(b)) for o in optimizers.values()]
-    except ValueError as e:
-        raise UsageError(f"bad scheduler spec {spec!r}: {e}") from e
-    raise UsageError(f"unknown scheduler {spec!r}; use plateau:P:F, step:S:G or multistep:M1,M2:G")
+    kind, (a, b) = parse_scheduler(spec)
+    sched = torch.optim.lr_scheduler
+    if kind == "plateau":
+        return [sched.ReduceLROnPlateau(o, mode="min", patience=a, factor=b) for o in optimizers.values()]
+    if kind == "step":
+        return [sched.StepLR(o, step_size=a, gamma=b) for o in optimizers.values()]
+    return [sched.MultiStepLR(o, milestones=list(a), gamma=b) for o in optimizers.values()]
+
+
+def amp_dtype_for(device: torch.device, amp: bool) -> torch.dtype | None:
+    """bf16 autocast for the training steps when asked for and the CUDA device supports it, else None."""
+    if amp and device.type == "cuda" and torch.cuda.is_bf16_supported():
+        return torch.bfloat16
+    return None
 
 
 def _autocast(device: torch.device, amp_dtype: torch.dtype | None) -> Any:
@@ -144,36 +135,45 @@ def _autocast(device: torch.device, amp_dtype: torch.dtype | None) -> Any:
 
 
 @torch.no_grad()
-def predict(model: MSAModel, loader: Any, amp_dtype: torch.dtype | None = None) -> dict[str, Any]:
-    """Eval-mode outputs over a loader: ``pred`` (N,), ``labels`` (N,), ``logits`` (N, C) or None, ``loss``."""
+def predict(model: MSAModel, loader: Any) -> dict[str, Any]:
+    """Eval-mode fp32 outputs over a loader: ``pred`` (N,), ``labels`` (N,), ``logits`` (N, C) or None,
+    ``loss``. Always full precision, so selection in ``fit`` and ``msa-eval`` give the same numbers."""
     model.eval()
-    preds, labels, logits = [], [], []
+    preds, labels, logits, sizes, batch_losses = [], [], [], [], []
     eval_loss = getattr(model, "eval_loss", None)
-    loss_sum, n = 0.0, 0
-    device = getattr(loader, "device", torch.device("cpu"))
     for batch in loader:
-        with _autocast(device, amp_dtype):
-            out = model(batch)
+        out = model(batch)
         preds.append(out["pred"].detach().float().reshape(-1).cpu())
         labels.append(batch["labels"].detach().float().reshape(-1).cpu())
+        sizes.append(int(batch["labels"].shape[0]))
         if "logits" in out:
             logits.append(out["logits"].detach().float().cpu())
         if eval_loss is not None:
-            b = batch["labels"].shape[0]
-            loss_sum += float(eval_loss(out, batch)) * b
-            n += b
+            batch_losses.append(float(eval_loss(out, batch)))
     res: dict[str, Any] = {
         "pred": torch.cat(preds).numpy(), "labels": torch.cat(labels).numpy(),
-        "logits": torch.cat(logits).numpy() if logits else None,
+        "logits": torch.cat(logits).numpy() if logits else None, "batch_sizes": sizes,
+        "batch_losses": batch_losses if eval_loss is not None else None,
     }
-    res["loss"] = loss_sum / max(n, 1) if eval_loss is not None else None
+    res["loss"] = float(np.dot(batch_losses, sizes) / max(sum(sizes), 1)) if eval_loss is not None else None
     return res
 
 
-def evaluate(model: MSAModel, loader: Any, task: Task, amp_dtype: torch.dtype | None = None) -> dict[str, float]:
+def _batch_mean_loss(r: dict[str, Any]) -> float:
+    """MMSA's validation loss: the mean over batches of each batch's mean loss (L1 of ``pred`` unless the
+    model has ``eval_loss``), so a short last batch weighs as much as a full one."""
+    if r["batch_losses"] is not None:
+        return float(np.mean(r["batch_losses"]))
+    errors = np.abs(r["pred"].astype(np.float64) - r["labels"])
+    return float(np.mean([e.mean() for e in np.split(errors, np.cumsum(r["batch_sizes"])[:-1])]))
+
+
+def evaluate(model: MSAModel, loader: Any, task: Task, batch_loss: bool = False) -> dict[str, float]:
     """The task's metrics plus ``loss``: the model's ``eval_loss`` if it has one, else L1 of ``pred``
-    (MMSA's validation loss) or, for classification, cross-entropy of ``logits``."""
-    r = predict(model, loader, amp_dtype)
+    (MMSA's validation loss) or, for classification, cross-entropy of ``logits``; averaged over samples.
+    ``batch_loss`` adds ``loss_mmsa``: the loss averaged over batches and rounded to 4 decimals, the value
+    MMSA's trainers select on (``select = "mmsa_loss"``)."""
+    r = predict(model, loader)
     metrics = compute_metrics(task, r["pred"], r["labels"], r["logits"])
     loss = r["loss"]
     if loss is None:
@@ -184,7 +184,8 @@ def evaluate(model: MSAModel, loader: Any, task: Task, amp_dtype: torch.dtype | 
             loss = 1.0 - metrics.get("Acc_3", 0.0)
         else:
             loss = float(np.mean(np.abs(r["pred"].astype(np.float64) - r["labels"])))
-    return {"loss": float(loss), **metrics}
+    extra = {"loss_mmsa": round(_batch_mean_loss(r), 4)} if batch_loss else {}
+    return {"loss": float(loss), **extra, **metrics}
 
 
 def train_pass(model: MSAModel, loader: DeviceLoader, opt: torch.optim.Optimizer, stage: str, epoch: int,
@@ -205,7 +206,7 @@ def train_pass(model: MSAModel, loader: DeviceLoader, opt: torch.optim.Optimizer
         loss = lo.loss
         if not torch.isfinite(loss.detach()):
             raise TrainingError(f"loss became {float(loss.detach())} at epoch {epoch}, stage {stage!r}, batch {i + 1}; "
-                                "try a lower learning rate, gradient clipping or --no-amp")
+                                "try a lower learning rate, gradient clipping, or train without --amp")
         loss.backward()
         if settings.clip_value is not None:
             nn.utils.clip_grad_value_(params, settings.clip_value)
@@ -230,16 +231,17 @@ def _stderr_log(line: str) -> None:
 
 def fit(model: MSAModel, train: Split, valid: Split, test: Split | None, task: Task, *, seed: int,
         settings: TrainSettings | None = None, device: str | torch.device | None = None, stats: NormStats | None = None,
-        amp: bool = True, progress: bool = True, log: Callable[[str], None] = _stderr_log,
+        amp: bool = False, progress: bool = True, log: Callable[[str], None] = _stderr_log,
         on_epoch: Callable[[dict[str, Any]], bool | None] | None = None) -> FitResult:
     """Train ``model`` in place and leave it holding the weights of the selected (best validation) epoch.
 
     ``on_epoch(record)`` receives every epoch's record (losses, validation metrics, model logs);
     returning True stops training. ``test`` is evaluated once, after selection, with the selected weights.
+    ``amp`` turns on bf16 autocast for the training steps on CUDA; validation and test always run in fp32.
     """
     settings = settings or model.train_settings()
     dev = device if isinstance(device, torch.device) else resolve_device(device)
-    amp_dtype = torch.bfloat16 if (amp and dev.type == "cuda" and torch.cuda.is_bf16_supported()) else None
+    amp_dtype = amp_dtype_for(dev, amp)
     key, higher = parse_select(settings.select)
     model.to(dev)
     t0 = time.perf_counter()
@@ -270,7 +272,7 @@ def fit(model: MSAModel, train: Split, valid: Split, test: Split | None, task: T
                     for k2, v in logs.items():
                         record[f"train_{k2}" if stage == "main" else f"{stage}/{k2}"] = v
             record.update({k2: float(v) for k2, v in (model.on_epoch_end(epoch) or {}).items()})
-            val = evaluate(model, valid_loader, task, amp_dtype)
+            val = evaluate(model, valid_loader, task, batch_loss=key == "loss_mmsa")
             if key not in val:
                 raise UsageError(f"selection metric {key!r} is not computed for {task.name}; available: {', '.join(val)}")
             record.update({f"val_{k2}": v for k2, v in val.items()})
@@ -310,9 +312,10 @@ def fit(model: MSAModel, train: Split, valid: Split, test: Split | None, task: T
         test_metrics = None
         if test is not None:
             test_loader = DeviceLoader(make_loader(test, settings.batch_size, shuffle=False, stats=stats), dev)
-            test_metrics = evaluate(model, test_loader, task, amp_dtype)
+            test_metrics = evaluate(model, test_loader, task, batch_loss=key == "loss_mmsa")
     return FitResult(seed=seed, best_epoch=best_epoch, epochs_run=len(history), stopped=stopped, valid=best_valid,
-                     test=test_metrics, history=history, seconds=time.perf_counter() - t0, notes=notes)
+                     test=test_metrics, history=history, seconds=time.perf_counter() - t0, notes=notes,
+                     amp="bf16" if amp_dtype is not None else "off")
 
 
 def _bar(enabled: bool, total: int, desc: str, leave: bool = False) -> Any:
