@@ -28,8 +28,8 @@ START_S, RESULT_S = 300, 600
 CHROMIUM_FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                   "--disable-background-networking", "--disable-component-update", "--disable-sync",
                   "--disable-dev-shm-usage", "--window-size=1100,1500")
-KEYS = {"clip", "task", "score", "label", "transcript", "language", "modalities", "face_ratio", "speech_seconds", "timings",
-        "transcript_source", "range", "flags", "plot"}
+KEYS = {"clip", "task", "score", "label", "transcript", "language", "modalities", "face_ratio", "speech_seconds",
+        "timings", "transcript_source", "range", "flags", "plot"}
 
 
 def free_port() -> int:
