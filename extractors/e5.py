@@ -17,10 +17,11 @@ import unicodedata
 from dataclasses import dataclass
 from importlib.metadata import version
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import numpy as np
 
+from msa.core.config import Checked, Size, one_of
 from msa.core.errors import ExtractionError, MissingBackendError, UsageError
 from msa.core.hashing import weights_sha256
 from msa.core.packages import shipped_files_status
@@ -105,8 +106,8 @@ class E5Text(Extractor):
     weights_status = staticmethod(_weights_status)
 
     @dataclass(frozen=True)
-    class Config:
-        prefix: str = "query"  # query | passage (e5's two input kinds)
+    class Config(Checked):
+        prefix: Annotated[str, one_of(*PREFIXES)] = "query"  # query | passage (e5's two input kinds)
 
     def weights_identity(self) -> dict[str, Any]:
         return weights_identity()
@@ -135,9 +136,9 @@ class E5MiniLMText(Extractor):
     weights_status = staticmethod(_weights_status)
 
     @dataclass(frozen=True)
-    class Config:
-        prefix: str = "query"
-        max_len: int = 256  # MiniLM window for text_bert (the minilm extractor's setting)
+    class Config(Checked):
+        prefix: Annotated[str, one_of(*PREFIXES)] = "query"
+        max_len: Size = 256  # MiniLM window for text_bert (the minilm extractor's setting)
 
     def _minilm(self) -> Any:
         from .text import MiniLMText
