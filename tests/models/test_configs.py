@@ -2,11 +2,9 @@
 from __future__ import annotations
 
 import dataclasses
-import json
 
 import pytest
 
-from msa.checkpoints import shipped_bundle
 from msa.core.config import ConfigError
 from msa.models import MODELS, build_config, config_from_saved
 from msa.models.base import TrainSettings
@@ -60,8 +58,12 @@ def test_model_defaults_live_in_the_train_part() -> None:
 
 
 def test_configs_saved_before_train_existed_load_into_train() -> None:
-    saved = json.loads((shipped_bundle("default") / "bundle.json").read_text())
-    config = config_from_saved("text_regressor", saved["model"]["config"])  # the shipped bundle: flat keys
+    # the English default bundle's config as it was saved (flat keys; the bilingual bundle carries its weights)
+    saved = {"text_encoder": "minilm", "train_layers": 6, "pooling": "mean", "head_hidden": 0, "dropout": 0.1,
+             "loss": "l1", "smooth_beta": 0.5, "lr_encoder": 3e-05, "lr_head": 0.0002, "weight_decay": 0.01,
+             "max_tokens": 128, "cache_frozen": True, "group_rows": 8, "store_dtype": "float16", "batch_size": 32,
+             "max_epochs": 8, "early_stop": 3, "select": "val_loss"}
+    config = config_from_saved("text_regressor", saved)
     assert config.train == TrainSettings(optimizer="adamw", batch_size=32, max_epochs=8, early_stop=3)
     assert config.lr_head == 2e-4
     mult = config_from_saved("mult", {"grad_clip": 0.5, "patience": 7, "batch_size": 4, "update_every": 2})
