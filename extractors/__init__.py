@@ -17,6 +17,8 @@ for _name, _path in {
     "hf": "msa.extractors.text:HFText",
     "covarep_like": "msa.extractors.audio:CovarepLike",
     "egemaps": "msa.extractors.audio:EGeMAPS",
+    "egemaps_func": "msa.extractors.audio:EGeMAPSFunctionals",
+    "whisper_enc": "msa.extractors.whisper_enc:WhisperEnc",
     "compare": "msa.extractors.audio:ComParE",
     "mfcc39": "msa.extractors.audio:MFCC39",
     "facemesh_au": "msa.extractors.facemesh:FaceMeshAU",
