@@ -42,6 +42,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "(default: the default recipe's audio and visual ones; 'none' skips them)")
     p.add_argument("--asr", default="whisper", metavar="NAME", help="speech recogniser (default whisper, offline)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    p.add_argument("--no-affect", dest="affect", action="store_false",
+                   help="skip the voice-emotion and face-expression readouts (reported beside the score)")
     return p
 
 
@@ -77,7 +79,8 @@ def _main(args: argparse.Namespace) -> int:
     for key, value in (("TRANSFORMERS_VERBOSITY", "error"), ("HF_HUB_DISABLE_PROGRESS_BARS", "1")):
         os.environ.setdefault(key, value)  # no weight-loading reports between the results
     options = PredictOptions(bundle=resolve_bundle(args.bundle, args.task), task=args.task, cache_dir=args.cache,
-                             signals=parse_signals(args.signals), asr=args.asr, device=args.device)
+                             signals=parse_signals(args.signals), asr=args.asr, device=args.device,
+                             affect=args.affect)
     plots = plot_paths(args.plot, args.clips) if args.plot else [None] * len(args.clips)
     failed = scored = 0
     with Predictor(options) as predictor:
@@ -112,11 +115,16 @@ def _human(r: dict[str, Any]) -> str:
     face = "no video" if r["face_ratio"] is None else f"{100 * r['face_ratio']:.0f}% of frames"
     speech = "n/a" if r["speech_seconds"] is None else f"{r['speech_seconds']:.1f} s"
     stages = ", ".join(f"{k} {v:.2f}" for k, v in r["timings"].items())
+    from msa.pipeline.serve.affect import describe
+
+    head = (f"{r['label']} (score {r['score']:+.2f} on [{lo:g}, {hi:g}], {r['task']})" if r["score"] is not None
+            else f"no {r['task']} score (nothing to score: {', '.join(r.get('flags') or ()) or 'no input'})")
     lines = [
-        f"{r['clip']}: {r['label']} (score {r['score']:+.2f} on [{lo:g}, {hi:g}], {r['task']})",
+        f"{r['clip']}: {head}",
         f"  transcript ({r['transcript_source']}): {r['transcript']!r}",
         f"  driven by: {mods}",
         f"  face: {face}; speech: {speech}",
+        *describe(r.get("voice"), r.get("face")),
         f"  seconds: {stages}",
     ]
     if r.get("flags"):

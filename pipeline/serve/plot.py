@@ -10,6 +10,8 @@ from typing import Any
 
 import numpy as np
 
+from msa.pipeline.serve.affect import draw_row, plot_rows as affect_rows
+
 # facial rows: (column, legend) for facemesh_au / pyfeat_au, then fer_emotion's expressions
 AU_ROWS = (("AU12", "AU12 lip corner puller (smile proxy)"), ("AU06", "AU06 cheek raiser"))
 EXPRESSIONS = ("happy", "neutral", "sad", "angry", "surprise", "fear", "disgust")
@@ -73,9 +75,11 @@ def draw(pred: Any) -> Any:
     expr = [(e, _column(visual, e)) for e in EXPRESSIONS]
     expr = [(e, col) for e, col in expr if col is not None]
     f0, loud = pitch_hz(audio), loudness(audio)
+    affect = affect_rows(getattr(pred, "affect", None))
     rows = [r for r, on in (("face", bool(aus)), ("expr", bool(expr)), ("voice", f0 is not None or loud is not None),
                             ("words", True)) if on]
-    heights = {"face": 2.2, "expr": 2.2, "voice": 2.2, "words": 1.3}
+    rows[-1:-1] = [f"affect{i}" for i in range(len(affect))]  # voice-emotion / face-expression rows
+    heights = {"face": 2.2, "expr": 2.2, "voice": 2.2, "words": 1.3, **{f"affect{i}": 1.8 for i in range(len(affect))}}
     fig = Figure(figsize=(10, sum(heights[r] for r in rows) + 0.8), dpi=90)
     FigureCanvasAgg(fig)
     axes = fig.subplots(len(rows), 1, sharex=True, squeeze=False,
@@ -92,6 +96,8 @@ def draw(pred: Any) -> Any:
             ax.legend(loc="upper right", fontsize=7, ncol=4)
         elif row == "voice":
             _plot_voice(ax, f0, loud)
+        elif row.startswith("affect"):
+            draw_row(ax, *affect[int(row[len("affect"):])])
         else:
             _plot_words(ax, pred)
         ax.grid(alpha=0.3)
@@ -99,8 +105,9 @@ def draw(pred: Any) -> Any:
     axes[-1].set_xlabel("time (s)")
     lo, hi = pred.range
     mods = ", ".join(f"{m} {v:.2f}" for m, v in pred.modalities.items())
-    fig.suptitle(f"{Path(pred.clip).name}: {pred.label}, score {pred.score:+.2f} on [{lo:g}, {hi:g}]  (driven by {mods})",
-                 fontsize=11)
+    head = (f"{pred.label}, score {pred.score:+.2f} on [{lo:g}, {hi:g}]  (driven by {mods})" if pred.score is not None
+            else f"no score ({', '.join(pred.flags)})")
+    fig.suptitle(f"{Path(pred.clip).name}: {head}", fontsize=11)
     fig.tight_layout()
     return fig
 

@@ -9,6 +9,8 @@ share of frames with a face, seconds of speech and per-stage timings.
 
 The audio and visual extractors of the ``default`` recipe run even for a text-only bundle: their
 signals (face share, pitch, loudness, smile proxy) are reported and plotted, never fed to the model.
+The voice and face affect readouts (:mod:`msa.pipeline.serve.affect`) are reported beside the score;
+a clip without speech still gets them, with a null score and the ``no_speech`` flag.
 """
 from __future__ import annotations
 
@@ -124,6 +126,7 @@ class PredictOptions:
     signals: tuple[tuple[str, str], ...] = DEFAULT_SIGNALS
     asr: str = "whisper"
     device: str = "auto"
+    affect: bool = True  # voice-affect bundle and fer's face expressions, reported beside the score
 
 
 @dataclass
@@ -132,8 +135,8 @@ class Prediction:
 
     clip: str
     task: str
-    score: float
-    label: str
+    score: float | None  # None: nothing to score (e.g. no speech for a text bundle); see flags
+    label: str | None
     transcript: str
     transcript_source: str
     modalities: dict[str, float]
@@ -145,9 +148,12 @@ class Prediction:
     flags: tuple[str, ...] = ()
     duration: float = 0.0
     signals: dict[str, tuple[Features, tuple[str, ...]]] = field(default_factory=dict, repr=False)
+    affect: Any = None  # msa.pipeline.serve.affect.Affect: voice/face readouts and their timelines
 
     def to_json(self) -> dict[str, Any]:
-        return {"clip": self.clip, "task": self.task, "score": round(self.score, 4), "label": self.label,
+        score = None if self.score is None else round(self.score, 4)
+        voice, face = (self.affect.voice, self.affect.face) if self.affect is not None else (None, None)
+        return {"clip": self.clip, "task": self.task, "score": score, "label": self.label, "voice": voice, "face": face,
                 "transcript": self.transcript, "modalities": self.modalities, "face_ratio": self.face_ratio,
                 "speech_seconds": self.speech_seconds, "timings": self.timings,
                 "transcript_source": self.transcript_source, "range": list(self.range), "flags": list(self.flags)}
@@ -188,6 +194,12 @@ class Predictor:
                                                                  if BATCH_KEY[m] in self.used},
                                   device=str(self.device))
         self.kind = kind
+        if options.affect:
+            from msa.pipeline.serve.affect import AffectReader
+
+            self.affect = AffectReader(device=str(self.device))
+        else:
+            self.affect = None
         self._tmp = None if options.cache_dir else tempfile.mkdtemp(prefix="msa-predict-")
         self.plan = Plan(
             out_dir=str(options.cache_dir or self._tmp),
@@ -240,23 +252,28 @@ class Predictor:
             if feats.get(RUNNER_MODALITY[m]) is None:
                 what = {"vision": "video stream", "audio": "audio stream", "text": "transcript"}[m]
                 raise MediaError(f"{path}: the bundle needs a {what}, the clip has none", reason=f"no_{m}")
+        affect = self.affect.read(path) if self.affect is not None else None
+        timings = {k: round(v, 3) for k, v in rec.seconds.items()}
+        timings.update(affect.seconds if affect is not None else {})
+        task = self.bundle.task
         if "text" in self.used and not entry.transcript.strip():
             why = "has no audio stream to transcribe" if "no_audio" in entry.flags else "has no recognisable speech"
-            raise MsaError(f"{path}: {why}, and the bundle scores the transcript; give one with --transcript FILE "
-                           "or a <clip>.txt sidecar", reason="no_speech")
-        t1 = time.perf_counter()
-        scores = self._forward(entry, cache)
-        model_s = time.perf_counter() - t1
-        task = self.bundle.task
-        score = float(np.clip(scores[0], task.low, task.high))
-        timings = {k: round(v, 3) for k, v in rec.seconds.items()}
-        timings["model"] = round(model_s, 3)
+            if affect is None or affect.empty:  # nothing at all can be said about the clip
+                raise MsaError(f"{path}: {why}, and the bundle scores the transcript; give one with --transcript "
+                               "FILE or a <clip>.txt sidecar", reason="no_speech")
+            score, scores = None, None  # the voice/face readouts still stand
+        else:
+            t1 = time.perf_counter()
+            scores = self._forward(entry, cache)
+            timings["model"] = round(time.perf_counter() - t1, 3)
+            score = float(np.clip(scores[0], task.low, task.high))
         speech = self._speech_seconds(entry.words, path, source, timings)
         visual = feats.get("visual")
         timings["total"] = round(time.perf_counter() - t0, 3)
         return Prediction(
-            clip=str(path), task=self.kind, score=score, label=label_for(score, task), transcript=entry.transcript,
-            transcript_source=source, modalities=_attribution(self.used, scores), speech_seconds=speech,
+            clip=str(path), task=self.kind, score=score, label=None if score is None else label_for(score, task),
+            transcript=entry.transcript, transcript_source=source, speech_seconds=speech,
+            modalities={} if scores is None else _attribution(self.used, scores), affect=affect,
             face_ratio=None if visual is None else round(float(visual.meta.get("face_ratio", 0.0)), 4),
             timings=timings, range=(task.low, task.high), words=entry.words, flags=entry.flags,
             duration=rec.duration,
