@@ -25,6 +25,7 @@ for _name, _path in {
     "hscl": "msa.models.hscl:HSCL",
     "clip_ca_msa": "msa.models.clip_ca_msa:ClipCAMSA",
     "text_regressor": "msa.models.text_regressor:TextRegressor",
+    "pooled_mlp": "msa.models.pooled_mlp:PooledMLP",
 }.items():
     MODELS.register(_name, _path)
 

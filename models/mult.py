@@ -16,6 +16,7 @@ from torch import nn
 from msa.core.errors import DataError
 
 from .base import Batch, Dims, LossOut, MSAModel, ParamGroup, Task, TrainSettings
+from .layers.classify import class_loss, class_outputs, head_size
 from .layers.transformer import TransformerEncoder
 
 MODALITIES = ("l", "a", "v")
@@ -55,6 +56,7 @@ class MulTConfig:
 class MulT(MSAModel):
     name: ClassVar[str] = "mult"
     Config = MulTConfig
+    supports_classes: ClassVar[bool] = True
     presets: ClassVar[dict[str, dict[str, Any]]] = {
         "mosei": {"dim": 30, "heads": 6, "conv_kernel_a": 1, "conv_kernel_v": 3, "attn_dropout": 0.4,
                   "attn_dropout_a": 0.0, "embed_dropout": 0.0, "text_dropout": 0.3, "batch_size": 4,
@@ -94,7 +96,7 @@ class MulT(MSAModel):
         combined = 6 * d
         self.proj1 = nn.Linear(combined, combined)
         self.proj2 = nn.Linear(combined, combined)
-        self.out_layer = nn.Linear(combined, 1)
+        self.out_layer = nn.Linear(combined, head_size(task))
 
     def project(self, batch: Batch) -> dict[str, torch.Tensor]:
         """Conv-projected (B, L_m − k_m + 1, d) sequences (text dropout first, as MMSA)."""
@@ -125,9 +127,12 @@ class MulT(MSAModel):
         hs = self.encode(batch, last_only=True)
         h = torch.cat([hs[m][:, -1] for m in MODALITIES], dim=-1)  # (B, 6d)
         h2 = self.proj2(F.dropout(F.relu(self.proj1(h)), self.config.output_dropout, self.training)) + h
-        return {"pred": self.out_layer(h2).squeeze(-1)}
+        y = self.out_layer(h2)
+        return class_outputs(y) if self.task.is_classes else {"pred": y.squeeze(-1)}
 
     def loss(self, out: dict[str, torch.Tensor], batch: Batch, epoch: int, stage: str = "main") -> LossOut:
+        if self.task.is_classes:
+            return LossOut(class_loss(out, batch, self.task))
         return LossOut((out["pred"] - batch["labels"].reshape(-1).to(out["pred"].dtype)).abs().mean())
 
     def param_groups(self) -> list[ParamGroup]:

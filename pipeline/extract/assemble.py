@@ -3,9 +3,11 @@
 The only place where sequences are padded or truncated (lengths are recorded). Output layout, per
 split (``train``/``valid``/``test`` from label.csv, or ``all``): ``id``, ``raw_text``, ``text`` (N,L,D),
 ``text_bert`` (N,3,L), ``audio`` (N,Ta,Da), ``vision`` (N,Tv,Dv), ``text_lengths``, ``audio_lengths``,
-``vision_lengths``, ``regression_labels``, ``annotations``, ``flags`` and ``regression_labels_T/A/V``
-when label.csv has them; all features float32. A top-level ``config`` stamps each modality's
-FeatureSpec (with spec_hash) and the padding lengths.
+``vision_lengths``, ``regression_labels`` (NaN where label.csv gives none), ``annotations``, ``flags``,
+``regression_labels_T/A/V`` when label.csv has them, ``classification_labels`` (int64 index into the
+stamp's ``classes``) when it has a ``class`` column, and ``col_<name>`` (str) for each of its other
+columns (e.g. ``col_speaker``, for group-aware splits); all features float32. A top-level ``config``
+stamps each modality's FeatureSpec (with spec_hash), the padding lengths and the class names.
 """
 from __future__ import annotations
 
@@ -29,6 +31,8 @@ FORMAT = "msa-features"
 FORMAT_VERSION = 1
 # our modality name -> MMSA key
 MMSA_KEY = {"text": "text", "audio": "audio", "visual": "vision"}
+CLASS_KEY = "classification_labels"  # MMSA's key for class indices
+COLUMN_PREFIX = "col_"  # label.csv's uninterpreted columns, per split
 
 
 @dataclass(frozen=True)
@@ -63,6 +67,8 @@ def assemble(
     max_len: dict[str, int | None] | None = None,
     aligned: bool = False,
     extra_config: dict[str, Any] | None = None,
+    class_names: tuple[str, ...] = (),
+    extra_columns: tuple[str, ...] = (),
 ) -> dict[str, Any]:
     """The MMSA dict for ``entries`` (in order). Loads one clip's features at a time from ``cache``.
 
@@ -82,6 +88,7 @@ def assemble(
     for split in splits:
         chosen = [e for e in entries if (e.item.mode if has_modes else "all") == split]
         out[split] = _split(chosen, specs, cache, lengths, sub_label_keys, has_bert, aligned)
+        out[split].update(_class_and_columns(chosen, class_names, extra_columns))
     config = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
@@ -89,6 +96,7 @@ def assemble(
         "max_len": {MMSA_KEY[m]: lengths[m] for m in modalities},
         "splits": splits,
         "sub_labels": list(sub_label_keys),
+        **({"classes": list(class_names)} if class_names else {}),
         "aligned": aligned,
         "padding": "zeros at the end; truncation keeps the first max_len steps",
         **(extra_config or {}),
@@ -147,6 +155,18 @@ def _split(
         d[f"{key}_lengths"] = lens
         if bert is not None:
             d["text_bert"] = bert
+    return d
+
+
+def _class_and_columns(entries: list[Entry], class_names: tuple[str, ...],
+                       extra_columns: tuple[str, ...]) -> dict[str, np.ndarray]:
+    """Class indices (into ``class_names``) and label.csv's other columns, one value per clip."""
+    d: dict[str, np.ndarray] = {}
+    if class_names:
+        index = {c: i for i, c in enumerate(class_names)}
+        d[CLASS_KEY] = np.array([index[e.item.label_class] for e in entries], dtype=np.int64)  # type: ignore[index]
+    for c in extra_columns:
+        d[COLUMN_PREFIX + c] = np.array([dict(e.item.columns).get(c, "") for e in entries], dtype=str)
     return d
 
 
