@@ -112,8 +112,14 @@ def _human(r: dict[str, Any]) -> str:
     face = "no video" if r["face_ratio"] is None else f"{100 * r['face_ratio']:.0f}% of frames"
     speech = "n/a" if r["speech_seconds"] is None else f"{r['speech_seconds']:.1f} s"
     stages = ", ".join(f"{k} {v:.2f}" for k, v in r["timings"].items())
+    if r.get("probabilities") is not None:
+        ranked = sorted(r["probabilities"].items(), key=lambda kv: -kv[1])
+        head = (f"{r['clip']}: {r['label']} (probability {r['score']:.2f}, {r['task']})\n"
+                f"  classes: {', '.join(f'{c} {p:.2f}' for c, p in ranked)}")
+    else:
+        head = f"{r['clip']}: {r['label']} (score {r['score']:+.2f} on [{lo:g}, {hi:g}], {r['task']})"
     lines = [
-        f"{r['clip']}: {r['label']} (score {r['score']:+.2f} on [{lo:g}, {hi:g}], {r['task']})",
+        head,
         f"  transcript ({r['transcript_source']}): {r['transcript']!r}",
         f"  driven by: {mods}",
         f"  face: {face}; speech: {speech}",
