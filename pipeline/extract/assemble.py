@@ -27,11 +27,10 @@ from msa.pipeline.extract.cache import FeatureCache
 from msa.core.errors import DataError, ExtractionError
 from msa.core.hashing import canonical_json
 from msa.pipeline.extract.sources import MODES, Item
+from msa.pipeline.train.data import CLASS_KEY, COLUMN_PREFIX
 
 FORMAT = "msa-features"
 FORMAT_VERSION = 1
-CLASS_KEY = "classification_labels"  # MMSA's key for class indices
-COLUMN_PREFIX = "col_"  # label.csv's uninterpreted columns, per split
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from msa.core.errors import DataError, ExtractionError, UsageError
-from msa.core.labels import SPLITS, split_name
+from msa.core.labels import ID_SEP, SPLITS, split_name
 
 VIDEO_EXTS = (".mp4", ".mov", ".avi", ".mkv", ".webm", ".mpg")
 AUDIO_EXTS = (".wav", ".flac", ".mp3", ".aiff", ".aif")
@@ -25,7 +25,6 @@ LABEL_COLUMNS = ("label_T", "label_A", "label_V")
 REQUIRED_COLUMNS = ("video_id", "clip_id", "label")  # "label" may be left out when a "class" column is there
 CLASS_COLUMN = "class"  # optional class name per clip (classification tasks)
 KNOWN_COLUMNS = (*REQUIRED_COLUMNS, *LABEL_COLUMNS, CLASS_COLUMN, "text", "annotation", "mode")
-ID_SEP = "$_$"  # MMSA's id separator: "video_id$_$clip_id"
 
 
 @dataclass(frozen=True)

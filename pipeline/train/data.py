@@ -51,8 +51,8 @@ NPZ_FORMAT = "msa-features-npz/1"
 NPZ_META = "__meta__"
 SEQ_KEYS = BATCH
 UNIMODAL = ("T", "A", "V")
-CLASS_KEY = "classification_labels"
-COLUMN_PREFIX = "col_"
+CLASS_KEY = "classification_labels"  # MMSA's key for class indices
+COLUMN_PREFIX = "col_"  # label.csv's other columns, kept per split by msa-extract
 
 
 @dataclass(frozen=True)

@@ -16,9 +16,9 @@ from typing import Any, Sequence
 import numpy as np
 
 from msa.core.errors import DataError, UsageError
+from msa.core.labels import ID_SEP
 from msa.pipeline.train.data import ALL_SPLIT, SPLITS, FeatureSet, Split
 
-ID_SEP = "$_$"
 VIDEO_ID = "video_id"
 DEFAULT_RATIO = (0.8, 0.1, 0.1)
 
