@@ -445,8 +445,9 @@ def check_labels(fs: FeatureSet, task: "Task", tol: float = 1e-4) -> None:
     for s in fs.splits.values():
         missing = int(np.isnan(s.labels).sum())
         if missing:
-            raise DataError(f"{fs._where()}split {s.name!r} has {missing} row(s) without a regression label; "
-                            "the file holds class labels: train with --task classification")
+            raise DataError(f"{fs._where()}split {s.name!r} has {missing} row(s) without a regression label "
+                            "(missing 'regression_labels' or NaN); the file holds class labels: train with "
+                            "--task classification")
         lo, hi = float(s.labels.min()), float(s.labels.max())
         if lo < task.low - tol or hi > task.high + tol:
             hint = ""

@@ -134,6 +134,20 @@ def test_bad_classification_requests_are_one_line_errors(tmp_path: Path, capsys,
     assert pytest.importorskip("re").search(message, err), err
 
 
+def test_the_binary_preset_through_msa_train(tmp_path: Path, capsys) -> None:
+    raw = audio_only(names=["no", "yes"])
+    data = tmp_path / "feats.npz"
+    from msa.pipeline.train.data import save_npz
+
+    save_npz(raw, data)
+    rc, out, err = run_cli(train_main, ["--data", str(data), "--dataset", "binary", "--model", "pooled_mlp",
+                                        "--preset", "tiny", "--epochs", "3", "--out", str(tmp_path / "run")], capsys)
+    assert rc == 0, err
+    assert "F1_binary" in out
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert metrics["metrics"] == "binary" and metrics["task"] == "binary" and metrics["classes"] == ["no", "yes"]
+
+
 def test_an_unsplit_file_asks_for_group_by(tmp_path: Path, capsys) -> None:
     raw = audio_only(sizes={"all": 30})
     data = tmp_path / "feats.pkl"
