@@ -40,6 +40,7 @@ def ravdess_dataset(src: Path, root: Path) -> list[Path]:
 
 
 @pytest.mark.slow
+@pytest.mark.realdata
 def test_ravdess_emotions_through_extract_train_eval_predict(shared_data: Path, tmp_path: Path, capsys) -> None:
     src = shared_data / "emotion" / "ravdess"
     if not src.is_dir():
