@@ -120,7 +120,8 @@ def train_run(spec: RunSpec, log: Callable[[str], None] = _log) -> list[dict[str
     elif set(fs.splits) == {"all"}:
         raise UsageError(f"{spec.data} is not split (one 'all' split); pass --group-by COLUMN (e.g. video_id or "
                          "speaker) to split it by group, or give label.csv a mode column")
-    fs.split("train"), fs.split("valid")  # both must exist: a clear error before anything else
+    for name in ("train", "valid"):  # both must exist: a clear error before anything else
+        fs.split(name)
     cls = MODELS.get(spec.model)
     config = build_config(spec.model, spec.dataset, spec.preset, spec.overrides)
     task, fs = prepare_task(spec, cls, fs, config)
