@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from .base import Batch, Dims, LossOut, MSAModel, ParamGroup, Task, TrainSettings
-from .layers.classify import class_loss, class_outputs, head_size
+from .layers.classify import head_outputs, head_size, l1_or_class_loss
 from .layers.seq import SubNet, TextSubNet
 from .tfn import augment, average_inputs
 
@@ -81,12 +81,10 @@ class LMF(MSAModel):
         fused = torch.matmul(a, self.audio_factor) * torch.matmul(v, self.video_factor)
         fused = fused * torch.matmul(t, self.text_factor)
         pred = torch.einsum("r,rbo->bo", self.fusion_weights[0], fused) + self.fusion_bias
-        return class_outputs(pred) if self.task.is_classes else {"pred": pred[:, 0]}
+        return head_outputs(pred, self.task)
 
     def loss(self, out: dict[str, torch.Tensor], batch: Batch, epoch: int, stage: str = "main") -> LossOut:
-        if self.task.is_classes:
-            return LossOut(class_loss(out, batch, self.task))
-        return LossOut((out["pred"] - batch["labels"].reshape(-1).to(out["pred"].dtype)).abs().mean())
+        return LossOut(l1_or_class_loss(out, batch, self.task))
 
     def param_groups(self) -> list[ParamGroup]:
         c = self.config

@@ -16,7 +16,7 @@ from torch import nn
 from msa.core.errors import DataError
 
 from .base import Batch, Dims, LossOut, MSAModel, ParamGroup, Task, TrainSettings
-from .layers.classify import class_loss, class_outputs, head_size
+from .layers.classify import head_outputs, head_size, l1_or_class_loss
 from .layers.transformer import TransformerEncoder
 
 MODALITIES = ("l", "a", "v")
@@ -128,12 +128,10 @@ class MulT(MSAModel):
         h = torch.cat([hs[m][:, -1] for m in MODALITIES], dim=-1)  # (B, 6d)
         h2 = self.proj2(F.dropout(F.relu(self.proj1(h)), self.config.output_dropout, self.training)) + h
         y = self.out_layer(h2)
-        return class_outputs(y) if self.task.is_classes else {"pred": y.squeeze(-1)}
+        return head_outputs(y, self.task)
 
     def loss(self, out: dict[str, torch.Tensor], batch: Batch, epoch: int, stage: str = "main") -> LossOut:
-        if self.task.is_classes:
-            return LossOut(class_loss(out, batch, self.task))
-        return LossOut((out["pred"] - batch["labels"].reshape(-1).to(out["pred"].dtype)).abs().mean())
+        return LossOut(l1_or_class_loss(out, batch, self.task))
 
     def param_groups(self) -> list[ParamGroup]:
         params = [p for p in self.parameters() if p.requires_grad]

@@ -17,7 +17,7 @@ from torch import nn
 from msa.core.errors import DataError, UsageError
 
 from .base import Batch, Dims, LossOut, MSAModel, ParamGroup, Task, TrainSettings
-from .layers.classify import class_loss, class_outputs, head_size
+from .layers.classify import head_outputs, head_size, l1_or_class_loss
 from .layers.seq import clean_lengths
 
 POOLINGS = ("mean", "mean_std")
@@ -91,13 +91,10 @@ class PooledMLP(MSAModel):
         return torch.cat(parts, dim=-1)
 
     def forward(self, batch: Batch) -> dict[str, torch.Tensor]:
-        y = self.head(self.mlp(self.pooled(batch)))
-        return class_outputs(y) if self.task.is_classes else {"pred": y.squeeze(-1)}
+        return head_outputs(self.head(self.mlp(self.pooled(batch))), self.task)
 
     def loss(self, out: dict[str, torch.Tensor], batch: Batch, epoch: int, stage: str = "main") -> LossOut:
-        if self.task.is_classes:
-            return LossOut(class_loss(out, batch, self.task))
-        return LossOut((out["pred"] - batch["labels"].reshape(-1).to(out["pred"].dtype)).abs().mean())
+        return LossOut(l1_or_class_loss(out, batch, self.task))
 
     def param_groups(self) -> list[ParamGroup]:
         return [ParamGroup("all", [p for p in self.parameters() if p.requires_grad], self.config.lr,

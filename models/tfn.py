@@ -15,7 +15,7 @@ from torch import nn
 from msa.core.errors import UsageError
 
 from .base import Batch, Dims, LossOut, MSAModel, ParamGroup, Task, TrainSettings
-from .layers.classify import class_loss, class_outputs, head_size
+from .layers.classify import class_outputs, head_size, l1_or_class_loss
 from .layers.ops import dropout
 from .layers.seq import SubNet, TextSubNet, time_average
 
@@ -118,9 +118,7 @@ class TFN(MSAModel):
         return {"pred": torch.sigmoid(raw) * (self.out_high - self.out_low) + self.out_low}
 
     def loss(self, out: dict[str, torch.Tensor], batch: Batch, epoch: int, stage: str = "main") -> LossOut:
-        if self.task.is_classes:
-            return LossOut(class_loss(out, batch, self.task))
-        return LossOut((out["pred"] - batch["labels"].reshape(-1).to(out["pred"].dtype)).abs().mean())
+        return LossOut(l1_or_class_loss(out, batch, self.task))
 
     def param_groups(self) -> list[ParamGroup]:
         params = [p for p in self.parameters() if p.requires_grad]

@@ -117,10 +117,16 @@ def _human(r: dict[str, Any]) -> str:
     stages = ", ".join(f"{k} {v:.2f}" for k, v in r["timings"].items())
     from msa.pipeline.serve.affect import describe
 
-    head = (f"{r['label']} (score {r['score']:+.2f} on [{lo:g}, {hi:g}], {r['task']})" if r["score"] is not None
-            else f"no {r['task']} score (nothing to score: {', '.join(r.get('flags') or ()) or 'no input'})")
+    if r["score"] is None:
+        head = f"{r['clip']}: no {r['task']} score ({', '.join(r.get('flags') or ()) or 'nothing to score'})"
+    elif r.get("probabilities") is not None:
+        ranked = sorted(r["probabilities"].items(), key=lambda kv: -kv[1])
+        head = (f"{r['clip']}: {r['label']} (probability {r['score']:.2f}, {r['task']})\n"
+                f"  classes: {', '.join(f'{c} {p:.2f}' for c, p in ranked)}")
+    else:
+        head = f"{r['clip']}: {r['label']} (score {r['score']:+.2f} on [{lo:g}, {hi:g}], {r['task']})"
     lines = [
-        f"{r['clip']}: {head}",
+        head,
         f"  transcript ({r['transcript_source']}): {r['transcript']!r}",
         f"  driven by: {mods}",
         f"  face: {face}; speech: {speech}",

@@ -27,6 +27,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="regression (default) or classification on the file's class labels (label.csv 'class')")
     p.add_argument("--class-weights", metavar="balanced|W1,W2,...",
                    help="classification: cross-entropy class weights (balanced = inverse train frequency)")
+    p.add_argument("--group-by", metavar="COLUMN",
+                   help="keep each group (video_id, or a label.csv column such as speaker) in one split: splits an "
+                        "unsplit file, carves valid out of train when missing, else checks the splits")
+    p.add_argument("--split-ratio", nargs=3, type=float, default=[0.8, 0.1, 0.1], metavar=("TRAIN", "VALID", "TEST"),
+                   help="row shares of the group split (default 0.8 0.1 0.1)")
     p.add_argument("--model", required=True, choices=MODELS.names())
     p.add_argument("--out", required=True, type=Path, help="run folder: results.csv, epochs.jsonl, bundle")
     p.add_argument("--seeds", nargs="+", type=int, default=[1111], help="one run per seed (default 1111)")
@@ -71,8 +76,8 @@ def _main(args: argparse.Namespace) -> int:
     if args.dataset is None and task == "regression":
         raise UsageError("--dataset is required for regression (or pass --task classification)")
     spec = RunSpec(data=args.data, dataset=args.dataset or "custom", model=args.model, task=task,
-                   class_weights=args.class_weights, out=args.out, seeds=tuple(args.seeds),
-                   epochs=args.epochs, preset=args.preset, overrides=read_overrides(args.config),
+                   class_weights=args.class_weights, group_by=args.group_by, split_ratio=tuple(args.split_ratio),
+                   out=args.out, seeds=tuple(args.seeds), epochs=args.epochs, preset=args.preset, overrides=read_overrides(args.config),
                    device=args.device, normalize=args.normalize, amp=args.amp, progress=not args.quiet,
                    save_all_seeds=args.save_all_seeds, overwrite=args.overwrite)
     rows = train_run(spec)

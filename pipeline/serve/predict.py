@@ -5,7 +5,9 @@ extraction stages of :mod:`msa.pipeline.extract.runner` (so ``--cache DIR`` shar
 its keys), assembles the model batch exactly as training did (:func:`msa.pipeline.extract.assemble.assemble`,
 padding to the bundle's lengths, the bundle's normalisation statistics), runs the model and reports:
 score (clamped to the bundle's range), label, transcript, which modalities drove the score, the
-share of frames with a face, seconds of speech and per-stage timings.
+share of frames with a face, seconds of speech and per-stage timings. A classification bundle (class
+labels, ``msa-train --task classification``) reports its top class as the label, that class's
+probability as the score (range [0, 1]) and every class's probability.
 
 The audio and visual extractors of the ``default`` recipe run even for a text-only bundle: their
 signals (face share, pitch, loudness, smile proxy) are reported and plotted, never fed to the model.
@@ -29,17 +31,18 @@ from msa.extractors import RECIPES
 from msa.extractors.base import Features
 
 from msa.core.errors import BundleError, MediaError, MsaError, UsageError
+from msa.core.labels import THREE_CLASS_NAMES, three_classes
+from msa.core.modalities import TO_BATCH, TO_EXTRACT
 
 from msa.checkpoints import shipped_bundle
 
 DEFAULT_BUNDLES = {"sentiment": shipped_bundle("default"), "phq8": shipped_bundle("phq8")}
 TASKS = tuple(DEFAULT_BUNDLES)
-# runner modality -> model batch key / bundle modality
-BATCH_KEY = {"text": "text", "audio": "audio", "visual": "vision"}
-RUNNER_MODALITY = {v: k for k, v in BATCH_KEY.items()}
 # |score| <= band is "neutral": MOSI/MOSEI ratings are averages of integers in [-3, 3] (a score that
-# rounds to 0, as in Mult_acc_7); SIMS uses MMSA's 3-class edges +-0.1. Custom ranges: 1/12 of the width.
-NEUTRAL_BAND = {"mosi": 0.5, "mosei": 0.5, "sims": 0.1, "simsv2": 0.1}
+# rounds to 0, as in Mult_acc_7). Custom ranges: 1/12 of the width. SIMS uses MMSA's 3-class bins
+# (msa.core.labels), the same as its metrics and CLIP-CA-MSA's classes.
+NEUTRAL_BAND = {"mosi": 0.5, "mosei": 0.5}
+THREE_CLASS_TASKS = ("sims", "simsv2")
 DEFAULT_SIGNALS = tuple((m, RECIPES["default"][m]) for m in ("audio", "visual"))
 PHQ8_BANDS = ((4, "none"), (9, "mild"), (14, "moderate"), (19, "moderately severe"), (24, "severe"))
 PHQ8_HINT = ("train one on AVEC2019-style sessions: msa-extract DATASET --recipe avec2019 --out feats/ && "
@@ -47,8 +50,14 @@ PHQ8_HINT = ("train one on AVEC2019-style sessions: msa-extract DATASET --recipe
              "then pass --bundle checkpoints/phq8")
 
 
+CLASS_METRICS = ("classification", "binary")
+
+
 def task_kind(name: str | None, metrics: str | None) -> str:
-    """``phq8`` for a PHQ-8 task (by dataset name or metric family), else ``sentiment``."""
+    """``phq8`` for a PHQ-8 task (by dataset name or metric family), ``classification`` for a class-label
+    task, else ``sentiment``."""
+    if metrics in CLASS_METRICS:
+        return "classification"
     return "phq8" if "phq8" in (name, metrics) else "sentiment"
 
 
@@ -67,7 +76,10 @@ def resolve_bundle(bundle: str | Path | None, task: str | None) -> Path:
 
 
 def sentiment_label(score: float, task: Any) -> str:
-    """negative / neutral / positive with the neutral band of :data:`NEUTRAL_BAND` around the range's centre."""
+    """negative / neutral / positive: SIMS' 3-class bins, else the neutral band of :data:`NEUTRAL_BAND`
+    around the range's centre."""
+    if task.name in THREE_CLASS_TASKS:
+        return THREE_CLASS_NAMES[int(three_classes([score])[0])]
     centre = (task.low + task.high) / 2.0
     band = NEUTRAL_BAND.get(task.name, (task.high - task.low) / 12.0)
     if score - centre > band:
@@ -149,14 +161,18 @@ class Prediction:
     duration: float = 0.0
     signals: dict[str, tuple[Features, tuple[str, ...]]] = field(default_factory=dict, repr=False)
     affect: Any = None  # msa.pipeline.serve.affect.Affect: voice/face readouts and their timelines
+    probabilities: dict[str, float] | None = None  # class -> probability (classification bundles)
 
     def to_json(self) -> dict[str, Any]:
         score = None if self.score is None else round(self.score, 4)
         voice, face = (self.affect.voice, self.affect.face) if self.affect is not None else (None, None)
-        return {"clip": self.clip, "task": self.task, "score": score, "label": self.label, "voice": voice, "face": face,
-                "transcript": self.transcript, "modalities": self.modalities, "face_ratio": self.face_ratio,
-                "speech_seconds": self.speech_seconds, "timings": self.timings,
-                "transcript_source": self.transcript_source, "range": list(self.range), "flags": list(self.flags)}
+        out = {"clip": self.clip, "task": self.task, "score": score, "label": self.label, "voice": voice, "face": face,
+               "transcript": self.transcript, "modalities": self.modalities, "face_ratio": self.face_ratio,
+               "speech_seconds": self.speech_seconds, "timings": self.timings,
+               "transcript_source": self.transcript_source, "range": list(self.range), "flags": list(self.flags)}
+        if self.probabilities is not None:
+            out["probabilities"] = self.probabilities
+        return out
 
 
 class Predictor:
@@ -176,11 +192,11 @@ class Predictor:
         if options.task is not None and options.task != kind:
             hint = f"; {PHQ8_HINT}" if options.task == "phq8" else ""
             raise UsageError(f"{options.bundle} is a {kind} bundle ({meta['task'].get('name')}), not {options.task}{hint}")
-        self.used = [m for m in meta.get("modalities", ()) if m in RUNNER_MODALITY]
+        self.used = [m for m in meta.get("modalities", ()) if m in TO_EXTRACT]
         if not self.used:
             raise BundleError(f"{options.bundle}: the bundle uses none of text/audio/vision")
         feats = meta.get("features", {})
-        extractors = {RUNNER_MODALITY[m]: extractor_from_spec((feats.get(m) or {}).get("spec"), m, options.bundle)
+        extractors = {TO_EXTRACT[m]: extractor_from_spec((feats.get(m) or {}).get("spec"), m, options.bundle)
                       for m in self.used}
         for modality, name in options.signals:
             if modality not in extractors:
@@ -190,8 +206,8 @@ class Predictor:
             raise UsageError(f"{options.asr!r} is a {asr_cls.modality} extractor, not a speech recogniser")
         self.specs = {m: e.spec().to_dict() for m, e in extractors.items()}
         self.device = resolve_device(options.device)
-        self.bundle = load_bundle(options.bundle, current_specs={BATCH_KEY[m]: self.specs[m] for m in extractors
-                                                                 if BATCH_KEY[m] in self.used},
+        self.bundle = load_bundle(options.bundle, current_specs={TO_BATCH[m]: self.specs[m] for m in extractors
+                                                                 if TO_BATCH[m] in self.used},
                                   device=str(self.device))
         self.kind = kind
         if options.affect:
@@ -249,7 +265,7 @@ class Predictor:
         cache = FeatureCache(self.plan.out_dir)
         feats = {m: cache.load(*ref) for m, ref in entry.refs.items()}
         for m in self.used:
-            if feats.get(RUNNER_MODALITY[m]) is None:
+            if feats.get(TO_EXTRACT[m]) is None:
                 what = {"vision": "video stream", "audio": "audio stream", "text": "transcript"}[m]
                 raise MediaError(f"{path}: the bundle needs a {what}, the clip has none", reason=f"no_{m}")
         affect = self.affect.read(path) if self.affect is not None else None
@@ -261,28 +277,35 @@ class Predictor:
             if affect is None or affect.empty:  # nothing at all can be said about the clip
                 raise MsaError(f"{path}: {why}, and the bundle scores the transcript; give one with --transcript "
                                "FILE or a <clip>.txt sidecar", reason="no_speech")
-            score, scores = None, None  # the voice/face readouts still stand
-        else:
+            score, label, scores, probs, out_range = None, None, None, None, (task.low, task.high)
+        else:  # the voice/face readouts stand beside the score either way
             t1 = time.perf_counter()
-            scores = self._forward(entry, cache)
+            scores, probs = self._forward(entry, cache)
             timings["model"] = round(time.perf_counter() - t1, 3)
-            score = float(np.clip(scores[0], task.low, task.high))
+            if probs is not None:  # classification: the top class and its probability
+                label, score, out_range = task.classes[int(np.argmax(probs))], float(np.max(probs)), (0.0, 1.0)
+            else:
+                score = float(np.clip(scores[0], task.low, task.high))
+                label, out_range = label_for(score, task), (task.low, task.high)
         speech = self._speech_seconds(entry.words, path, source, timings)
         visual = feats.get("visual")
         timings["total"] = round(time.perf_counter() - t0, 3)
         return Prediction(
-            clip=str(path), task=self.kind, score=score, label=None if score is None else label_for(score, task),
-            transcript=entry.transcript, transcript_source=source, speech_seconds=speech,
-            modalities={} if scores is None else _attribution(self.used, scores), affect=affect,
+            clip=str(path), task=self.kind, score=score, label=label, transcript=entry.transcript,
+            transcript_source=source, speech_seconds=speech, affect=affect,
+            modalities={} if scores is None else _attribution(self.used, scores),
             face_ratio=None if visual is None else round(float(visual.meta.get("face_ratio", 0.0)), 4),
-            timings=timings, range=(task.low, task.high), words=entry.words, flags=entry.flags,
+            timings=timings, range=out_range, words=entry.words, flags=entry.flags,
             duration=rec.duration,
             signals={m: (f, tuple(self.specs[m].get("columns", ()))) for m, f in feats.items() if m != "text"},
+            probabilities=None if probs is None else {c: round(float(p), 4) for c, p in zip(task.classes, probs)},
         )
 
     # --- model ---------------------------------------------------------------------------------
-    def _forward(self, entry: Any, cache: Any) -> np.ndarray:
-        """Scores of the clip and, for a multimodal bundle, of the clip with each modality occluded."""
+    def _forward(self, entry: Any, cache: Any) -> tuple[np.ndarray, np.ndarray | None]:
+        """Scores of the clip and, for a multimodal bundle, of the clip with each modality occluded; for a
+        classification bundle the scores are the top class's probability and the clip's class probabilities
+        come second (else None)."""
         import torch
 
         batch = clip_batch(entry, self.bundle, self.specs, self.used, cache)
@@ -290,7 +313,10 @@ class Predictor:
         stacked = {k: torch.cat([b[k] for b in variants]).to(self.device) for k in batch}
         with torch.inference_mode():
             out = self.bundle.model(stacked)
-        return out["pred"].float().reshape(-1).cpu().numpy()
+        if not self.bundle.task.is_classes:
+            return out["pred"].float().reshape(-1).cpu().numpy(), None
+        probs = out["logits"].float().softmax(dim=-1).cpu().numpy()
+        return probs[:, int(np.argmax(probs[0]))], probs[0]
 
     def _speech_seconds(self, words: tuple[tuple[str, float, float], ...], path: Path, source: str,
                         timings: dict[str, float]) -> float | None:
@@ -312,21 +338,18 @@ def clip_batch(entry: Any, bundle: Any, specs: dict[str, dict[str, Any]], used: 
     dims = bundle.dims
     length = {"text": dims.text_len, "audio": dims.audio_len, "vision": dims.vision_len}
     width = {"text": dims.text, "audio": dims.audio, "vision": dims.vision}
-    model_specs = {RUNNER_MODALITY[m]: specs[RUNNER_MODALITY[m]] for m in used}
+    model_specs = {TO_EXTRACT[m]: specs[TO_EXTRACT[m]] for m in used}
     raw = assemble([entry], model_specs, cache, has_modes=False,
-                   max_len={RUNNER_MODALITY[m]: length[m] for m in used})
+                   max_len={TO_EXTRACT[m]: length[m] for m in used}, exact_len=True)
     split = raw["all"]
     for m in ("text", "audio", "vision"):
         if m in used:
-            if m == "text" and "text_bert" in split:
-                split["text_bert"] = _pad(split["text_bert"], 2, length[m])
-                if width[m] == 0:  # trained on token ids only (no text feature sequence)
-                    del split["text"]
-                    continue
+            if m == "text" and "text_bert" in split and width[m] == 0:
+                del split["text"]  # trained on token ids only (no text feature sequence)
+                continue
             got = split[m].shape[2]
             if got != width[m]:
                 raise BundleError(f"{bundle.path}: {m} features are {got}-d, the bundle was trained on {width[m]}-d")
-            split[m] = _pad(split[m], 1, length[m])
         else:  # not an input of this bundle: a zero frame of the trained width
             split[m] = np.zeros((1, max(1, length[m]), width[m]), dtype=np.float32)
             split[f"{m}_lengths"] = np.ones(1, dtype=np.int64)
@@ -336,14 +359,6 @@ def clip_batch(entry: Any, bundle: Any, specs: dict[str, dict[str, Any]], used: 
     batch.pop("labels", None)
     batch.pop("index", None)
     return batch
-
-
-def _pad(a: np.ndarray, axis: int, size: int) -> np.ndarray:
-    if a.shape[axis] >= size:
-        return a
-    pad = [(0, 0)] * a.ndim
-    pad[axis] = (0, size - a.shape[axis])
-    return np.pad(a, pad)
 
 
 def occlude(batch: dict[str, Any], modality: str) -> dict[str, Any]:

@@ -36,6 +36,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from msa.core.errors import DataError
+from msa.core.labels import split_name
+from msa.core.modalities import BATCH, batch_name
 from msa.core.hashing import file_sha256
 from msa.core.io import atomic_path
 
@@ -43,16 +45,14 @@ if TYPE_CHECKING:  # torch stays unimported until a model is built (fast --help)
     from msa.models.base import Dims, Task
 
 SPLITS = ("train", "valid", "test")
-SPLIT_ALIASES = {"dev": "valid", "val": "valid"}
 ALL_SPLIT = "all"
 STAMP_KEY = "config"
 NPZ_FORMAT = "msa-features-npz/1"
 NPZ_META = "__meta__"
-SEQ_KEYS = ("text", "audio", "vision")
+SEQ_KEYS = BATCH
 UNIMODAL = ("T", "A", "V")
-CLASS_KEY = "classification_labels"
-COLUMN_PREFIX = "col_"
-MODALITY_ALIASES = {"visual": "vision", "video": "vision", "acoustic": "audio"}
+CLASS_KEY = "classification_labels"  # MMSA's key for class indices
+COLUMN_PREFIX = "col_"  # label.csv's other columns, kept per split by msa-extract
 
 
 @dataclass(frozen=True)
@@ -114,7 +114,7 @@ class FeatureSet:
     class_names: tuple[str, ...] = ()  # the stamp's ``classes``; "0", "1", ... when the file names none
 
     def split(self, name: str) -> Split:
-        name = SPLIT_ALIASES.get(name, name)
+        name = split_name(name)
         if name not in self.splits:
             raise DataError(f"{self._where()}has no split {name!r}; it has: {', '.join(self.splits)}")
         return self.splits[name]
@@ -186,7 +186,7 @@ def from_dict(raw: dict[str, Any], path: Path | None = None) -> FeatureSet:
     for key, value in raw.items():
         if key == STAMP_KEY or not isinstance(value, dict):
             continue
-        name = SPLIT_ALIASES.get(key, key)
+        name = split_name(key)
         if name not in (*SPLITS, ALL_SPLIT):
             warnings.append(f"ignored unknown top-level entry {key!r}")
             continue
@@ -228,7 +228,7 @@ def specs_from_stamp(stamp: dict[str, Any]) -> dict[str, dict[str, Any]]:
     out: dict[str, dict[str, Any]] = {}
     for modality, spec in (raw or {}).items():
         if isinstance(spec, dict) and spec.get("spec_hash"):
-            out[MODALITY_ALIASES.get(modality, modality)] = spec
+            out[batch_name(modality)] = spec
     return out
 
 
@@ -445,8 +445,9 @@ def check_labels(fs: FeatureSet, task: "Task", tol: float = 1e-4) -> None:
     for s in fs.splits.values():
         missing = int(np.isnan(s.labels).sum())
         if missing:
-            raise DataError(f"{fs._where()}split {s.name!r} has {missing} row(s) without a regression label; "
-                            "the file holds class labels: train with --task classification")
+            raise DataError(f"{fs._where()}split {s.name!r} has {missing} row(s) without a regression label "
+                            "(missing 'regression_labels' or NaN); the file holds class labels: train with "
+                            "--task classification")
         lo, hi = float(s.labels.min()), float(s.labels.max())
         if lo < task.low - tol or hi > task.high + tol:
             hint = ""

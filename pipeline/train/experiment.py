@@ -48,6 +48,8 @@ class RunSpec:
     overwrite: bool = False
     task: str = "regression"  # regression | classification (class labels; --dataset binary implies it)
     class_weights: str | None = None  # None | "balanced" | "w1,w2,..."
+    group_by: str | None = None  # split so that no value of this column (e.g. speaker) is in two splits
+    split_ratio: tuple[float, float, float] = (0.8, 0.1, 0.1)  # train/valid/test shares for --group-by
 
 
 def _log(line: str) -> None:
@@ -108,7 +110,18 @@ def train_run(spec: RunSpec, log: Callable[[str], None] = _log) -> list[dict[str
     fs = load_features(spec.data)
     for w in fs.warnings:
         log(f"warning: {w}")
-    fs.split("train"), fs.split("valid")  # both must exist: a clear error before anything else
+    groups = None
+    if spec.group_by:
+        from msa.pipeline.train.splits import group_splits
+
+        fs, groups = group_splits(fs, spec.group_by, spec.split_ratio)
+        log(f"msa-train: split by {spec.group_by}: " + ", ".join(
+            f"{k} {len(fs.splits[k])} rows / {len(g)} groups" for k, g in groups.items()))
+    elif set(fs.splits) == {"all"}:
+        raise UsageError(f"{spec.data} is not split (one 'all' split); pass --group-by COLUMN (e.g. video_id or "
+                         "speaker) to split it by group, or give label.csv a mode column")
+    for name in ("train", "valid"):  # both must exist: a clear error before anything else
+        fs.split(name)
     cls = MODELS.get(spec.model)
     config = build_config(spec.model, spec.dataset, spec.preset, spec.overrides)
     task, fs = prepare_task(spec, cls, fs, config)
@@ -149,6 +162,7 @@ def train_run(spec: RunSpec, log: Callable[[str], None] = _log) -> list[dict[str
                 "dataset": spec.dataset, "seed": seed, "best_epoch": result.best_epoch, "preset": spec.preset,
                 "overrides": spec.overrides, "train_settings": dataclasses.asdict(settings),
                 "normalized": spec.normalize, "metrics": {"valid": result.valid, "test": result.test},
+                **({"group_by": spec.group_by, "split_groups": groups} if groups else {}),
                 "data_warnings": fs.warnings,
             }
             kwargs = dict(model_name=spec.model, config=config, task=task, dims=dims, specs=fs.specs, norm=stats,

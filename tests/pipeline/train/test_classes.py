@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import pickle
+import re
 from pathlib import Path
 
 import numpy as np
@@ -121,6 +122,7 @@ def test_train_and_eval_through_the_clis_keep_the_class_names(tmp_path: Path, ca
     (["--dataset", "binary"], "binary preset needs exactly 2 classes"),
     (["--task", "regression"], "--dataset is required"),
     (["--dataset", "mosi", "--class-weights", "balanced"], "applies to --task classification"),
+    (["--task", "classification", "--group-by", "speaker"], "no column 'speaker' to group by; it has: video_id"),
 ])
 def test_bad_classification_requests_are_one_line_errors(tmp_path: Path, capsys, argv: list[str], message: str) -> None:
     data = tmp_path / "feats.pkl"
@@ -130,7 +132,41 @@ def test_bad_classification_requests_are_one_line_errors(tmp_path: Path, capsys,
         base += ["--model", "pooled_mlp"]
     rc, _, err = run_cli(train_main, base + argv, capsys)
     assert rc != 0 and len(err.strip().splitlines()) == 1
-    assert pytest.importorskip("re").search(message, err), err
+    assert re.search(message, err), err
+
+
+def test_the_binary_preset_through_msa_train(tmp_path: Path, capsys) -> None:
+    raw = audio_only(names=["no", "yes"])
+    data = tmp_path / "feats.npz"
+    from msa.pipeline.train.data import save_npz
+
+    save_npz(raw, data)
+    rc, out, err = run_cli(train_main, ["--data", str(data), "--dataset", "binary", "--model", "pooled_mlp",
+                                        "--preset", "tiny", "--epochs", "3", "--out", str(tmp_path / "run")], capsys)
+    assert rc == 0, err
+    assert "F1_binary" in out
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert metrics["metrics"] == "binary" and metrics["task"] == "binary" and metrics["classes"] == ["no", "yes"]
+
+
+def test_an_unsplit_file_asks_for_group_by(tmp_path: Path, capsys) -> None:
+    raw = audio_only(sizes={"all": 30})
+    data = tmp_path / "feats.pkl"
+    data.write_bytes(pickle.dumps(raw))
+    rc, _, err = run_cli(train_main, ["--data", str(data), "--task", "classification", "--model", "pooled_mlp",
+                                      "--out", str(tmp_path / "run")], capsys)
+    assert rc == 2 and "pass --group-by COLUMN" in err
+
+
+def test_predict_prints_the_top_class_and_the_probabilities() -> None:
+    from msa.pipeline.cli.predict import _human
+
+    r = {"clip": "a.wav", "task": "classification", "score": 0.6, "label": "sad", "range": [0.0, 1.0],
+         "probabilities": {"angry": 0.3, "happy": 0.1, "sad": 0.6}, "transcript": "", "transcript_source": "given",
+         "modalities": {"audio": 1.0}, "face_ratio": None, "speech_seconds": None, "timings": {}}
+    lines = _human(r).splitlines()
+    assert lines[0] == "a.wav: sad (probability 0.60, classification)"
+    assert lines[1] == "  classes: sad 0.60, angry 0.30, happy 0.10"
 
 
 def _json(tmp_path: Path, obj: dict) -> str:
