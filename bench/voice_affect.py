@@ -21,8 +21,11 @@ FOUR = ("neutral", "happy", "sad", "angry")
 
 
 def uar(y: np.ndarray, p: np.ndarray) -> float:
-    """Unweighted average recall over the classes present in ``y``."""
-    return float(np.mean([np.mean(p[y == c] == c) for c in np.unique(y)]))
+    """Unweighted average recall over the classes present in ``y`` (msa-train's UAR on names)."""
+    from msa.pipeline.train.class_metrics import confusion_matrix, uar as uar_of
+
+    names = {c: i for i, c in enumerate(np.unique(np.concatenate([y, p])))}
+    return uar_of(confusion_matrix([names[c] for c in y], [names[c] for c in p], len(names)))
 
 
 def load(path: Path) -> tuple[dict[str, np.ndarray], tuple[str, ...]]:
