@@ -75,6 +75,7 @@ def test_too_short_and_bad_audio_fail_cleanly() -> None:
     assert e.value.reason == "bad_audio"
 
 
+@pytest.mark.slow  # base-model ASR and two padded 30 s encodes: ~10 s idle, more on a busy machine
 def test_encoder_runs_once_per_clip_with_asr(speech: Path, encode_calls: list) -> None:
     """ASR language detection with the base model and whisper_enc(pad=True) share the encoder output."""
     folder = str(base_dir())
