@@ -111,7 +111,7 @@ def _main(args: argparse.Namespace) -> int:
 def _human(r: dict[str, Any]) -> str:
     """A short readable block per clip."""
     lo, hi = r["range"]
-    mods = ", ".join(f"{m} {v:.2f}" for m, v in r["modalities"].items())
+    mods = ", ".join(f"{m} {v:.2f}" for m, v in r["modalities"].items()) or "nothing (no score)"
     face = "no video" if r["face_ratio"] is None else f"{100 * r['face_ratio']:.0f}% of frames"
     speech = "n/a" if r["speech_seconds"] is None else f"{r['speech_seconds']:.1f} s"
     stages = ", ".join(f"{k} {v:.2f}" for k, v in r["timings"].items())

@@ -179,7 +179,7 @@ class AffectReader:
 def describe(voice: dict[str, Any] | None, face: dict[str, Any] | None) -> list[str]:
     """Text lines for msa-predict's human output."""
     lines = []
-    for what, r, key in (("voice", voice, "emotions"), ("face", face, "expressions")):
+    for what, r, key in (("voice emotion", voice, "emotions"), ("face expression", face, "expressions")):
         if r is None:
             lines.append(f"  {what}: none")
             continue

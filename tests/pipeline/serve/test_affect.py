@@ -39,8 +39,8 @@ def test_shipped_voice_bundle_names_the_ravdess_classes():
 def test_text_lines_and_plot_rows():
     voice = {"emotions": {"angry": 0.7, "sad": 0.2, "calm": 0.1}, "valence": -0.5, "arousal": 0.5}
     lines = describe(voice, None)
-    assert lines[0].startswith("  voice: angry 0.70, sad 0.20") and "arousal +0.50" in lines[0]
-    assert lines[1] == "  face: none"
+    assert lines[0].startswith("  voice emotion: angry 0.70, sad 0.20") and "arousal +0.50" in lines[0]
+    assert lines[1] == "  face expression: none"
     t = Timeline(np.array([1.0, 2.0]), np.array([[0.9, 0.1], [0.2, 0.8]]), ("a", "b"))
     assert [r[0] for r in plot_rows(Affect(voice=voice, voice_timeline=t))] == ["voice emotion p"]
     assert plot_rows(None) == [] and Affect().empty
