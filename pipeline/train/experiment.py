@@ -103,6 +103,8 @@ def train_run(spec: RunSpec, log: Callable[[str], None] = _log) -> list[dict[str
     from msa.pipeline.train.loader import norm_stats
     from msa.pipeline.train.trainer import fit, parse_select, resolve_device, seed_everything
 
+    cls = MODELS.get(spec.model)
+    config = build_config(spec.model, spec.dataset, spec.preset, spec.overrides)  # a bad config fails before any I/O
     out = Path(spec.out)
     if (out / RESULTS).exists() and not spec.overwrite:
         raise UsageError(f"{out} already holds a run ({RESULTS}); choose another --out or pass --overwrite")
@@ -110,6 +112,7 @@ def train_run(spec: RunSpec, log: Callable[[str], None] = _log) -> list[dict[str
     fs = load_features(spec.data)
     for w in fs.warnings:
         log(f"warning: {w}")
+<<<<<<< HEAD
     groups = None
     if spec.group_by:
         from msa.pipeline.train.splits import group_splits
@@ -127,6 +130,11 @@ def train_run(spec: RunSpec, log: Callable[[str], None] = _log) -> list[dict[str
     task, fs = prepare_task(spec, cls, fs, config)
     train, valid = fs.split("train"), fs.split("valid")
     test = fs.splits.get("test")
+=======
+    train, valid = fs.split("train"), fs.split("valid")
+    test = fs.splits.get("test")
+    task = task_for(spec.dataset, fs, config)
+>>>>>>> main
     check_inputs(cls, fs)
     dims = fs.dims()
     stats = norm_stats(train) if spec.normalize else None
