@@ -9,33 +9,32 @@ regression a single value trained with L1, as the other baselines.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Annotated, Any, ClassVar
 
 import torch
 from torch import nn
 
-from msa.core.errors import DataError, UsageError
+from msa.core.config import Checked, Count, Dropout, NonNegative, Positive, Size, one_of
+from msa.core.errors import DataError
 
 from .base import Batch, Dims, LossOut, MSAModel, ParamGroup, Task, TrainSettings
 from .layers.classify import head_outputs, head_size, l1_or_class_loss
 from .layers.seq import clean_lengths
 
-POOLINGS = ("mean", "mean_std")
 BATCH_LENGTHS = {"audio": "audio_lengths", "vision": "vision_lengths"}
 
 
 @dataclass(frozen=True)
-class PooledMLPConfig:
-    pooling: str = "mean_std"  # mean | mean_std (mean and standard deviation over time)
-    hidden: int = 256
-    layers: int = 1  # hidden layers; 0 = a linear head on the pooled features
-    dropout: float = 0.3
-    lr: float = 1e-3
-    weight_decay: float = 1e-4
-    batch_size: int = 32
-    early_stop: int = 10
-    max_epochs: int = 100
-    select: str = "val_loss"  # or e.g. "max:UAR" for class-label tasks
+class PooledMLPConfig(Checked):
+    pooling: Annotated[str, one_of("mean", "mean_std")] = "mean_std"  # mean_std: mean and std over time
+    hidden: Size = 256
+    layers: Count = 1  # hidden layers; 0 = a linear head on the pooled features
+    dropout: Dropout = 0.3
+    lr: Positive = 1e-3
+    weight_decay: NonNegative = 1e-4
+    # select auto: the best validation UAR for class-label tasks, else the validation loss
+    train: TrainSettings = TrainSettings(optimizer="adamw", batch_size=32, early_stop=10, max_epochs=100,
+                                         select="auto")
 
 
 def masked_pool(x: torch.Tensor, keep: torch.Tensor, with_std: bool) -> torch.Tensor:
@@ -55,16 +54,12 @@ class PooledMLP(MSAModel):
     supports_classes: ClassVar[bool] = True
     required_modalities: ClassVar[tuple[str, ...]] = ()  # any non-empty subset of text/audio/vision
     presets: ClassVar[dict[str, dict[str, Any]]] = {
-        "tiny": {"hidden": 8, "dropout": 0.0, "batch_size": 8, "lr": 1e-2},
+        "tiny": {"hidden": 8, "dropout": 0.0, "lr": 1e-2, "train": {"batch_size": 8}},
     }
 
     def __init__(self, config: PooledMLPConfig, dims: Dims, task: Task) -> None:
         super().__init__(config, dims, task)
         c = config
-        if c.pooling not in POOLINGS:
-            raise UsageError(f"pooled_mlp: unknown pooling {c.pooling!r}; valid: {', '.join(POOLINGS)}")
-        if c.layers < 0 or c.hidden < 1:
-            raise UsageError("pooled_mlp: layers must be >= 0 and hidden >= 1")
         widths = {"text": dims.text, "audio": dims.audio, "vision": dims.vision}
         self.modalities = tuple(m for m, d in widths.items() if d > 0)  # recorded in the bundle
         if not self.modalities:
@@ -100,7 +95,5 @@ class PooledMLP(MSAModel):
         return [ParamGroup("all", [p for p in self.parameters() if p.requires_grad], self.config.lr,
                            self.config.weight_decay)]
 
-    def train_settings(self) -> TrainSettings:
-        c = self.config
-        return TrainSettings(optimizer="adamw", batch_size=c.batch_size, early_stop=c.early_stop,
-                             max_epochs=c.max_epochs, select=c.select)
+    def auto_select(self) -> str:
+        return "max:UAR" if self.task.is_classes else "val_loss"

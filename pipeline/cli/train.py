@@ -33,7 +33,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--split-ratio", nargs=3, type=float, default=[0.8, 0.1, 0.1], metavar=("TRAIN", "VALID", "TEST"),
                    help="row shares of the group split (default 0.8 0.1 0.1)")
     p.add_argument("--model", required=True, choices=MODELS.names())
-    p.add_argument("--out", required=True, type=Path, help="run folder: results.csv, epochs.jsonl, bundle")
+    p.add_argument("--out", required=True, type=Path, help="run folder: results.csv, metrics.json, epochs.jsonl, bundle")
     p.add_argument("--seeds", nargs="+", type=int, default=[1111], help="one run per seed (default 1111)")
     p.add_argument("--epochs", type=int, help="maximum epochs (default: the model's)")
     p.add_argument("--preset", default="default", help="named config preset of the model (e.g. tiny)")

@@ -112,7 +112,6 @@ def train_run(spec: RunSpec, log: Callable[[str], None] = _log) -> list[dict[str
     fs = load_features(spec.data)
     for w in fs.warnings:
         log(f"warning: {w}")
-<<<<<<< HEAD
     groups = None
     if spec.group_by:
         from msa.pipeline.train.splits import group_splits
@@ -125,16 +124,9 @@ def train_run(spec: RunSpec, log: Callable[[str], None] = _log) -> list[dict[str
                          "speaker) to split it by group, or give label.csv a mode column")
     for name in ("train", "valid"):  # both must exist: a clear error before anything else
         fs.split(name)
-    cls = MODELS.get(spec.model)
-    config = build_config(spec.model, spec.dataset, spec.preset, spec.overrides)
     task, fs = prepare_task(spec, cls, fs, config)
     train, valid = fs.split("train"), fs.split("valid")
     test = fs.splits.get("test")
-=======
-    train, valid = fs.split("train"), fs.split("valid")
-    test = fs.splits.get("test")
-    task = task_for(spec.dataset, fs, config)
->>>>>>> main
     check_inputs(cls, fs)
     dims = fs.dims()
     stats = norm_stats(train) if spec.normalize else None

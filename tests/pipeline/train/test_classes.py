@@ -96,7 +96,7 @@ def test_train_and_eval_through_the_clis_keep_the_class_names(tmp_path: Path, ca
     run = tmp_path / "run"
     rc, out, err = run_cli(train_main, ["--data", str(data), "--task", "classification", "--model", "pooled_mlp",
                                         "--preset", "tiny", "--epochs", "40", "--class-weights", "balanced", "--normalize",
-                                        "--config", _json(tmp_path, {"select": "max:UAR"}), "--out", str(run),
+                                        "--config", _json(tmp_path, {"train": {"early_stop": 20}}), "--out", str(run),
                                         "--quiet"], capsys)
     assert rc == 0, err
     metrics = json.loads((run / "metrics.json").read_text())
@@ -105,6 +105,7 @@ def test_train_and_eval_through_the_clis_keep_the_class_names(tmp_path: Path, ca
     assert test["UAR"] >= 0.75 and np.array(test["confusion"]).sum() == 24  # the signal is easy: it is learnt
     header, row = (run / "results.csv").read_text().splitlines()[:2]
     assert "test_UAR" in header and "test_confusion" in header and "[[" in row
+    assert "select max:UAR" in err  # pooled_mlp's "auto" selection on a class task
     bundle = load_bundle(run)
     assert bundle.task.classes == tuple(NAMES) and bundle.task.class_weights == pytest.approx((1.0, 1.0, 1.0))
     assert bundle.meta["modalities"] == ["audio"]
