@@ -51,6 +51,11 @@ class LMF(MSAModel):
                  "dropout_text": 0.2, "dropout_post": 0.2, "rank": 4, "lr": 2e-3, "factor_lr": 5e-4},
         "simsv2": {"hidden_text": 64, "hidden_video": 64, "dropout_audio": 0.2, "dropout_video": 0.2,
                    "dropout_text": 0.2, "dropout_post": 0.2, "rank": 4, "lr": 2e-3, "factor_lr": 5e-4},
+        # MMSA's published runs (docs/reproduction.md): its selection rule on its own datasets
+        "paper": {"train": {"select": "mmsa_loss"}},
+        "paper:mosi": {},
+        "paper:mosei": {},
+        "paper:sims": {},
         "tiny": {"hidden_text": 8, "hidden_audio": 4, "hidden_video": 4, "rank": 2, "dropout_audio": 0.0,
                  "dropout_video": 0.0, "dropout_text": 0.0, "dropout_post": 0.0,
                  "lr": 1e-2, "factor_lr": 1e-2, "weight_decay": 0.0, "train": {"batch_size": 8}},

@@ -65,6 +65,11 @@ class MulT(MSAModel):
         "simsv2": {"nlevels": 2, "conv_kernel_a": 1, "conv_kernel_v": 1, "attn_dropout": 0.2,
                    "attn_dropout_a": 0.1, "embed_dropout": 0.1, "res_dropout": 0.2, "output_dropout": 0.1,
                    "text_dropout": 0.3, "train": {"scheduler": "plateau:10:0.1"}},
+        # MMSA's published runs (docs/reproduction.md): its selection rule on its own datasets
+        "paper": {"train": {"select": "mmsa_loss"}},
+        "paper:mosi": {},
+        "paper:mosei": {},
+        "paper:sims": {},
         "tiny": {"dim": 8, "heads": 2, "nlevels": 1, "conv_kernel_l": 3, "conv_kernel_a": 3, "conv_kernel_v": 3,
                  "attn_dropout": 0.0, "attn_dropout_a": 0.0, "embed_dropout": 0.0, "output_dropout": 0.0,
                  "text_dropout": 0.0, "lr": 5e-3, "train": {"batch_size": 8, "update_every": 1}},

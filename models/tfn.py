@@ -77,6 +77,11 @@ class TFN(MSAModel):
         "simsv2": {"text_out": 256, "post_fusion_dim": 32, "dropout_audio": 0.4, "dropout_video": 0.4,
                    "dropout_text": 0.4, "dropout_post": 0.4, "lr": 5e-4},
         "phq8": {"output_range": "task"},
+        # MMSA's published runs (docs/reproduction.md): its selection rule on its own datasets
+        "paper": {"train": {"select": "mmsa_loss"}},
+        "paper:mosi": {},
+        "paper:mosei": {},
+        "paper:sims": {},
         "tiny": {"hidden_text": 8, "hidden_audio": 4, "hidden_video": 4, "text_out": 4, "post_fusion_dim": 8,
                  "dropout_audio": 0.0, "dropout_video": 0.0, "dropout_text": 0.0, "dropout_post": 0.0,
                  "lr": 1e-2, "train": {"batch_size": 8}},

@@ -7,7 +7,8 @@ split (``train``/``valid``/``test`` from label.csv, or ``all``): ``id``, ``raw_t
 ``regression_labels_T/A/V`` when label.csv has them, ``classification_labels`` (int64 index into the
 stamp's ``classes``) when it has a ``class`` column, and ``col_<name>`` (str) for each of its other
 columns (e.g. ``col_speaker``, for group-aware splits); all features float32. A top-level ``config``
-stamps each modality's FeatureSpec (with spec_hash), the padding lengths and the class names.
+stamps each modality's FeatureSpec (with spec_hash), the padding lengths, the class names and
+``text_vocab``, the identity of the vocabulary the ``text_bert`` ids come from.
 """
 from __future__ import annotations
 
@@ -87,6 +88,7 @@ def assemble(
     max_len: dict[str, int | None] | None = None,
     exact_len: bool = False,
     aligned: bool = False,
+    text_vocab: dict[str, Any] | None = None,
     extra_config: dict[str, Any] | None = None,
     class_names: tuple[str, ...] = (),
     extra_columns: tuple[str, ...] = (),
@@ -95,6 +97,9 @@ def assemble(
 
     ``aligned``: audio and vision are averaged over each text token's word span (MMSA's aligned
     layout: every modality has the text's length); needs word timings (ASR transcripts).
+    ``text_vocab``: identity of the tokenizer vocabulary behind ``text_bert`` (the text extractor's
+    ``vocabulary()``), stamped as ``config["text_vocab"]`` so training can refuse a text encoder
+    that would read the ids with another vocabulary.
     """
     modalities = [m for m in ("text", "audio", "visual") if m in specs]
     if aligned and "text" not in specs:
@@ -119,6 +124,7 @@ def assemble(
         "sub_labels": list(sub_label_keys),
         **({"classes": list(class_names)} if class_names else {}),
         "aligned": aligned,
+        "text_vocab": text_vocab if has_bert else None,
         "padding": "zeros at the end; truncation keeps the first max_len steps",
         **(extra_config or {}),
     }

@@ -20,6 +20,7 @@ from typing import Any, Callable
 import numpy as np
 
 from msa.pipeline.train.data import FeatureSet, check_labels, load_features, make_task
+from msa.pipeline.train.vocab import check_vocabulary, text_encoder_record
 from msa.core.errors import DataError, UsageError
 
 RESULTS = "results.csv"
@@ -42,7 +43,7 @@ class RunSpec:
     overrides: dict[str, Any] = field(default_factory=dict)
     device: str | None = None
     normalize: bool = False
-    amp: bool = True
+    amp: bool = False
     progress: bool = True
     save_all_seeds: bool = False
     overwrite: bool = False
@@ -105,6 +106,7 @@ def train_run(spec: RunSpec, log: Callable[[str], None] = _log) -> list[dict[str
 
     cls = MODELS.get(spec.model)
     config = build_config(spec.model, spec.dataset, spec.preset, spec.overrides)  # a bad config fails before any I/O
+    encoder = text_encoder_record(config, spec.preset) if getattr(cls, "uses_bert_ids", False) else None
     out = Path(spec.out)
     if (out / RESULTS).exists() and not spec.overwrite:
         raise UsageError(f"{out} already holds a run ({RESULTS}); choose another --out or pass --overwrite")
@@ -128,8 +130,10 @@ def train_run(spec: RunSpec, log: Callable[[str], None] = _log) -> list[dict[str
     train, valid = fs.split("train"), fs.split("valid")
     test = fs.splits.get("test")
     check_inputs(cls, fs)
+    check_vocabulary(fs.stamp.get("text_vocab"), encoder, spec.dataset, str(spec.data))
     dims = fs.dims()
-    stats = norm_stats(train) if spec.normalize else None
+    scaling = "zscore" if spec.normalize else config.train.normalize  # --normalize asks for the z-score
+    stats = norm_stats(train, kind=scaling) if scaling != "none" else None
     out.mkdir(parents=True, exist_ok=True)
     rows: list[dict[str, Any]] = []
     per_seed: list[dict[str, Any]] = []
@@ -152,7 +156,8 @@ def train_run(spec: RunSpec, log: Callable[[str], None] = _log) -> list[dict[str
             for note in result.notes:
                 log(f"note: {note}")
             row = {"seed": seed, "best_epoch": result.best_epoch, "epochs_run": result.epochs_run,
-                   "stopped": result.stopped, "seconds": round(result.seconds, 2),
+                   "stopped": result.stopped, "seconds": round(result.seconds, 2), "amp": result.amp,
+                   "text_encoder": encoder["name"] if encoder else "",
                    **{f"valid_{k}": _cell(v) for k, v in result.valid.items()},
                    **{f"test_{k}": _cell(v) for k, v in (result.test or {}).items()}}
             rows.append(row)
@@ -161,12 +166,12 @@ def train_run(spec: RunSpec, log: Callable[[str], None] = _log) -> list[dict[str
                 "data_file": str(Path(spec.data).resolve()), "data_sha256": fs.sha256, "splits": fs.sizes(),
                 "dataset": spec.dataset, "seed": seed, "best_epoch": result.best_epoch, "preset": spec.preset,
                 "overrides": spec.overrides, "train_settings": dataclasses.asdict(settings),
-                "normalized": spec.normalize, "metrics": {"valid": result.valid, "test": result.test},
+                "normalized": scaling, "amp": result.amp, "metrics": {"valid": result.valid, "test": result.test},
                 **({"group_by": spec.group_by, "split_groups": groups} if groups else {}),
                 "data_warnings": fs.warnings,
             }
             kwargs = dict(model_name=spec.model, config=config, task=task, dims=dims, specs=fs.specs, norm=stats,
-                          provenance=_clean(provenance))
+                          text_encoder=encoder, provenance=_clean(provenance))
             key, higher = parse_select(settings.select)
             value = result.valid[key]
             if best_value is None or (value > best_value if higher else value < best_value):
@@ -242,6 +247,8 @@ def evaluate_bundle(bundle: Any, fs: FeatureSet, split: str = "test", device: st
         if getattr(fd, m) != getattr(bd, m):
             raise DataError(f"{m} features are {getattr(fd, m)}-d in {fs.path.name if fs.path else 'the file'}, "
                             f"the bundle was trained on {getattr(bd, m)}-d; extract with the bundle's extractors")
+    check_vocabulary(fs.stamp.get("text_vocab"), bundle.meta.get("text_encoder"), bundle.task.name,
+                     str(fs.path) if fs.path else "the file")
     if fs.specs:
         check_specs(bundle.meta, fs.specs)
     elif any(bundle.specs.get(m) for m in ("text", "audio", "vision")):
