@@ -8,7 +8,8 @@ happy's probability against the sum of sad's and angry's). The baseline is the i
 recipe: standardised functionals, logistic regression, C chosen by 5-fold cross-validation grouped
 by actor on the training actors (train + valid splits), then fitted on all of them.
 
-    python bench/voice_affect.py --bundle checkpoints/voice_affect --feats feats/features.pkl [--egemaps eg/features.pkl]
+    python bench/voice_affect.py --bundle checkpoints/voice_affect --feats feats/features.pkl \
+        [--egemaps eg/features.pkl]
 """
 from __future__ import annotations
 

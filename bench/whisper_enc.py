@@ -20,7 +20,8 @@ import faster_whisper
 
 REPO = Path(__file__).resolve().parents[1]
 DATA = REPO.parent / "shared" / "data"
-DEFAULT_CLIPS = ("emotion/ravdess/Actor_21/03-01-05-02-01-01-21.flac", "emotion/ravdess/Actor_22/03-01-03-01-02-01-22.flac",
+DEFAULT_CLIPS = ("emotion/ravdess/Actor_21/03-01-05-02-01-01-21.flac",
+                 "emotion/ravdess/Actor_22/03-01-03-01-02-01-22.flac",
                  "audio/radio_speech_a.wav", "audio/si_la_dictee_fr.aiff")
 ENCODES = [0]
 

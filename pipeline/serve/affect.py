@@ -14,6 +14,8 @@ so the readouts stay separate from the sentiment score.
 from __future__ import annotations
 
 import dataclasses
+import threading
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -152,15 +154,18 @@ class AffectReader:
     def __init__(self, voice_bundle: Path | None = VOICE_BUNDLE, face: bool = True, device: str = "cpu") -> None:
         self.voice = VoiceReader(voice_bundle, device) if voice_bundle is not None else None
         self.face = FaceReader() if face else None
+        self._lock = threading.Lock()  # msa-serve's workers share one reader; fer's interpreter is not thread-safe
 
     def read(self, path: Path) -> Affect:
-        import time
-
+        """Both readouts of the clip at ``path``, one clip at a time per reader."""
         from msa.pipeline.extract.clip_input import Clip
 
+        with self._lock:
+            return self._read(Clip.from_path(path))
+
+    def _read(self, clip: Any) -> Affect:
         from msa.core.errors import ExtractionError
 
-        clip = Clip.from_path(path)
         out = Affect()
         for what, reader, present in (("voice", self.voice, clip.has_audio), ("face", self.face, clip.has_video)):
             if reader is None or not present:
@@ -185,7 +190,8 @@ def describe(voice: dict[str, Any] | None, face: dict[str, Any] | None) -> list[
             continue
         top = sorted(r[key].items(), key=lambda kv: -kv[1])[:3]
         extra = f", arousal {r['arousal']:+.2f}" if "arousal" in r else ""
-        lines.append(f"  {what}: " + ", ".join(f"{c} {p:.2f}" for c, p in top) + f" (valence {r['valence']:+.2f}{extra})")
+        ranked = ", ".join(f"{c} {p:.2f}" for c, p in top)
+        lines.append(f"  {what}: {ranked} (valence {r['valence']:+.2f}{extra})")
     return lines
 
 
