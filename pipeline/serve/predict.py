@@ -21,7 +21,7 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
@@ -225,8 +225,11 @@ class Predictor:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def predict(self, path: str | Path, transcript_file: str | Path | None = None) -> Prediction:
-        """Score one clip; a typed MsaError (one line, naming the file) when it cannot be scored."""
+    def predict(self, path: str | Path, transcript_file: str | Path | None = None,
+                on_stage: Callable[[str], None] | None = None) -> Prediction:
+        """Score one clip; a typed MsaError (one line, naming the file) when it cannot be scored.
+
+        ``on_stage(name)`` is called as each stage starts (the extraction stages, then ``model``)."""
         from msa.pipeline.extract.cache import FeatureCache
         from msa.pipeline.extract.runner import run_clip
         from msa.pipeline.extract.sources import Item, read_sidecar
@@ -243,7 +246,7 @@ class Predictor:
         item = Item(path.parent.name or ".", path.stem, path, text=text, label=0.0)
         if text is None and item.sidecar is not None:
             source = "sidecar"
-        rec = run_clip(0, item, self.plan, wait=True)
+        rec = run_clip(0, item, self.plan, wait=True, on_stage=on_stage)
         if rec.status == "failed" or rec.entry is None:
             err = rec.error or {}
             msg = err.get("message", "failed")
@@ -260,6 +263,8 @@ class Predictor:
             why = "has no audio stream to transcribe" if "no_audio" in entry.flags else "has no recognisable speech"
             raise MsaError(f"{path}: {why}, and the bundle scores the transcript; give one with --transcript FILE "
                            "or a <clip>.txt sidecar", reason="no_speech")
+        if on_stage is not None:
+            on_stage("model")
         t1 = time.perf_counter()
         scores, probs = self._forward(entry, cache)
         model_s = time.perf_counter() - t1
@@ -407,3 +412,26 @@ def plot_paths(plot: str | Path, clips: list[str]) -> list[Path]:
         out.append(plot.with_name(name + (plot.suffix or ".png")))
     return out
 
+
+def predict_json(predictor: Predictor, clip: str | Path, transcript_file: str | Path | None = None,
+                 plot: str | Path | None = None, *, with_load: bool = False,
+                 on_stage: Callable[[str], None] | None = None) -> dict[str, Any]:
+    """One clip -> the JSON object that ``msa-predict --json`` prints and ``msa-serve`` returns.
+
+    ``plot``: also draw the signals to this PNG (key ``plot``, timing ``plot``); ``with_load``: add the
+    predictor's one-time load seconds (msa-predict does for the first clip scored)."""
+    pred = predictor.predict(clip, transcript_file, on_stage=on_stage)
+    if with_load:
+        pred.timings["load"] = round(predictor.load_seconds, 3)  # imports, bundle, extractor specs
+    if plot is not None:
+        from msa.pipeline.serve.plot import plot_prediction
+
+        if on_stage is not None:
+            on_stage("plot")
+        t0 = time.perf_counter()
+        plot_prediction(pred, plot)
+        pred.timings["plot"] = round(time.perf_counter() - t0, 3)
+    out = pred.to_json()
+    if plot is not None:
+        out["plot"] = str(plot)
+    return out
