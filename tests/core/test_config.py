@@ -80,6 +80,7 @@ def test_nested_and_dotted_keys_merge() -> None:
     ({"hidden": 2.0}, "hidden = 2.0: expected an integer >= 1"),  # a float is never an int
     ({"heads": -1}, "heads = -1: expected an integer >= 0"),
     ({"dropout": 1.0}, "dropout = 1.0: expected a number in [0, 1)"),
+    ({"lr": 10 ** 400}, "lr = 1" + "0" * 56 + "...: expected a number > 0"),  # too large for a float, not an OverflowError
     ({"average": "x"}, "average = 'x': expected one of 'padded', 'true'"),
     ({"flag": "yes"}, "flag = 'yes': expected true or false"),
     ({"name": 3}, "name = 3: expected a string"),
