@@ -16,7 +16,7 @@ from typing import Annotated, Any, Iterator
 
 import numpy as np
 
-from msa.core.config import Checked, Count, Positive, Size, matching
+from msa.core.config import Checked, Count, NonNegative, Positive, Size, matching
 from msa.core.errors import ExtractionError
 from msa.core.packages import shipped_files_status
 
@@ -342,8 +342,8 @@ class EGeMAPSFunctionals(_OpenSmile):
     feature_set = "eGeMAPSv02"
 
     @dataclass(frozen=True)
-    class Config:
-        window: float = 0.0  # seconds; 0: one row for the whole clip
+    class Config(Checked):
+        window: NonNegative = 0.0  # seconds; 0: one row for the whole clip
 
     def _levels(self) -> tuple[str, ...]:
         return ("Functionals",)

@@ -25,6 +25,7 @@ from typing import Any, Iterator
 
 import numpy as np
 
+from msa.core.config import Checked, NonNegative
 from msa.core.errors import ExtractionError
 
 from .base import Extractor, Features
@@ -122,10 +123,10 @@ class WhisperEnc(Extractor):
     modality = "audio"
 
     @dataclass(frozen=True)
-    class Config:
+    class Config(Checked):
         model: str = "base"  # shipped multilingual base; or any name/folder msa.extractors.asr accepts
         vad_filter: bool = True  # pool over the speech silero VAD keeps (all audio when it keeps none)
-        window: float = 0.0  # seconds per pooled row on the clip's timeline; 0: one row per clip
+        window: NonNegative = 0.0  # seconds per pooled row on the clip's timeline; 0: one row per clip
         pad: bool = False  # True: pad each window to 30 s as faster-whisper does (the encoder output is then
         # shared with ASR language detection; ~10x slower on short clips on CPU); False: encode the real audio
 
