@@ -175,22 +175,27 @@ class FaceMeshAU(Extractor):
     """Geometric AU intensity proxies, head pose and a face flag from MediaPipe face mesh."""
 
     name = "facemesh_au"
-    version = "1"
+    version = "2"
     modality = "visual"
 
     @dataclass(frozen=True)
     class Config:
         fps: float = 10.0  # frames sampled per second of video
         max_side: int | None = 640  # frames are downscaled so their longest side is at most this
-        max_faces: int = 3  # faces meshed per frame; the largest one is described
+        max_faces: int = 1  # faces meshed per frame; the largest one is described
         min_detection_confidence: float = 0.5
+        # True: MediaPipe's video mode, restarted for every clip: a frame is seeded from the previous
+        # frame's landmarks and the face detector runs only when the face is lost (or fewer than
+        # max_faces are tracked). False: every frame is detected afresh (static image mode).
+        tracking: bool = True
 
     def __init__(self, config: Any = None, **overrides: Any) -> None:
         super().__init__(config, **overrides)
         self._mesh: Any = None
+        self._used = False  # the graph has seen frames since it was (re)started
 
     def __getstate__(self) -> dict[str, Any]:
-        return {**self.__dict__, "_mesh": None}
+        return {**self.__dict__, "_mesh": None, "_used": False}
 
     def weights_identity(self) -> dict[str, Any]:
         # face_landmark_with_attention.tflite + BlazeFace ship inside the mediapipe wheel
@@ -202,11 +207,9 @@ class FaceMeshAU(Extractor):
     def _get_mesh(self) -> Any:
         if self._mesh is None:
             mp = import_mediapipe()
-            # static mode: every frame is detected afresh, so a frame's output never depends on
-            # earlier frames or on the previous clip (MediaPipe's tracking mode carries state)
             with native_log_muted():
                 self._mesh = mp.solutions.face_mesh.FaceMesh(
-                    static_image_mode=True,
+                    static_image_mode=not self.config.tracking,
                     max_num_faces=self.config.max_faces,
                     refine_landmarks=True,
                     min_detection_confidence=self.config.min_detection_confidence,
@@ -219,6 +222,7 @@ class FaceMeshAU(Extractor):
         mesh = self._get_mesh()
         with native_log_muted():
             result = mesh.process(image)
+        self._used = True
         best, best_area = None, -1.0
         for face in result.multi_face_landmarks or ():
             pts = np.array([(p.x * w, -p.y * h, -p.z * w) for p in face.landmark], dtype=np.float64)
@@ -227,7 +231,17 @@ class FaceMeshAU(Extractor):
                 best, best_area = pts, area
         return best
 
+    def _fresh_mesh(self) -> Any:
+        """The graph, restarted if it has seen frames: tracking state never crosses from one clip to the next."""
+        mesh = self._get_mesh()
+        if self._used and self.config.tracking:
+            with native_log_muted():
+                mesh.reset()
+        self._used = False
+        return mesh
+
     def extract(self, clip: Any) -> Features:
+        self._fresh_mesh()
         rows, times = [], []
         for frame in iter_frames(clip, self.config.fps, self.config.max_side):
             pts = self.landmarks(frame.image)
