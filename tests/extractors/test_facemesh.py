@@ -141,9 +141,10 @@ def test_the_largest_face_is_described() -> None:
     ex._mesh = _FakeMesh()
     pts = ex.landmarks(np.zeros((100, 200, 3), np.uint8))
     assert pts is not None and pts.shape == (478, 3)
-    width = pts[:, 0].max() - pts[:, 0].min()
-    canon = np.nan_to_num(fm.canonical_mesh())
-    assert width == pytest.approx((canon[:, 0].max() - canon[:, 0].min()) * 2.0 / 100.0 * 200)
+    assert np.isfinite(pts[fm.USED]).all() and np.isnan(np.delete(pts, fm.USED, axis=0)).all()
+    width = np.nanmax(pts[:, 0]) - np.nanmin(pts[:, 0])
+    canon = fm.canonical_mesh()
+    assert width == pytest.approx((np.nanmax(canon[:, 0]) - np.nanmin(canon[:, 0])) * 2.0 / 100.0 * 200)
 
 
 def test_pickles_without_the_mediapipe_graph(extractor: fm.FaceMeshAU) -> None:
