@@ -10,7 +10,9 @@ Per sampled frame, on the largest face:
    centre), minus the value the canonical neutral face gets, so the canonical face scores 0
    (AU25 and AU45 are zero-based on their own). Formulas: docs/extractors_visual.md.
 
-Frames without a face give zeros and ``face = 0``; never NaN.
+Frames without a face give zeros and ``face = 0``; never NaN. The face mesh tracks (MediaPipe's video
+mode: the face detector runs only when the face is lost) and is restarted for every clip, so a clip's
+features never depend on the clip before it.
 """
 from __future__ import annotations
 
