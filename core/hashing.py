@@ -1,6 +1,7 @@
-"""Stable hashes for cache keys and provenance."""
+"""Stable hashes for cache keys and provenance, and the weights-identity hash of model files."""
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 from pathlib import Path
@@ -13,6 +14,18 @@ def file_sha256(path: str | Path, chunk: int = 1 << 20) -> str:
         while block := f.read(chunk):
             h.update(block)
     return h.hexdigest()
+
+
+@functools.lru_cache(maxsize=32)
+def _cached_sha256(path: str, size: int, mtime_ns: int) -> str:
+    return file_sha256(path)
+
+
+def weights_sha256(path: str | Path) -> str:
+    """sha256 of a weights file, computed once per process for an unchanged file (keyed by path, size
+    and mtime): the identity that spec hashes and bundles record for pretrained weights."""
+    st = Path(path).stat()
+    return _cached_sha256(str(path), st.st_size, st.st_mtime_ns)
 
 
 def canonical_json(obj: Any) -> str:

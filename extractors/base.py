@@ -94,6 +94,16 @@ class Extractor:
     name: ClassVar[str]
     version: ClassVar[str]
     modality: ClassVar[str]
+    # Self-description, read by msa-doctor and the plot (no side tables elsewhere):
+    packages: ClassVar[tuple[str, ...]] = ()  # import names this extractor needs at run time
+    # what the plot can draw from the output: kind -> ((column, label or unit), ...), kinds:
+    # "pitch" (unit "hz" or "semitones"), "loudness", "face" (AU proxies), "expression" (probabilities)
+    plot_signals: ClassVar[dict[str, tuple[tuple[str, str], ...]]] = {}
+
+    @classmethod
+    def weights_status(cls) -> tuple[bool, str]:
+        """(present, where they are / what to supply) for the weights it loads, found without loading."""
+        return True, "none needed"
 
     @dataclass(frozen=True)
     class Config:

@@ -24,7 +24,7 @@ import numpy as np
 from msa.extractors.base import Extractor, Features, FeatureSpec
 from msa.extractors.face import Frame, iter_frames, package_version
 from msa.core.errors import MissingBackendError, UsageError
-from msa.core.hashing import file_sha256
+from msa.core.hashing import weights_sha256
 
 ENV_WEIGHTS = "MSA_CLIP_WEIGHTS"
 _HINT = f"set {ENV_WEIGHTS}=/path/to/ViT-B-16 open_clip .safetensors/.bin (or a locally cached open_clip tag)"
@@ -71,6 +71,15 @@ class ClipViTB16(Extractor):
     name = "clip_vitb16"
     version = "1"
     modality = "visual"
+    packages = ("torch", "open_clip")
+
+    @classmethod
+    def weights_status(cls) -> tuple[bool, str]:
+        try:
+            path, _ = cls().weights_file()
+        except MissingBackendError as e:
+            return False, e.one_line()
+        return True, str(path)
     BATCH: ClassVar[int] = 16  # frames per forward pass
 
     @dataclass(frozen=True)
@@ -127,7 +136,7 @@ class ClipViTB16(Extractor):
         if path is None:
             return {**ident, "weights": "random-init", "seed": self.config.seed}
         if self._sha256 is None:
-            self._sha256 = file_sha256(path)
+            self._sha256 = weights_sha256(path)
         return {**ident, "weights": path.name, "sha256": self._sha256, "tag_options": opts}
 
     def spec(self) -> FeatureSpec:

@@ -21,6 +21,7 @@ from typing import Any
 
 import numpy as np
 
+from msa.core.packages import shipped_files_status
 from msa.extractors.base import Extractor, Features
 from msa.extractors.face import box_area, import_mediapipe, iter_frames, native_log_muted, package_version
 
@@ -190,6 +191,14 @@ class FaceMeshAU(Extractor):
     name = "facemesh_au"
     version = "2"
     modality = "visual"
+    packages = ("mediapipe", "cv2")
+    plot_signals = {"face": (("AU12", "AU12 lip corner puller (smile proxy)"), ("AU06", "AU06 cheek raiser"))}
+
+    @classmethod
+    def weights_status(cls) -> tuple[bool, str]:
+        return shipped_files_status("mediapipe", "modules", ("face_landmark/face_landmark_with_attention.tflite",
+                                                             "face_detection/face_detection_short_range.tflite"),
+                                    "MediaPipe face mesh", "pip install mediapipe==0.10.21")
 
     @dataclass(frozen=True)
     class Config:

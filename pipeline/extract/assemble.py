@@ -13,13 +13,14 @@ import json
 import pickle
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterable
 
 import numpy as np
 
 from msa.extractors.base import Features
 
 from msa.core.io import atomic_write_bytes
+from msa.core.modalities import TO_BATCH
 from msa.pipeline.extract.cache import FeatureCache
 from msa.core.errors import DataError, ExtractionError
 from msa.core.hashing import canonical_json
@@ -28,7 +29,6 @@ from msa.pipeline.extract.sources import MODES, Item
 FORMAT = "msa-features"
 FORMAT_VERSION = 1
 # our modality name -> MMSA key
-MMSA_KEY = {"text": "text", "audio": "audio", "visual": "vision"}
 
 
 @dataclass(frozen=True)
@@ -43,14 +43,36 @@ class Entry:
     words: tuple[tuple[str, float, float], ...] = field(default=())
 
 
-def resolve_max_len(entries: list[Entry], modalities: list[str], caps: dict[str, int | None]) -> dict[str, int]:
-    """Padded length per modality: the longest sequence, cut to ``caps[modality]`` when given (min 1)."""
+def resolve_max_len(entries: list[Entry], modalities: list[str], caps: dict[str, int | None],
+                    exact: bool = False) -> dict[str, int]:
+    """Padded length per modality: the longest sequence, cut to ``caps[modality]`` when given (min 1);
+    ``exact``: the caps themselves (a bundle's trained lengths at prediction time)."""
     out = {}
     for m in modalities:
         longest = max((e.lengths.get(m, 0) for e in entries), default=0)
         cap = caps.get(m)
-        out[m] = max(1, min(longest, cap) if cap else longest)
+        out[m] = max(1, cap if exact and cap else min(longest, cap) if cap else longest)
     return out
+
+
+def pack(rows: Iterable[Features | None], n: int, length: int, dim: int,
+         with_bert: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """(data (n, length, dim), lengths (n,), text_bert (n, 3, length) or None): each row's sequence cut
+    to ``length`` and zero-padded at the end. The only padding rule of msa; ``rows`` is consumed
+    lazily (one clip's features in memory at a time), a None row stays all zeros."""
+    arr = np.zeros((n, length, dim), dtype=np.float32)
+    lens = np.zeros(n, dtype=np.int64)
+    bert = np.zeros((n, 3, length), dtype=np.float32) if with_bert else None
+    for i, feats in enumerate(rows):
+        if feats is None:
+            continue
+        t = min(feats.data.shape[0], length)
+        arr[i, :t] = feats.data[:t]
+        lens[i] = t
+        if bert is not None:
+            tb = np.asarray(feats.extra["text_bert"])[:, :length]
+            bert[i, :, : tb.shape[1]] = tb
+    return arr, lens, bert
 
 
 def assemble(
@@ -61,6 +83,7 @@ def assemble(
     has_modes: bool,
     sub_label_keys: tuple[str, ...] = (),
     max_len: dict[str, int | None] | None = None,
+    exact_len: bool = False,
     aligned: bool = False,
     extra_config: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
@@ -72,7 +95,7 @@ def assemble(
     modalities = [m for m in ("text", "audio", "visual") if m in specs]
     if aligned and "text" not in specs:
         raise DataError("word alignment needs a text extractor", reason="usage")
-    lengths = resolve_max_len(entries, modalities, max_len or {})
+    lengths = resolve_max_len(entries, modalities, max_len or {}, exact_len)
     if aligned:
         lengths.update({m: lengths["text"] for m in modalities})
     splits = [m for m in MODES if any(e.item.mode == m for e in entries)] if has_modes else ["all"]
@@ -85,8 +108,8 @@ def assemble(
     config = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
-        "specs": {MMSA_KEY[m]: specs[m] for m in modalities},
-        "max_len": {MMSA_KEY[m]: lengths[m] for m in modalities},
+        "specs": {TO_BATCH[m]: specs[m] for m in modalities},
+        "max_len": {TO_BATCH[m]: lengths[m] for m in modalities},
         "splits": splits,
         "sub_labels": list(sub_label_keys),
         "aligned": aligned,
@@ -122,32 +145,29 @@ def _split(
     for m in ("text", "audio", "visual"):
         if m not in specs:
             continue
-        key, L, dim = MMSA_KEY[m], lengths[m], int(specs[m]["dim"])
-        arr = np.zeros((n, L, dim), dtype=np.float32)
-        lens = np.zeros(n, dtype=np.int64)
-        bert = np.zeros((n, 3, L), dtype=np.float32) if m == "text" and has_bert else None
-        for i, e in enumerate(entries):
-            feats = _load(cache, e, m)
-            if feats is None:
-                continue
-            if aligned and m != "text":
-                feats = align_to_tokens(feats, _load(cache, e, "text"), e.words)
-            if feats.data.shape[1] != dim and feats.data.shape[0] > 0:
-                raise DataError(
-                    f"{e.item.id}: {m} features have dim {feats.data.shape[1]}, spec says {dim}; "
-                    f"delete {cache.root / e.refs[m][0] / e.refs[m][1]} and rerun",
-                )
-            t = min(feats.data.shape[0], L)
-            arr[i, :t] = feats.data[:t]
-            lens[i] = t
-            if bert is not None:
-                tb = np.asarray(feats.extra["text_bert"])[:, :L]
-                bert[i, :, : tb.shape[1]] = tb
+        key, L, dim = TO_BATCH[m], lengths[m], int(specs[m]["dim"])
+        arr, lens, bert = pack((_row(cache, e, m, dim, aligned) for e in entries), n, L, dim,
+                               m == "text" and has_bert)
         d[key] = arr
         d[f"{key}_lengths"] = lens
         if bert is not None:
             d["text_bert"] = bert
     return d
+
+
+def _row(cache: FeatureCache, e: Entry, m: str, dim: int, aligned: bool) -> Features | None:
+    """One clip's features for modality ``m`` (word-aligned when asked), its width checked."""
+    feats = _load(cache, e, m)
+    if feats is None:
+        return None
+    if aligned and m != "text":
+        feats = align_to_tokens(feats, _load(cache, e, "text"), e.words)
+    if feats.data.shape[1] != dim and feats.data.shape[0] > 0:
+        raise DataError(
+            f"{e.item.id}: {m} features have dim {feats.data.shape[1]}, spec says {dim}; "
+            f"delete {cache.root / e.refs[m][0] / e.refs[m][1]} and rerun",
+        )
+    return feats
 
 
 def align_to_tokens(feats: Features, text: Features, words: tuple[tuple[str, float, float], ...]) -> Features:

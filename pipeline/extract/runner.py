@@ -1,4 +1,4 @@
-"""Run many clips through ``clipjob.run_clip``: in this process, on joblib/loky workers, or on dask.
+"""Run many clips through ``stages.run_clip``: in this process, on joblib/loky workers, or on dask.
 
 Clips claimed by another msa-extract on the same output folder are retried at the end (waiting for
 the claim), so two processes never extract the same clip. The first Ctrl-C lets the clips in flight
@@ -6,6 +6,7 @@ finish and skips the rest; a second one stops at once (the cache stays consisten
 """
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import signal
@@ -18,7 +19,7 @@ from typing import Any, Callable, Iterator
 from msa.pipeline.extract.stages import STAGES, ExtractorRef, Plan, Record, StorageError, run_clip
 from msa.pipeline.extract.sources import Item
 
-# the runner's public API (the per-clip part lives in clipjob.py)
+# the runner's public API (the per-clip part lives in stages.py)
 __all__ = ["STAGES", "ExtractorRef", "Plan", "Record", "StorageError", "run_all", "run_clip"]
 
 log = logging.getLogger("msa.runner")
@@ -74,26 +75,46 @@ def _execute(tasks: list[tuple[int, Item]], plan: Plan, jobs: int, backend: str,
                 return
             yield run_clip(i, item, plan)
         return
-    from joblib import Parallel, delayed, parallel_config
-
-    calls = (delayed(run_clip)(i, item, plan) for i, item in tasks)
     if backend == "loky":
+        from joblib import Parallel, delayed
+
+        calls = (delayed(run_clip)(i, item, plan) for i, item in tasks)
         yield from Parallel(n_jobs=jobs, backend="loky", return_as="generator_unordered")(calls)
         return
     if backend != "dask":
         raise ValueError(f"unknown backend {backend!r}")
-    from dask.distributed import Client, LocalCluster
+    yield from _execute_dask(tasks, plan, jobs, scheduler)
 
+
+def _execute_dask(tasks: list[tuple[int, Item]], plan: Plan, jobs: int, scheduler: str | None) -> Iterator[Record]:
+    """One dask future per clip, on the cluster's workers (joblib's dask backend would run the clips in
+    this process when the cluster has a single worker thread)."""
+    from dask.distributed import Client, LocalCluster, as_completed
+
+    originals = dict(tasks)
     cluster = None if scheduler else LocalCluster(n_workers=jobs, threads_per_worker=1, processes=True,
                                                   dashboard_address=None)
     client = Client(scheduler or cluster)
     try:
-        with parallel_config(backend="dask"):
-            yield from Parallel(n_jobs=-1, return_as="generator_unordered")(calls)
+        futures = [client.submit(run_clip, i, item, p, pure=False)
+                   for i, item, p in _absolute(tasks, plan)]
+        for future in as_completed(futures):
+            rec = future.result()
+            rec.item = originals[rec.index]  # report the paths as the user gave them
+            yield rec
     finally:
         client.close()
         if cluster is not None:
             cluster.close()
+
+
+def _absolute(tasks: list[tuple[int, Item]], plan: Plan) -> Iterator[tuple[int, Item, Plan]]:
+    """Tasks with absolute input and output paths: a dask worker resolves paths in its own working
+    directory (often on another machine with a shared file system), not in the client's."""
+    plan = dataclasses.replace(plan, out_dir=os.path.abspath(plan.out_dir),
+                               stop_file=os.path.abspath(plan.stop_file) if plan.stop_file else "")
+    for i, item in tasks:
+        yield i, dataclasses.replace(item, path=Path(os.path.abspath(item.path))), plan
 
 
 @contextmanager

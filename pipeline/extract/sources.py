@@ -14,12 +14,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from msa.core.errors import DataError, ExtractionError, UsageError
+from msa.core.labels import SPLITS, split_name
 
 VIDEO_EXTS = (".mp4", ".mov", ".avi", ".mkv", ".webm", ".mpg")
 AUDIO_EXTS = (".wav", ".flac", ".mp3", ".aiff", ".aif")
 MEDIA_EXTS = VIDEO_EXTS + AUDIO_EXTS
 SIDECAR_EXTS = (".txt", ".srt", ".vtt")
-MODES = ("train", "valid", "test")
+MODES = SPLITS
 LABEL_COLUMNS = ("label_T", "label_A", "label_V")
 REQUIRED_COLUMNS = ("video_id", "clip_id", "label")
 ID_SEP = "$_$"  # MMSA's id separator: "video_id$_$clip_id"
@@ -134,19 +135,29 @@ def _video_id(root: Path, p: Path) -> str:
     return root.resolve().name if rel == "." else rel
 
 
-def load_dataset(root: Path) -> Source:
-    """Read and validate ``root/label.csv``; clips live at ``root/Raw/<video_id>/<clip_id>.<ext>``."""
-    csv_path = root / "label.csv"
+def read_label_csv(csv_path: Path) -> tuple[list[str], list[dict[str, str]]]:
+    """(header, rows) of a label.csv: UTF-8 (BOM allowed), header names stripped. The one reader, for
+    msa-extract's datasets and msa-eval's text-only label.csv alike."""
     try:
         with open(csv_path, newline="", encoding="utf-8-sig") as f:
             reader = csv.DictReader(f)
             reader.fieldnames = [c.strip() for c in reader.fieldnames or []]
-            header = list(reader.fieldnames)
-            rows = list(reader)
+            return list(reader.fieldnames), list(reader)
     except UnicodeDecodeError as e:
         raise DataError(f"{csv_path} is not UTF-8 text ({e.reason} at byte {e.start})", reason="bad_label_csv") from e
     except csv.Error as e:
         raise DataError(f"{csv_path} is not a readable CSV: {e}", reason="bad_label_csv") from e
+
+
+def row_mode(row: dict[str, str]) -> str:
+    """The row's split, canonical (``dev``/``val`` -> ``valid``); "" when the column is absent or empty."""
+    return split_name((row.get("mode") or "").strip())
+
+
+def load_dataset(root: Path) -> Source:
+    """Read and validate ``root/label.csv``; clips live at ``root/Raw/<video_id>/<clip_id>.<ext>``."""
+    csv_path = root / "label.csv"
+    header, rows = read_label_csv(csv_path)
     missing = [c for c in REQUIRED_COLUMNS if c not in header]
     if missing:
         raise LabelCsvError(csv_path, [f"missing column(s) {', '.join(missing)} (have: {', '.join(header)})"])
@@ -177,9 +188,9 @@ def load_dataset(root: Path) -> Source:
                 errs.append(f"{key} is not a number: {row.get(key)!r}")
             else:
                 subs[key[-1]] = value
-        mode = (row.get("mode") or "").strip() if "mode" in header else None
+        mode = row_mode(row) if "mode" in header else None
         if mode is not None and mode not in MODES:
-            errs.append(f"unknown mode {mode!r} (expected {', '.join(MODES)})")
+            errs.append(f"unknown mode {row.get('mode')!r} (expected {', '.join(MODES)}; dev/val mean valid)")
         media = media_index.get((vid, cid)) if vid and cid else None
         if vid and cid and media is None:
             errs.append(f"no media at Raw/{vid}/{cid}.<{'|'.join(e[1:] for e in MEDIA_EXTS)}>")

@@ -29,7 +29,7 @@ from msa.core.errors import ExtractionError, MediaError, MsaError
 from msa.core.hashing import file_sha256, json_sha256
 from msa.pipeline.extract.sources import Item, read_sidecar
 
-log = logging.getLogger("msa.clipjob")
+log = logging.getLogger("msa.stages")
 
 STAGES = ("hash", "probe", "decode", "transcript", "text", "audio", "visual")
 PROBE_NAME, PROBE_VERSION = "probe", "1"

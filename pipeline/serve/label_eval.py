@@ -6,40 +6,33 @@ features file, so :func:`msa.pipeline.train.experiment.evaluate_bundle` scores i
 """
 from __future__ import annotations
 
-import csv
 from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
 
-from msa.pipeline.train.data import SPLIT_ALIASES, FeatureSet, from_dict
 from msa.core.errors import DataError
 from msa.core.hashing import file_sha256
+from msa.core.labels import split_name
+from msa.pipeline.extract.assemble import pack
+from msa.pipeline.extract.sources import read_label_csv, row_mode
+from msa.pipeline.train.data import FeatureSet, from_dict
 
 REQUIRED = ("text", "label")
 
 
-def read_label_csv(path: Path, split: str | None = None) -> dict[str, list[dict[str, str]]]:
+def label_csv_rows(path: Path, split: str | None = None) -> dict[str, list[dict[str, str]]]:
     """Rows per split (``mode`` column; ``all`` when it has none), optionally only ``split``'s."""
-    try:
-        with open(path, newline="", encoding="utf-8-sig") as f:
-            reader = csv.DictReader(f)
-            header = [c.strip() for c in reader.fieldnames or []]
-            reader.fieldnames = header
-            rows = list(reader)
-    except UnicodeDecodeError as e:
-        raise DataError(f"{path} is not UTF-8 text (byte {e.start})", reason="bad_label_csv") from e
-    except csv.Error as e:
-        raise DataError(f"{path} is not a readable CSV: {e}", reason="bad_label_csv") from e
+    header, rows = read_label_csv(path)
     missing = [c for c in REQUIRED if c not in header]
     if missing:
         raise DataError(f"{path} lacks column(s) {', '.join(missing)} (has: {', '.join(header)}); "
                         "a label.csv without media needs text and label", reason="bad_label_csv")
-    want = SPLIT_ALIASES.get(split, split) if split else None
+    want = split_name(split) if split else None
     out: dict[str, list[dict[str, str]]] = {}
     problems = []
     for i, row in enumerate(rows):
-        mode = SPLIT_ALIASES.get((row.get("mode") or "").strip(), (row.get("mode") or "").strip()) or "all"
+        mode = row_mode(row) or "all"
         if want is not None and mode != want:
             continue
         try:
@@ -72,7 +65,7 @@ def label_csv_features(bundle: Any, path: Path, split: str | None = None,
     spec = bundle.specs.get("text")
     extractor = extractor_from_spec(spec, "text", bundle.path)
     raw: dict[str, Any] = {}
-    for name, rows in read_label_csv(Path(path), split).items():
+    for name, rows in label_csv_rows(Path(path), split).items():
         if log:
             log(f"msa-eval: extracting {extractor.name} text features for {len(rows)} {name} rows")
         feats = [extractor.encode(Transcript(r["text"].strip(), source="label_csv")) for r in rows]
@@ -84,19 +77,11 @@ def label_csv_features(bundle: Any, path: Path, split: str | None = None,
 
 
 def _split_arrays(feats: list[Any], rows: list[dict[str, str]], dims: Any) -> dict[str, np.ndarray]:
-    """MMSA arrays: text (N, L, D) and text_bert (N, 3, L) cut/padded to the bundle's text length, as
-    ``assemble`` does; audio/vision are one zero frame of the trained widths (the bundle ignores them)."""
+    """MMSA arrays: text (N, L, D) and text_bert (N, 3, L) cut/padded to the bundle's text length by
+    assembly's own rule (:func:`~msa.pipeline.extract.assemble.pack`); audio/vision are one zero frame
+    of the trained widths (the bundle ignores them)."""
     n, length = len(rows), max(1, dims.text_len)
-    width = feats[0].data.shape[1]
-    text = np.zeros((n, length, width), dtype=np.float32)
-    bert = np.zeros((n, 3, length), dtype=np.float32)
-    lengths = np.zeros(n, dtype=np.int64)
-    for i, f in enumerate(feats):
-        t = min(f.data.shape[0], length)
-        text[i, :t] = f.data[:t]
-        lengths[i] = t
-        tb = np.asarray(f.extra["text_bert"])[:, :length]
-        bert[i, :, : tb.shape[1]] = tb
+    text, lengths, bert = pack(feats, n, length, feats[0].data.shape[1], with_bert=True)
     ids = [f"{r.get('video_id', '')}$_${r.get('clip_id', i)}" for i, r in enumerate(rows)]
     out = {"text": text} if dims.text else {}  # a bundle trained on token ids only has no text width
     return {

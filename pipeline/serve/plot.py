@@ -5,18 +5,28 @@ headless and inside other programs. Rows appear only for the signals that were e
 """
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-# facial rows: (column, legend) for facemesh_au / pyfeat_au, then fer_emotion's expressions
-AU_ROWS = (("AU12", "AU12 lip corner puller (smile proxy)"), ("AU06", "AU06 cheek raiser"))
-EXPRESSIONS = ("happy", "neutral", "sad", "angry", "surprise", "fear", "disgust")
-# pitch and loudness columns, in order of preference: egemaps, covarep_like, compare
-PITCH = (("F0semitoneFrom27.5Hz_sma3nz", "semitones"), ("f0", "hz"), ("F0final_sm", "hz"))
-LOUDNESS = (("Loudness_sma3", "loudness (sone)"), ("rms_db", "RMS (dB)"), ("pcm_RMSenergy_sma", "RMS energy"),
-            ("audspec_lengthL1norm_sma", "loudness"))
+
+
+@functools.lru_cache(maxsize=None)
+def declared(kind: str) -> tuple[tuple[str, str], ...]:
+    """(column, label or unit) of every registered extractor's ``plot_signals[kind]``, deduplicated.
+
+    Kinds: ``face`` (AU proxies), ``expression``, ``pitch`` (unit ``hz``/``semitones``), ``loudness``.
+    The extractors describe themselves (extractors/base.py); the plot keeps no table of its own.
+    """
+    from msa.extractors import EXTRACTORS
+
+    seen: dict[str, str] = {}
+    for name in EXTRACTORS.names():
+        for column, label in EXTRACTORS.get(name).plot_signals.get(kind, ()):
+            seen.setdefault(column, label)
+    return tuple(seen.items())
 
 
 def _column(signal: tuple[Any, tuple[str, ...]] | None, name: str) -> tuple[np.ndarray, np.ndarray] | None:
@@ -30,7 +40,7 @@ def _column(signal: tuple[Any, tuple[str, ...]] | None, name: str) -> tuple[np.n
 
 def pitch_hz(signal: tuple[Any, tuple[str, ...]] | None) -> tuple[np.ndarray, np.ndarray] | None:
     """F0 in Hz per frame, NaN where unvoiced (eGeMAPS' semitones from 27.5 Hz are converted)."""
-    for name, unit in PITCH:
+    for name, unit in declared("pitch"):
         col = _column(signal, name)
         if col is not None:
             t, v = col
@@ -40,7 +50,7 @@ def pitch_hz(signal: tuple[Any, tuple[str, ...]] | None) -> tuple[np.ndarray, np
 
 
 def loudness(signal: tuple[Any, tuple[str, ...]] | None) -> tuple[np.ndarray, np.ndarray, str] | None:
-    for name, label in LOUDNESS:
+    for name, label in declared("loudness"):
         col = _column(signal, name)
         if col is not None:
             return col[0], col[1], label
@@ -68,9 +78,9 @@ def draw(pred: Any) -> Any:
 
     visual, audio = pred.signals.get("visual"), pred.signals.get("audio")
     face = _face_mask(visual)
-    aus = [(c, label, _column(visual, c)) for c, label in AU_ROWS]
+    aus = [(c, label, _column(visual, c)) for c, label in declared("face")]
     aus = [(c, label, col) for c, label, col in aus if col is not None]
-    expr = [(e, _column(visual, e)) for e in EXPRESSIONS]
+    expr = [(e, _column(visual, e)) for e, _ in declared("expression")]
     expr = [(e, col) for e, col in expr if col is not None]
     f0, loud = pitch_hz(audio), loudness(audio)
     rows = [r for r, on in (("face", bool(aus)), ("expr", bool(expr)), ("voice", f0 is not None or loud is not None),

@@ -27,17 +27,18 @@ from msa.extractors import RECIPES
 from msa.extractors.base import Features
 
 from msa.core.errors import BundleError, MediaError, MsaError, UsageError
+from msa.core.labels import THREE_CLASS_NAMES, three_classes
+from msa.core.modalities import TO_BATCH, TO_EXTRACT
 
 from msa.checkpoints import shipped_bundle
 
 DEFAULT_BUNDLES = {"sentiment": shipped_bundle("default"), "phq8": shipped_bundle("phq8")}
 TASKS = tuple(DEFAULT_BUNDLES)
-# runner modality -> model batch key / bundle modality
-BATCH_KEY = {"text": "text", "audio": "audio", "visual": "vision"}
-RUNNER_MODALITY = {v: k for k, v in BATCH_KEY.items()}
 # |score| <= band is "neutral": MOSI/MOSEI ratings are averages of integers in [-3, 3] (a score that
-# rounds to 0, as in Mult_acc_7); SIMS uses MMSA's 3-class edges +-0.1. Custom ranges: 1/12 of the width.
-NEUTRAL_BAND = {"mosi": 0.5, "mosei": 0.5, "sims": 0.1, "simsv2": 0.1}
+# rounds to 0, as in Mult_acc_7). Custom ranges: 1/12 of the width. SIMS uses MMSA's 3-class bins
+# (msa.core.labels), the same as its metrics and CLIP-CA-MSA's classes.
+NEUTRAL_BAND = {"mosi": 0.5, "mosei": 0.5}
+THREE_CLASS_TASKS = ("sims", "simsv2")
 DEFAULT_SIGNALS = tuple((m, RECIPES["default"][m]) for m in ("audio", "visual"))
 PHQ8_BANDS = ((4, "none"), (9, "mild"), (14, "moderate"), (19, "moderately severe"), (24, "severe"))
 PHQ8_HINT = ("train one on AVEC2019-style sessions: msa-extract DATASET --recipe avec2019 --out feats/ && "
@@ -65,7 +66,10 @@ def resolve_bundle(bundle: str | Path | None, task: str | None) -> Path:
 
 
 def sentiment_label(score: float, task: Any) -> str:
-    """negative / neutral / positive with the neutral band of :data:`NEUTRAL_BAND` around the range's centre."""
+    """negative / neutral / positive: SIMS' 3-class bins, else the neutral band of :data:`NEUTRAL_BAND`
+    around the range's centre."""
+    if task.name in THREE_CLASS_TASKS:
+        return THREE_CLASS_NAMES[int(three_classes([score])[0])]
     centre = (task.low + task.high) / 2.0
     band = NEUTRAL_BAND.get(task.name, (task.high - task.low) / 12.0)
     if score - centre > band:
@@ -170,11 +174,11 @@ class Predictor:
         if options.task is not None and options.task != kind:
             hint = f"; {PHQ8_HINT}" if options.task == "phq8" else ""
             raise UsageError(f"{options.bundle} is a {kind} bundle ({meta['task'].get('name')}), not {options.task}{hint}")
-        self.used = [m for m in meta.get("modalities", ()) if m in RUNNER_MODALITY]
+        self.used = [m for m in meta.get("modalities", ()) if m in TO_EXTRACT]
         if not self.used:
             raise BundleError(f"{options.bundle}: the bundle uses none of text/audio/vision")
         feats = meta.get("features", {})
-        extractors = {RUNNER_MODALITY[m]: extractor_from_spec((feats.get(m) or {}).get("spec"), m, options.bundle)
+        extractors = {TO_EXTRACT[m]: extractor_from_spec((feats.get(m) or {}).get("spec"), m, options.bundle)
                       for m in self.used}
         for modality, name in options.signals:
             if modality not in extractors:
@@ -184,8 +188,8 @@ class Predictor:
             raise UsageError(f"{options.asr!r} is a {asr_cls.modality} extractor, not a speech recogniser")
         self.specs = {m: e.spec().to_dict() for m, e in extractors.items()}
         self.device = resolve_device(options.device)
-        self.bundle = load_bundle(options.bundle, current_specs={BATCH_KEY[m]: self.specs[m] for m in extractors
-                                                                 if BATCH_KEY[m] in self.used},
+        self.bundle = load_bundle(options.bundle, current_specs={TO_BATCH[m]: self.specs[m] for m in extractors
+                                                                 if TO_BATCH[m] in self.used},
                                   device=str(self.device))
         self.kind = kind
         self._tmp = None if options.cache_dir else tempfile.mkdtemp(prefix="msa-predict-")
@@ -237,7 +241,7 @@ class Predictor:
         cache = FeatureCache(self.plan.out_dir)
         feats = {m: cache.load(*ref) for m, ref in entry.refs.items()}
         for m in self.used:
-            if feats.get(RUNNER_MODALITY[m]) is None:
+            if feats.get(TO_EXTRACT[m]) is None:
                 what = {"vision": "video stream", "audio": "audio stream", "text": "transcript"}[m]
                 raise MediaError(f"{path}: the bundle needs a {what}, the clip has none", reason=f"no_{m}")
         if "text" in self.used and not entry.transcript.strip():
@@ -295,21 +299,18 @@ def clip_batch(entry: Any, bundle: Any, specs: dict[str, dict[str, Any]], used: 
     dims = bundle.dims
     length = {"text": dims.text_len, "audio": dims.audio_len, "vision": dims.vision_len}
     width = {"text": dims.text, "audio": dims.audio, "vision": dims.vision}
-    model_specs = {RUNNER_MODALITY[m]: specs[RUNNER_MODALITY[m]] for m in used}
+    model_specs = {TO_EXTRACT[m]: specs[TO_EXTRACT[m]] for m in used}
     raw = assemble([entry], model_specs, cache, has_modes=False,
-                   max_len={RUNNER_MODALITY[m]: length[m] for m in used})
+                   max_len={TO_EXTRACT[m]: length[m] for m in used}, exact_len=True)
     split = raw["all"]
     for m in ("text", "audio", "vision"):
         if m in used:
-            if m == "text" and "text_bert" in split:
-                split["text_bert"] = _pad(split["text_bert"], 2, length[m])
-                if width[m] == 0:  # trained on token ids only (no text feature sequence)
-                    del split["text"]
-                    continue
+            if m == "text" and "text_bert" in split and width[m] == 0:
+                del split["text"]  # trained on token ids only (no text feature sequence)
+                continue
             got = split[m].shape[2]
             if got != width[m]:
                 raise BundleError(f"{bundle.path}: {m} features are {got}-d, the bundle was trained on {width[m]}-d")
-            split[m] = _pad(split[m], 1, length[m])
         else:  # not an input of this bundle: a zero frame of the trained width
             split[m] = np.zeros((1, max(1, length[m]), width[m]), dtype=np.float32)
             split[f"{m}_lengths"] = np.ones(1, dtype=np.int64)
@@ -319,14 +320,6 @@ def clip_batch(entry: Any, bundle: Any, specs: dict[str, dict[str, Any]], used: 
     batch.pop("labels", None)
     batch.pop("index", None)
     return batch
-
-
-def _pad(a: np.ndarray, axis: int, size: int) -> np.ndarray:
-    if a.shape[axis] >= size:
-        return a
-    pad = [(0, 0)] * a.ndim
-    pad[axis] = (0, size - a.shape[axis])
-    return np.pad(a, pad)
 
 
 def occlude(batch: dict[str, Any], modality: str) -> dict[str, Any]:

@@ -12,7 +12,6 @@ with a ``weights_identity() -> dict`` method. Anything else is saved. Loading is
 from __future__ import annotations
 
 import dataclasses
-import functools
 import json
 import subprocess
 import types
@@ -24,13 +23,14 @@ from pathlib import Path
 from typing import Any
 
 from msa.core.errors import BundleError
+from msa.core.modalities import BATCH, batch_name
 from msa.core.io import atomic_path, atomic_write_text
-from msa.core.hashing import canonical_json, file_sha256
+from msa.core.hashing import canonical_json, file_sha256, weights_sha256
 
 FORMAT = "msa-bundle/1"
 BUNDLE_JSON = "bundle.json"
 WEIGHTS = "weights.safetensors"
-MODALITIES = ("text", "audio", "vision")
+MODALITIES = BATCH
 
 
 @dataclass
@@ -51,14 +51,6 @@ class Bundle:
 # ---------------------------------------------------------------------------------------------
 # frozen pretrained modules
 
-@functools.lru_cache(maxsize=16)
-def _cached_sha256(path: str, size: int, mtime: float) -> str:
-    return file_sha256(path)
-
-
-def _sha(path: Path) -> str:
-    st = path.stat()
-    return _cached_sha256(str(path), st.st_size, st.st_mtime)
 
 
 def _weights_file(folder: Path) -> Path | None:
@@ -83,7 +75,7 @@ def _text_encoder_identity(enc: Any) -> dict[str, Any] | None:
     weights = _weights_file(folder) if folder.is_dir() else None
     if weights is None:
         return None
-    ident = {"kind": "text_encoder", "name": enc.name, "file": weights.name, "sha256": _sha(weights)}
+    ident = {"kind": "text_encoder", "name": enc.name, "file": weights.name, "sha256": weights_sha256(weights)}
     if package:
         ident.update(package=package, version=metadata.version(package))
     return ident
@@ -374,7 +366,7 @@ def check_specs(meta: dict[str, Any], current: dict[str, Any]) -> None:
     """Every given current spec must match the bundle's spec hash for that modality."""
     used = set(meta.get("modalities", MODALITIES))
     for modality, spec in current.items():
-        modality = {"visual": "vision"}.get(modality, modality)
+        modality = batch_name(modality)
         if modality not in used or spec is None:
             continue
         now = spec if isinstance(spec, str) else spec.get("spec_hash") if isinstance(spec, dict) else spec.spec_hash

@@ -31,6 +31,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from msa.core.errors import DataError
+from msa.core.labels import split_name
+from msa.core.modalities import BATCH, batch_name
 from msa.core.hashing import file_sha256
 from msa.core.io import atomic_path
 
@@ -38,14 +40,12 @@ if TYPE_CHECKING:  # torch stays unimported until a model is built (fast --help)
     from msa.models.base import Dims, Task
 
 SPLITS = ("train", "valid", "test")
-SPLIT_ALIASES = {"dev": "valid", "val": "valid"}
 ALL_SPLIT = "all"
 STAMP_KEY = "config"
 NPZ_FORMAT = "msa-features-npz/1"
 NPZ_META = "__meta__"
-SEQ_KEYS = ("text", "audio", "vision")
+SEQ_KEYS = BATCH
 UNIMODAL = ("T", "A", "V")
-MODALITY_ALIASES = {"visual": "vision", "video": "vision", "acoustic": "audio"}
 
 
 @dataclass(frozen=True)
@@ -103,7 +103,7 @@ class FeatureSet:
     warnings: list[str] = field(default_factory=list)
 
     def split(self, name: str) -> Split:
-        name = SPLIT_ALIASES.get(name, name)
+        name = split_name(name)
         if name not in self.splits:
             raise DataError(f"{self._where()}has no split {name!r}; it has: {', '.join(self.splits)}")
         return self.splits[name]
@@ -175,7 +175,7 @@ def from_dict(raw: dict[str, Any], path: Path | None = None) -> FeatureSet:
     for key, value in raw.items():
         if key == STAMP_KEY or not isinstance(value, dict):
             continue
-        name = SPLIT_ALIASES.get(key, key)
+        name = split_name(key)
         if name not in (*SPLITS, ALL_SPLIT):
             warnings.append(f"ignored unknown top-level entry {key!r}")
             continue
@@ -195,7 +195,7 @@ def specs_from_stamp(stamp: dict[str, Any]) -> dict[str, dict[str, Any]]:
     out: dict[str, dict[str, Any]] = {}
     for modality, spec in (raw or {}).items():
         if isinstance(spec, dict) and spec.get("spec_hash"):
-            out[MODALITY_ALIASES.get(modality, modality)] = spec
+            out[batch_name(modality)] = spec
     return out
 
 

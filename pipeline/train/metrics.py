@@ -11,6 +11,8 @@ from typing import Any
 
 import numpy as np
 
+from msa.core.labels import three_classes
+
 # Left-open, right-closed SIMS buckets; the outer edges -1.01/1.01 are MMSA's.
 SIMS_EDGES: dict[int, tuple[float, ...]] = {
     2: (-1.01, 0.0, 1.01),
@@ -133,12 +135,6 @@ def regression_metrics(pred: Any, labels: Any) -> dict[str, float]:
         "Corr": _r4(pearson(p, y)),
         "CCC": _r4(ccc(p, y)),
     }
-
-
-def three_classes(labels: Any) -> np.ndarray:
-    """Regression label -> {0: negative, 1: neutral, 2: positive}: y <= -0.1, (-0.1, 0.1], > 0.1 (float32 edges)."""
-    y = np.asarray(labels, dtype=np.float32).reshape(-1)
-    return np.where(y <= np.float32(-0.1), 0, np.where(y <= np.float32(0.1), 1, 2)).astype(np.int64)
 
 
 def classification_metrics(pred_class: Any, labels: Any) -> dict[str, float]:

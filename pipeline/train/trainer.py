@@ -25,7 +25,8 @@ from msa.models.base import MSAModel, Task, TrainSettings
 from msa.pipeline.train.data import Split
 from msa.core.errors import MsaError, UsageError
 from msa.pipeline.train.loader import DeviceLoader, NormStats, make_loader
-from msa.pipeline.train.metrics import compute_metrics, three_classes
+from msa.core.labels import three_classes
+from msa.pipeline.train.metrics import compute_metrics
 
 IMPROVE_EPS = 1e-6  # MMSA: an epoch is better only if it improves by more than this
 

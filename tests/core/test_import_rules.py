@@ -48,6 +48,27 @@ def test_layer_imports_point_down(layer: str) -> None:
     assert not bad, "\n".join(bad)
 
 
+# pipeline's jobs: extract and train are peers (extract writes the features file through train.data's
+# format only); serve builds on both; cli is the top (only the demo, which runs msa-predict, calls it).
+PIPELINE_ALLOWED = {
+    "extract": ("msa.pipeline.extract", "msa.pipeline.train.data"),
+    "train": ("msa.pipeline.train",),
+    "serve": ("msa.pipeline.extract", "msa.pipeline.train", "msa.pipeline.serve"),
+}
+PIPELINE_EXCEPTIONS = {"pipeline/serve/demo.py": ("msa.pipeline.cli",)}
+
+
+@pytest.mark.parametrize("job", sorted(PIPELINE_ALLOWED))
+def test_pipeline_jobs_import_in_one_direction(job: str) -> None:
+    bad = []
+    for f in sorted((REPO / "pipeline" / job).rglob("*.py")):
+        rel = f.relative_to(REPO).as_posix()
+        allowed = PIPELINE_ALLOWED[job] + PIPELINE_EXCEPTIONS.get(rel, ())
+        bad += [f"{rel}:{line} imports {m}" for line, m in msa_imports(f)
+                if m.startswith("msa.pipeline") and not any(m == a or m.startswith(a + ".") for a in allowed)]
+    assert not bad, "\n".join(bad)
+
+
 def test_relative_imports_stay_inside_their_package() -> None:
     """``from ..x import`` may not climb out of a top-level package (it would hide a layer crossing)."""
     bad = []

@@ -333,7 +333,7 @@ def test_no_shell_strings_anywhere() -> None:
                    "subprocess.check_output(f'ffmpeg -i {x}')\nos.popen('ls')\n")
     assert len(shell_uses(bad_snippet)) == 4  # the checker itself works
     found = {str(p.relative_to(REPO)): shell_uses(p.read_text(encoding="utf-8"))
-             for p in _sources("pipeline", "extractors", "models", "bench", "tests")}
+             for p in _sources("core", "pipeline", "extractors", "models", "bench", "tests")}
     assert {k: v for k, v in found.items() if v} == {}
 
 
@@ -360,10 +360,10 @@ def test_pickles_load_only_where_documented() -> None:
     snippet = ("import pickle, torch, numpy as np\npickle.loads(b)\ntorch.load(p)\ntorch.load(p, weights_only=True)\n"
                "np.load(p)\nnp.load(p, allow_pickle=False)\n")
     assert unpickle_sites(snippet) == ["pickle.loads", "torch.load", "np.load"]  # the checker itself works
-    found = sorted(f"{p.relative_to(REPO).as_posix()}:{site}" for p in _sources("pipeline", "extractors", "models")
+    found = sorted(f"{p.relative_to(REPO).as_posix()}:{site}" for p in _sources("core", "pipeline", "extractors", "models")
                    for site in unpickle_sites(p.read_text(encoding="utf-8")))
     assert found == ["pipeline/extract/cache.py:pickle.loads", "pipeline/train/data.py:pickle.load"]
-    assert "weights_only=True" in (REPO / "pipeline" / "bundle.py").read_text()
+    assert "weights_only=True" in (REPO / "pipeline" / "train" / "bundle.py").read_text()
 
 
 def test_docs_and_help_warn_that_pickles_run_code(capsys: Any) -> None:

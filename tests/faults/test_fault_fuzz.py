@@ -136,7 +136,7 @@ def test_header_claiming_huge_frames_is_refused_not_allocated(make_clip: Any, tm
 def test_every_ffmpeg_call_has_a_timeout() -> None:
     """subprocess.run / check_output / call in the package all pass timeout=; Popen readers use select()."""
     missing = []
-    for path in [*sorted((REPO / "pipeline").rglob("*.py")), *sorted((REPO / "extractors").rglob("*.py"))]:
+    for path in [p for d in ("core", "pipeline", "extractors") for p in sorted((REPO / d).rglob("*.py"))]:
         for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
             if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and \
                     isinstance(node.func.value, ast.Name) and node.func.value.id == "subprocess" and \
@@ -144,5 +144,5 @@ def test_every_ffmpeg_call_has_a_timeout() -> None:
                 if "timeout" not in {k.arg for k in node.keywords}:
                     missing.append(f"{path.relative_to(REPO)}:{node.lineno}")
     assert missing == []
-    media = (REPO / "pipeline" / "media.py").read_text()
+    media = (REPO / "pipeline" / "extract" / "media.py").read_text()
     assert "select.select" in media and "STALL_TIMEOUT_S" in media  # streamed frames: a stall is a MediaError

@@ -13,7 +13,7 @@ from msa.models.base import Dims, Task
 from msa.models.clip_ca_msa import (ClipCAMSA, VideoEncoder, class_targets, focal_loss, sample_frames,
                                     similarity_logits, uncertainty_weighted)
 from msa.core.errors import MissingBackendError, UsageError
-from msa.pipeline.train.metrics import three_classes
+from msa.core.labels import three_classes
 
 B, L, TV, DV = 6, 8, 9, 512
 DIMS = Dims(text=32, audio=5, vision=DV, text_len=L, audio_len=4, vision_len=TV)

@@ -62,13 +62,14 @@ def test_package_shipped_weights_are_found(capsys: pytest.CaptureFixture[str], n
 
 
 def test_clip_weights_come_from_the_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    clip = EXTRACTORS.get("clip_vitb16")
     monkeypatch.delenv("MSA_CLIP_WEIGHTS", raising=False)
-    ok, detail = doctor._clip()
+    ok, detail = clip.weights_status()
     assert not ok and "MSA_CLIP_WEIGHTS" in detail
     weights = tmp_path / "vitb16.safetensors"
     weights.write_bytes(b"\0" * 8)
     monkeypatch.setenv("MSA_CLIP_WEIGHTS", str(weights))
-    assert doctor._clip() == (True, str(weights))
+    assert clip.weights_status() == (True, str(weights))
 
 
 def test_pyfeat_weights_folder(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
@@ -80,19 +81,20 @@ def test_pyfeat_weights_folder(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) 
     monkeypatch.setenv("MSA_PYFEAT_WEIGHTS", str(tmp_path))
     for _repo, names in REQUIRED[:-1]:
         (tmp_path / names[0]).write_bytes(b"x")
-    ok, detail = doctor._pyfeat()
+    pyfeat = EXTRACTORS.get("pyfeat_au")
+    ok, detail = pyfeat.weights_status()
     last_repo, last_names = REQUIRED[-1]
     assert not ok and f"{last_repo}/{last_names[0]}" in detail and "MSA_PYFEAT_WEIGHTS" in detail
     (tmp_path / last_names[0]).write_bytes(b"x")
-    ok, detail = doctor._pyfeat()
+    ok, detail = pyfeat.weights_status()
     assert ok, detail
 
 
 def test_missing_package_makes_default_unusable(
     capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, no_torch: None
 ) -> None:
-    broken = doctor.Check("text", ("no_such_package_for_msa",), doctor._minilm)
-    monkeypatch.setitem(doctor.EXTRACTOR_CHECKS, RECIPES["default"]["text"], broken)
+    text = EXTRACTORS.get(RECIPES["default"]["text"])
+    monkeypatch.setattr(text, "packages", (*text.packages, "no_such_package_for_msa"))
     assert doctor.main([]) == 1
     out = capsys.readouterr().out
     assert "no_such_package_for_msa" in out and "recipe 'default' is NOT usable" in out
@@ -100,14 +102,24 @@ def test_missing_package_makes_default_unusable(
     assert rc == 1 and f"text:{RECIPES['default']['text']}" in rep["recipes"]["default"]["blocked_by"]
 
 
-def test_extractor_without_a_check_is_reported_not_guessed(
+def test_a_broken_extractor_module_is_reported_not_fatal(
     capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, no_torch: None
 ) -> None:
-    monkeypatch.delitem(doctor.EXTRACTOR_CHECKS, "compare")
+    monkeypatch.setitem(EXTRACTORS._entries, "compare", "msa.extractors.no_such_module_for_msa:Nope")
     rc, rep = run_json(capsys)
     row = next(r for r in rep["extractors"] if r["name"] == "compare")
-    assert row["usable"] is False and "no doctor check" in row["weights"]
+    assert row["usable"] is False and row["module_found"] is False and "cannot load" in row["weights"]
     assert rc == 0  # compare is not in the default recipe
+
+
+def test_every_extractor_describes_itself() -> None:
+    """The doctor and the plot read these, so a new extractor is one module plus one registry line."""
+    for name in EXTRACTORS.names():
+        cls = EXTRACTORS.get(name)
+        assert all(isinstance(p, str) and p for p in cls.packages), name
+        ok, detail = cls.weights_status()
+        assert isinstance(ok, bool) and detail, name
+        assert set(cls.plot_signals) <= {"pitch", "loudness", "face", "expression"}, name
 
 
 def test_recipe_option_sets_exit_code(

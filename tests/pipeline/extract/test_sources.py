@@ -93,6 +93,18 @@ def test_dataset_rows_labels_modes_and_sub_labels(tmp_path: Path) -> None:
         assert c.path.name == "1.mp4"  # video preferred over audio for the same clip id
 
 
+def test_dev_and_val_modes_mean_valid_as_in_msa_eval(tmp_path: Path) -> None:
+    """One label.csv reader and one split vocabulary: msa-extract accepts what msa-eval accepts."""
+    from msa.pipeline.serve.label_eval import label_csv_rows
+
+    csv = HEADER + "v,1,good,1.0,,dev\nv,2,bad,-1.0,,val\nv,3,ok,0.0,,train\n"
+    root = dataset(tmp_path, csv, ["v/1.mp4", "v/2.mp4", "v/3.mp4"])
+    assert [it.mode for it in discover(root).items] == ["valid", "valid", "train"]
+    rows = label_csv_rows(root / "label.csv")
+    assert sorted(rows) == ["train", "valid"] and len(rows["valid"]) == 2
+    assert [r["text"] for r in label_csv_rows(root / "label.csv", "dev")["valid"]] == ["good", "bad"]
+
+
 def test_dataset_without_mode_column_has_no_modes(tmp_path: Path) -> None:
     root = dataset(tmp_path, "video_id,clip_id,label\nv,1,0.5\n", ["v/1.mp4"])
     src = discover(root)
@@ -105,7 +117,7 @@ def test_every_bad_row_is_reported_before_extraction(tmp_path: Path) -> None:
                     "v,2,b,nan,,valid\n"  # NaN label
                     "v,3,c,0.3,,training\n"  # unknown mode
                     "v,4,d,0.4,,test\n"  # media missing
-                    "v,5,e,abc,,dev\n")  # two problems in one row
+                    "v,5,e,abc,,devel\n")  # two problems in one row
     root = dataset(tmp_path, csv, ["v/1.mp4", "v/2.mp4", "v/3.mp4", "v/5.mp4"])
     with pytest.raises(LabelCsvError) as info:
         discover(root)
@@ -115,7 +127,7 @@ def test_every_bad_row_is_reported_before_extraction(tmp_path: Path) -> None:
     assert "label is not a number: 'nan'" in problems[1]
     assert "unknown mode 'training'" in problems[2]
     assert "no media at Raw/v/4." in problems[3]
-    assert "label is not a number: 'abc'" in problems[4] and "unknown mode 'dev'" in problems[4]
+    assert "label is not a number: 'abc'" in problems[4] and "unknown mode 'devel'" in problems[4]
     assert info.value.reason == "bad_label_csv" and "5 problem(s)" in info.value.one_line()
 
 

@@ -12,6 +12,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from msa.core.labels import THREE_CLASS_NAMES, three_classes
+
 import extract_fakes
 from extract_fakes import FakeAudio, FakeText, FakeVisual, calls
 from msa.models.base import Dims, Task
@@ -79,8 +81,11 @@ def test_mosi_sentiment_label_has_a_half_point_neutral_band(score, label):
 
 def test_sims_and_custom_ranges_use_their_own_neutral_band():
     sims = Task("sims", -1.0, 1.0, "sims")
-    assert [sentiment_label(s, sims) for s in (-0.2, -0.1, 0.05, 0.1, 0.11)] == \
-        ["negative", "neutral", "neutral", "neutral", "positive"]
+    scores = (-0.2, -0.1, -0.0999, 0.05, 0.1, 0.11)
+    labels = [sentiment_label(s, sims) for s in scores]
+    assert labels == ["negative", "negative", "neutral", "neutral", "neutral", "positive"]
+    # one definition: predict, the SIMS metrics and CLIP-CA-MSA's classes agree at the edges
+    assert labels == [THREE_CLASS_NAMES[c] for c in three_classes(scores)]
     custom = Task("custom", 0.0, 12.0, "regression")  # centre 6, band 1
     assert [sentiment_label(s, custom) for s in (4.9, 5.5, 6.9, 7.1)] == ["negative", "neutral", "neutral", "positive"]
 

@@ -6,6 +6,7 @@ import pytest
 from sklearn.metrics import f1_score
 
 from msa.models.base import Task
+from msa.core.labels import three_classes
 from msa.pipeline.train import metrics as M
 
 
@@ -92,7 +93,7 @@ def test_phq8_metrics() -> None:
 
 def test_classification_from_logits_and_from_pred() -> None:
     y = [-0.5, -0.1, 0.0, 0.1, 0.2, 0.9]  # -> neg, neg, neu, neu, pos, pos
-    assert M.three_classes(y).tolist() == [0, 0, 1, 1, 2, 2]
+    assert three_classes(y).tolist() == [0, 0, 1, 1, 2, 2]
     logits = np.eye(3)[[0, 0, 1, 2, 2, 2]]  # one neutral misclassified as positive
     task = Task("sims", -1, 1, "sims", n_classes=3)
     m = M.compute_metrics(task, pred=np.zeros(6), labels=y, logits=logits)
