@@ -286,7 +286,7 @@ class FaceMeshAU(Extractor):
             parts.append(rows)
             chunk.clear()
 
-        for frame in iter_frames(clip, self.config.fps, self.config.max_side):
+        for frame in iter_frames(clip, self.config.fps, self.config.max_side, batch=8):  # frames are used one by one
             chunk.append(self.landmarks(frame.image))
             times.append(frame.time)
             if len(chunk) == 64:

@@ -294,10 +294,10 @@ def _compile(stream: object) -> list[str]:
     return [args[0], *_GLOBAL_ARGS, *args[1:]]
 
 
-def _input(path: Path) -> object:
+def _input(path: Path, **kw: object) -> object:
     import ffmpeg
 
-    return ffmpeg.input(f"file:{path.resolve()}", **_INPUT_KW)
+    return ffmpeg.input(f"file:{path.resolve()}", **_INPUT_KW, **kw)
 
 
 def load_audio(path: str | os.PathLike[str], sr: int = 16000, *, info: MediaInfo | None = None) -> np.ndarray:
@@ -361,7 +361,7 @@ def iter_frames(
     if info.duration is not None:
         out_kw["t"] = f"{info.duration:.6f}"
     stream = (
-        _input(path)["V:0"]
+        _input(path, threads=1)["V:0"]  # one decoding thread: less CPU, and the caller's inference is slower anyway
         .filter("fps", fps=str(rate), start_time=0)
         .filter("scale", w, h, flags="area")
         .output("pipe:", **out_kw)
