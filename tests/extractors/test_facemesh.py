@@ -212,3 +212,23 @@ def test_tracking_and_static_mode_find_the_same_face() -> None:
     np.testing.assert_array_equal(tracked.data[0], static.data[0])
     pose = [AU["pose_pitch"], AU["pose_yaw"], AU["pose_roll"]]
     assert np.abs(tracked.data[:, pose] - static.data[:, pose]).mean() < 2.0  # degrees
+
+
+def test_a_stack_of_faces_gives_the_rows_of_one_face_at_a_time() -> None:
+    rng = np.random.default_rng(0)
+    faces = np.stack([place(fm.canonical_mesh(), rot(*rng.uniform(-20, 20, 3))) + rng.normal(0, 0.5, (478, 3))
+                      for _ in range(5)] + [np.zeros((478, 3))])  # the last one is degenerate
+    rows, ok = fm.face_features(faces)
+    assert ok.tolist() == [True] * 5 + [False]
+    for face, row in zip(faces[:5], rows[:5]):
+        np.testing.assert_allclose(fm.frame_features(face), row, rtol=0, atol=1e-12)
+
+
+def test_mediapipe_loads_without_matplotlib_and_leaves_the_real_one_importable() -> None:
+    import subprocess
+    import sys
+
+    code = ("import sys; from msa.extractors.face import import_mediapipe; mp = import_mediapipe(); "
+            "assert 'matplotlib' not in sys.modules and mp.solutions.face_mesh.FaceMesh; "
+            "import matplotlib.pyplot as plt; assert callable(plt.figure)")
+    subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, timeout=120)
