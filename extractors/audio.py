@@ -12,14 +12,17 @@ import functools
 import warnings
 from dataclasses import dataclass
 from importlib.metadata import version
-from typing import Any, Iterator
+from typing import Annotated, Any, Iterator
 
 import numpy as np
 
+from msa.core.config import Checked, Count, Positive, Size, matching
 from msa.core.errors import ExtractionError
 from msa.core.packages import shipped_files_status
 
 from .base import Extractor, Features
+
+OddWidth = Annotated[int, matching(lambda v: v >= 3 and v % 2 == 1, "an odd integer >= 3")]  # librosa.delta
 
 SR = 16000
 HOP = 160  # 10 ms
@@ -91,11 +94,11 @@ class CovarepLike(Extractor):
     plot_signals = {"pitch": (("f0", "hz"),), "loudness": (("rms_db", "RMS (dB)"),)}
 
     @dataclass(frozen=True)
-    class Config:
-        fmin: float = 60.0  # F0 search range, Hz (adult speech)
-        fmax: float = 400.0
-        f0_resolution: float = 0.2  # pYIN pitch-bin width in semitones (librosa default 0.1; 0.2 is ~2x faster)
-        f0_thresholds: int = 25  # pYIN threshold count (librosa default 100)
+    class Config(Checked):
+        fmin: Positive = 60.0  # F0 search range, Hz (adult speech)
+        fmax: Positive = 400.0
+        f0_resolution: Positive = 0.2  # pYIN pitch-bin width in semitones (librosa default 0.1; 0.2 is ~2x faster)
+        f0_thresholds: Size = 25  # pYIN threshold count (librosa default 100)
 
     def describe(self) -> tuple[int, tuple[str, ...], float | None]:
         return len(COVAREP_COLUMNS), COVAREP_COLUMNS, RATE
@@ -199,10 +202,10 @@ class MFCC39(Extractor):
     packages = ("librosa",)
 
     @dataclass(frozen=True)
-    class Config:
-        n_mels: int = 26
-        lifter: int = 22
-        delta_width: int = 5  # frames in the regression window (openSMILE W=2 -> 5)
+    class Config(Checked):
+        n_mels: Size = 26
+        lifter: Count = 22
+        delta_width: OddWidth = 5  # frames in the regression window (openSMILE W=2 -> 5)
 
     def describe(self) -> tuple[int, tuple[str, ...], float | None]:
         return len(MFCC39_COLUMNS), MFCC39_COLUMNS, RATE
@@ -320,7 +323,7 @@ class EGeMAPS(_OpenSmile):
     feature_set = "eGeMAPSv02"
 
     @dataclass(frozen=True)
-    class Config:
+    class Config(Checked):
         functionals: bool = False
 
     def _levels(self) -> tuple[str, ...]:
@@ -336,7 +339,7 @@ class ComParE(_OpenSmile):
     feature_set = "ComParE_2016"
 
     @dataclass(frozen=True)
-    class Config:
+    class Config(Checked):
         deltas: bool = False
 
     def _levels(self) -> tuple[str, ...]:

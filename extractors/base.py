@@ -11,6 +11,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from msa.core.config import Checked
 from msa.core.hashing import json_sha256
 
 MODALITIES = ("asr", "text", "audio", "visual")
@@ -106,7 +107,7 @@ class Extractor:
         return True, "none needed"
 
     @dataclass(frozen=True)
-    class Config:
+    class Config(Checked):
         pass
 
     def __init__(self, config: Any = None, **overrides: Any) -> None:

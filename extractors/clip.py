@@ -23,6 +23,7 @@ import numpy as np
 
 from msa.extractors.base import Extractor, Features, FeatureSpec
 from msa.extractors.face import Frame, iter_frames, package_version
+from msa.core.config import Checked, Count, Positive, Size
 from msa.core.errors import MissingBackendError, UsageError
 from msa.core.hashing import weights_sha256
 
@@ -83,15 +84,15 @@ class ClipViTB16(Extractor):
     BATCH: ClassVar[int] = 16  # frames per forward pass
 
     @dataclass(frozen=True)
-    class Config:
+    class Config(Checked):
         arch: str = "ViT-B-16"  # open_clip model name ("ViT-B-16-quickgelu" for OpenAI's weights file)
         weights: str | None = None  # checkpoint path or cached open_clip tag; None: $MSA_CLIP_WEIGHTS
         random_init: bool = False  # seeded random weights (tests); the spec records "random-init"
-        seed: int = 0
-        n_frames: int = 6  # frames spread evenly over the clip (CLIP-CA-MSA); ignored when fps is set
-        fps: float | None = None  # sample at a fixed rate instead
+        seed: Count = 0
+        n_frames: Count = 6  # frames spread evenly over the clip (CLIP-CA-MSA); ignored when fps is set
+        fps: Positive | None = None  # sample at a fixed rate instead
         normalize: bool = True  # L2-normalise each embedding
-        max_side: int | None = None  # decode size cap; None keeps CLIP's own resize exact
+        max_side: Size | None = None  # decode size cap; None keeps CLIP's own resize exact
 
     def __init__(self, config: Any = None, **overrides: Any) -> None:
         super().__init__(config, **overrides)

@@ -21,6 +21,7 @@ from typing import Any
 
 import numpy as np
 
+from msa.core.config import Checked, Fraction, Positive, Size
 from msa.core.packages import shipped_files_status
 from msa.extractors.base import Extractor, Features
 from msa.extractors.face import box_area, import_mediapipe, iter_frames, native_log_muted, package_version
@@ -201,11 +202,11 @@ class FaceMeshAU(Extractor):
                                     "MediaPipe face mesh", "pip install mediapipe==0.10.21")
 
     @dataclass(frozen=True)
-    class Config:
-        fps: float = 10.0  # frames sampled per second of video
-        max_side: int | None = 640  # frames are downscaled so their longest side is at most this
-        max_faces: int = 1  # faces meshed per frame; the largest one is described
-        min_detection_confidence: float = 0.5
+    class Config(Checked):
+        fps: Positive = 10.0  # frames sampled per second of video
+        max_side: Size | None = 640  # frames are downscaled so their longest side is at most this
+        max_faces: Size = 1  # faces meshed per frame; the largest one is described
+        min_detection_confidence: Fraction = 0.5
         # True: MediaPipe's video mode, restarted for every clip: a frame is seeded from the previous
         # frame's landmarks and the face detector runs only when the face is lost (or fewer than
         # max_faces are tracked). False: every frame is detected afresh (static image mode).

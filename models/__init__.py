@@ -3,12 +3,15 @@
 A model class has a frozen ``Config`` dataclass and ``presets``: a dict from preset name to config
 overrides. ``"default"`` is the paper/MMSA setting, ``"tiny"`` a fast setting for tests, and a
 dataset name (``"mosi"``, ``"sims"``, ``"phq8"`` ...) the per-dataset defaults where they differ.
+Training settings are the config's nested ``train`` part (``TrainSettings``); every config is validated
+by ``msa.core.config`` when built (docs/training.md, Configs).
 """
 from __future__ import annotations
 
 import dataclasses
 from typing import Any
 
+from msa.core.config import ConfigError, flatten, from_mapping
 from msa.core.errors import UsageError
 from msa.core.registry import Registry
 
@@ -32,20 +35,37 @@ for _name, _path in {
 def build_config(model: str, dataset: str | None = None, preset: str = "default", overrides: dict[str, Any] | None = None) -> Any:
     """Config = class defaults <- dataset preset <- named preset (e.g. tiny) <- user overrides.
 
-    Unknown keys are an error (a typo never silently becomes a default).
+    Each layer may nest (``{"train": {"batch_size": 8}}``) or dot (``{"train.batch_size": 8}``) its keys;
+    the result is validated (types, ranges, allowed values). Unknown keys and bad values are one-line
+    ``ConfigError``s (a typo never silently becomes a default).
     """
     cls = MODELS.get(model)
     presets: dict[str, dict[str, Any]] = getattr(cls, "presets", {})
     if preset != "default" and preset not in presets:
         raise UsageError(f"model {model!r} has no preset {preset!r}; presets: {', '.join(sorted(presets)) or 'none'}")
     merged: dict[str, Any] = {}
-    for layer in (presets.get(dataset or "", {}), presets.get(preset, {}) if preset != "default" else {}, overrides or {}):
-        merged.update(layer)
-    known = {f.name for f in dataclasses.fields(cls.Config)}
-    unknown = sorted(set(merged) - known)
-    if unknown:
-        raise UsageError(f"unknown config key(s) for {model}: {', '.join(unknown)}; valid: {', '.join(sorted(known))}")
-    return cls.Config(**merged)
+    try:
+        for layer in (presets.get(dataset or "", {}), presets.get(preset, {}) if preset != "default" else {},
+                      overrides or {}):
+            merged.update(flatten(cls.Config, layer))
+        return from_mapping(cls.Config, merged)
+    except ConfigError as e:
+        raise e.within(model) from e
+
+
+def config_from_saved(model: str, saved: dict[str, Any]) -> Any:
+    """The config a bundle saved, validated; older flat training keys (``batch_size``) move into ``train``."""
+    from msa.models.base import TrainSettings  # imports torch: not at package import
+
+    cls = MODELS.get(model)
+    own = {f.name for f in dataclasses.fields(cls.Config)}
+    train = {f.name for f in dataclasses.fields(TrainSettings)}
+    data: dict[str, Any] = {}
+    for key, value in cls.legacy_config(dict(saved)).items():
+        if key not in own and key in train:
+            key, value = f"train.{key}", (None if key.startswith("clip_") and value == 0 else value)
+        data[key] = value
+    return from_mapping(cls.Config, data)
 
 
 def build_model(model: str, dims: Any, task: Any, config: Any = None) -> Any:

@@ -6,11 +6,16 @@ at least ``"pred"`` (B,), computes its own ``loss``, names its parameter groups,
 """
 from __future__ import annotations
 
+import dataclasses
+import math
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import Annotated, Any, ClassVar, Literal
 
 import torch
 from torch import nn
+
+from msa.core.config import Checked, Positive, Size, matching, parses
+from msa.core.errors import UsageError
 
 Batch = dict[str, torch.Tensor]
 """Keys: text (B,L,Dt) float, text_bert (B,3,L) long, audio (B,Ta,Da), audio_lengths (B,),
@@ -53,19 +58,62 @@ class ParamGroup:
     stage: str = "main"
 
 
-@dataclass(frozen=True)
-class TrainSettings:
-    """Per-model optimisation facts the trainer honours (from the model's config)."""
+def parse_select(select: str) -> tuple[str, bool]:
+    """``val_loss`` -> ("loss", lower is better); ``max:CCC`` -> ("CCC", higher); ``min:MAE``."""
+    if select == "val_loss":
+        return "loss", False
+    mode, sep, name = select.partition(":")
+    if not sep or mode not in ("max", "min") or not name:
+        raise UsageError(f"bad selection rule {select!r}; use val_loss, max:<metric> or min:<metric>")
+    return name, mode == "max"
 
-    optimizer: str = "adam"  # adam | adamw
-    batch_size: int = 32
-    update_every: int = 1  # gradient accumulation window (Self-MM 4, MulT 8)
-    clip_value: float | None = None  # clip_grad_value_ after backward
-    clip_norm: float | None = None  # clip_grad_norm_ after backward
-    early_stop: int = 8
-    max_epochs: int = 40
-    select: str = "val_loss"  # val_loss (min) | a metric name prefixed by max: or min:, e.g. "max:CCC"
-    scheduler: str | None = None  # None | "plateau:<patience>:<factor>" | "step:<size>:<gamma>" | "multistep:<m1,m2>:<gamma>"
+
+def parse_scheduler(spec: str) -> tuple[str, tuple[Any, ...]]:
+    """``plateau:P:F`` -> ("plateau", (P, F)); ``step:S:G``; ``multistep:M1,M2:G``. ValueError when malformed."""
+    kind, _, rest = spec.partition(":")
+    a, sep, b = rest.partition(":")
+    if not sep or kind not in ("plateau", "step", "multistep"):
+        raise ValueError(f"unknown scheduler {spec!r}; use plateau:P:F, step:S:G or multistep:M1,M2:G")
+    first: Any = tuple(int(m) for m in a.split(",")) if kind == "multistep" else int(a)
+    factor = float(b)
+    if kind == "plateau":
+        ok = first >= 0 and 0 < factor < 1
+    else:
+        steps = first if kind == "multistep" else (first,)
+        ok = min(steps) >= 1 and list(steps) == sorted(steps) and 0 < factor < math.inf
+    if not ok:
+        raise ValueError(f"scheduler {spec!r} out of range")
+    return kind, (first, factor)
+
+
+def _is_select(v: str) -> bool:
+    if v == "auto":
+        return True
+    try:
+        parse_select(v)
+    except UsageError:
+        return False
+    return True
+
+
+Select = Annotated[str, matching(_is_select, "val_loss, auto, max:<metric> or min:<metric>")]
+Scheduler = Annotated[str, parses(parse_scheduler, "a scheduler plateau:P:F (0 < F < 1), step:S:G or "
+                                                "multistep:M1,M2:G (increasing M >= 1, G > 0)")]
+
+
+@dataclass(frozen=True)
+class TrainSettings(Checked):
+    """Optimisation facts the trainer honours: the ``train`` part of every model's config."""
+
+    optimizer: Literal["adam", "adamw"] = "adam"
+    batch_size: Size = 32
+    update_every: Size = 1  # gradient accumulation window (Self-MM 4, MulT 8)
+    clip_value: Positive | None = None  # clip_grad_value_ after backward
+    clip_norm: Positive | None = None  # clip_grad_norm_ after backward
+    early_stop: Size = 8
+    max_epochs: Size = 40
+    select: Select = "val_loss"  # val_loss (min) | max:<metric> | min:<metric>, e.g. "max:CCC" | auto: the model's rule
+    scheduler: Scheduler | None = None  # "plateau:<patience>:<factor>" | "step:<size>:<gamma>" | "multistep:<m1,m2>:<gamma>"
 
 
 @dataclass
@@ -106,8 +154,19 @@ class MSAModel(nn.Module):
     def param_groups(self) -> list[ParamGroup]:
         raise NotImplementedError
 
+    @classmethod
+    def legacy_config(cls, saved: dict[str, Any]) -> dict[str, Any]:
+        """A config saved by an older msa, in today's keys (flat training keys are moved by the caller)."""
+        return saved
+
     def train_settings(self) -> TrainSettings:
-        return TrainSettings()
+        """The config's ``train`` part; ``select = "auto"`` becomes the model's own rule (``auto_select``)."""
+        train: TrainSettings = self.config.train
+        return dataclasses.replace(train, select=self.auto_select()) if train.select == "auto" else train
+
+    def auto_select(self) -> str:
+        """The selection rule ``select = "auto"`` stands for (default: the validation loss)."""
+        return "val_loss"
 
     def stages(self, epoch: int) -> list[tuple[str, int]]:
         """(stage name, passes over the train loader) for this epoch, in order.

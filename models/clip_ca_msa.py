@@ -17,7 +17,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Annotated, Any, ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -26,6 +26,7 @@ from torch import nn
 from msa.models.base import Batch, Dims, LossOut, MSAModel, ParamGroup, Task, TrainSettings
 from msa.models.layers.attention import CrossAttentionBlock, ResidualAttentionBlock
 from msa.models.layers.text import TINY, TextEncoder, minilm_path
+from msa.core.config import Checked, Dropout, NonNegative, Positive, Size, one_of
 from msa.core.errors import MissingBackendError, UsageError
 from msa.core.labels import THREE_CLASS_EDGES
 
@@ -35,38 +36,37 @@ CLS_BOUNDS = THREE_CLASS_EDGES  # MMSA 3-class bins: y <= -0.1 neg, (-0.1, 0.1] 
 
 
 @dataclass(frozen=True)
-class ClipCAMSAConfig:
-    n_classes: int = 3  # 3: the paper's neg/neu/pos classifier; 0: the regression variant (MOSI, PHQ-8)
+class ClipCAMSAConfig(Checked):
+    n_classes: Annotated[int, one_of(0, 3)] = 3  # 3: the paper's neg/neu/pos classifier; 0: the regression variant (MOSI, PHQ-8)
     text_encoder: str = "minilm"
     finetune_text: bool = True
     text_prompt: str = "the sentiment of this video is"  # prepended after [CLS]; "" disables
-    label_source: str = "auto"  # auto (clip if clip_weights else text) | text | clip | random
+    label_source: Annotated[str, one_of(*LABEL_SOURCES)] = "auto"  # auto (clip if clip_weights else text) | text | clip | random
     label_template: str = "this is a {} video"
     label_words: tuple[str, ...] = ("negative", "neutral", "positive")
     clip_model: str = "ViT-B-16"  # open_clip architecture of clip_weights
     clip_weights: str = ""  # local open_clip checkpoint: label embeddings + video-block initialisation
-    width: int = 512
-    max_frames: int = 6
-    video_layers: int = 4
-    video_heads: int = 8
+    width: Size = 512
+    max_frames: Size = 6
+    video_layers: Size = 4
+    video_heads: Size = 8
     quick_gelu: bool = True  # CLIP's activation in the video blocks
-    cross_heads: int = 8
-    cross_ffn: int = 2048
-    cross_residual: str = "input"  # input (PSR) | projected (Eq. 11 literally)
-    dropout: float = 0.1
+    cross_heads: Size = 8
+    cross_ffn: Size = 2048
+    cross_residual: Annotated[str, one_of("input", "projected")] = "input"  # input (PSR) | projected (Eq. 11 literally)
+    dropout: Dropout = 0.1
     logit_scale_init: float = math.log(1 / 0.07)
-    logit_scale_max: float = 100.0
-    focal_gamma: float = 2.0
-    focal_alpha: float = 1.0
-    weighting: str = "uncertainty"  # uncertainty (1/2 e^-s L + 1/2 s) | uncertainty_cls (e^-s L + 1/2 s) | sum
-    fusion: str = "mean"  # mean of softmaxes (PSR) | precision (weights e^-s_m)
+    logit_scale_max: Positive = 100.0
+    focal_gamma: NonNegative = 2.0
+    focal_alpha: NonNegative = 1.0
+    weighting: Annotated[str, one_of(*WEIGHTINGS)] = "uncertainty"  # uncertainty (1/2 e^-s L + 1/2 s) | uncertainty_cls (e^-s L + 1/2 s) | sum
+    fusion: Annotated[str, one_of("mean", "precision")] = "mean"  # mean of softmaxes (PSR) | precision (weights e^-s_m)
     unimodal_labels: bool = False  # text head on labels_T, video head on labels_V (when present)
-    lr_pretrained: float = 1e-5
-    lr_new: float = 1e-4
-    weight_decay: float = 0.01
-    batch_size: int = 16
-    max_epochs: int = 20
-    early_stop: int = 8
+    lr_pretrained: Positive = 1e-5
+    lr_new: Positive = 1e-4
+    weight_decay: NonNegative = 0.01
+    # select auto: max:Acc_3 when classifying, max:CCC on PHQ-8, else min:MAE
+    train: TrainSettings = TrainSettings(optimizer="adamw", batch_size=16, early_stop=8, max_epochs=20, select="auto")
 
 
 def focal_loss(logits: torch.Tensor, target: torch.Tensor, gamma: float = 2.0, alpha: float = 1.0) -> torch.Tensor:
@@ -170,7 +170,7 @@ class ClipCAMSA(MSAModel):
         "phq8": {"n_classes": 0, "label_template": "a video of a {} person",
                  "label_words": ("not depressed", "moderately depressed", "severely depressed")},
         "tiny": {"text_encoder": "tiny-random", "label_source": "random", "width": 32, "video_layers": 1,
-                 "video_heads": 2, "cross_heads": 2, "cross_ffn": 64, "max_epochs": 2,
+                 "video_heads": 2, "cross_heads": 2, "cross_ffn": 64, "train": {"max_epochs": 2},
                  "lr_new": 1e-3, "lr_pretrained": 1e-3},
     }
 
@@ -201,14 +201,10 @@ class ClipCAMSA(MSAModel):
     def _check(c: ClipCAMSAConfig, task: Task) -> None:
         if task.n_classes != c.n_classes:
             raise UsageError(f"clip_ca_msa config n_classes={c.n_classes} but the task has n_classes={task.n_classes}")
-        if c.n_classes not in (0, 3) or (c.n_classes and len(c.label_words) != 3):
+        if c.n_classes and len(c.label_words) != 3:
             raise UsageError("clip_ca_msa classification uses the 3 MMSA sentiment classes (neg/neu/pos)")
         if len(c.label_words) < 2:
             raise UsageError("clip_ca_msa needs at least two label words")
-        for key, value, allowed in (("label_source", c.label_source, LABEL_SOURCES), ("weighting", c.weighting, WEIGHTINGS),
-                                    ("fusion", c.fusion, ("mean", "precision"))):
-            if value not in allowed:
-                raise UsageError(f"clip_ca_msa {key} must be one of {allowed}, got {value!r}")
         if c.label_source == "clip" and not c.clip_weights:
             raise MissingBackendError("label_source 'clip' needs clip_weights: a local open_clip ViT-B/16 checkpoint")
         if c.clip_weights and c.label_source in ("text", "random"):
@@ -323,8 +319,5 @@ class ClipCAMSA(MSAModel):
             groups.insert(0, ParamGroup("text_encoder", text, c.lr_pretrained, c.weight_decay))
         return groups
 
-    def train_settings(self) -> TrainSettings:
-        c = self.config
-        select = "max:Acc_3" if self.classify else ("max:CCC" if self.task.metrics == "phq8" else "min:MAE")
-        return TrainSettings(optimizer="adamw", batch_size=c.batch_size, early_stop=c.early_stop,
-                             max_epochs=c.max_epochs, select=select)
+    def auto_select(self) -> str:
+        return "max:Acc_3" if self.classify else ("max:CCC" if self.task.metrics == "phq8" else "min:MAE")

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Annotated, Any, ClassVar
 
 import torch
 from torch import nn
@@ -22,44 +22,42 @@ from msa.models.base import Batch, Dims, LossOut, MSAModel, ParamGroup, Task, Tr
 from msa.models.layers.attention import check_heads, sinusoidal_table
 from msa.models.layers.supcr import DENOMINATORS, similarity_loss, supcr_loss
 from msa.models.layers.text import TextEncoder
+from msa.core.config import Checked, Count, Dropout, NonNegative, Positive, Size, one_of
 from msa.core.errors import UsageError
 
 
 @dataclass(frozen=True)
-class HSCLConfig:
+class HSCLConfig(Checked):
     text_encoder: str = "minilm"
     finetune_text: bool = True
-    fusion_heads: int = 12  # must divide the text encoder's width (768/12 for BERT, 384/12 for MiniLM)
-    audio_heads: int = 0  # 0 = the largest divisor of the raw audio width that is <= 5
-    vision_heads: int = 0
-    audio_ffn: int = 32
-    vision_ffn: int = 64
-    unimodal_layers: int = 3
-    cls_mode: str = "resample_random"  # resample_random (reference) | learned
-    audio_cls_std: float = 1.0
-    vision_cls_std: float = 0.2
-    cross_residual: str = "x0"  # x0 (reference: original text) | x1 (paper: self-attended text)
-    dropout: float = 0.1
-    d_prjh: int = 128
-    dropout_prj: float = 0.1
-    tau: float = 0.5
-    denominator: str = "positive"  # positive (reference) | anchor (standard SupCR)
+    fusion_heads: Size = 12  # must divide the text encoder's width (768/12 for BERT, 384/12 for MiniLM)
+    audio_heads: Count = 0  # 0 = the largest divisor of the raw audio width that is <= 5
+    vision_heads: Count = 0
+    audio_ffn: Size = 32
+    vision_ffn: Size = 64
+    unimodal_layers: Size = 3
+    cls_mode: Annotated[str, one_of("resample_random", "learned")] = "resample_random"  # resample_random (reference) | learned
+    audio_cls_std: NonNegative = 1.0
+    vision_cls_std: NonNegative = 0.2
+    cross_residual: Annotated[str, one_of("x0", "x1")] = "x0"  # x0 (reference: original text) | x1 (paper: self-attended text)
+    dropout: Dropout = 0.1
+    d_prjh: Size = 128
+    dropout_prj: Dropout = 0.1
+    tau: Positive = 0.5
+    denominator: Annotated[str, one_of(*DENOMINATORS)] = "positive"  # positive (reference) | anchor (standard SupCR)
     sim_squared: bool = False  # False: reference unsquared L2; True: the paper's squared L2
-    alpha: float = 0.1
-    omega1: float = 0.01
-    omega2: float = 0.1
+    alpha: NonNegative = 0.1
+    omega1: NonNegative = 0.01
+    omega2: NonNegative = 0.1
     xavier_init: bool = True
     range_output: bool = True  # pred = centre + (high-low)/6 * MLP: the identity on MOSI's [-3, 3] (reference)
-    lr_bert: float = 5e-5
-    weight_decay_bert: float = 1e-4
-    lr_main: float = 1e-3
-    weight_decay_main: float = 1e-4
-    when: int = 11  # StepLR step (epochs)
-    lr_gamma: float = 0.1
-    clip_norm: float = 1.0
-    batch_size: int = 128
-    max_epochs: int = 20
-    patience: int = 10
+    lr_bert: Positive = 5e-5
+    weight_decay_bert: NonNegative = 1e-4
+    lr_main: Positive = 1e-3
+    weight_decay_main: NonNegative = 1e-4
+    # StepLR every 11 epochs (``when``), gamma 0.1; early stop after 10 epochs (``patience``)
+    train: TrainSettings = TrainSettings(optimizer="adam", batch_size=128, clip_norm=1.0, early_stop=10,
+                                         max_epochs=20, select="min:MAE", scheduler="step:11:0.1")
 
 
 class UnimodalEncoder(nn.Module):
@@ -128,24 +126,27 @@ class HSCL(MSAModel):
     Config = HSCLConfig
     presets: ClassVar[dict[str, dict[str, Any]]] = {
         "mosi": {"audio_heads": 1},  # the reference MOSI setting (1 audio head; vision heads follow the width)
-        "mosei": {"when": 5, "omega2": 0.05, "lr_main": 1e-4, "lr_bert": 1e-5, "vision_ffn": 32},
+        "mosei": {"train": {"scheduler": "step:5:0.1"}, "omega2": 0.05, "lr_main": 1e-4, "lr_bert": 1e-5, "vision_ffn": 32},
         "sims": {},
-        "phq8": {"batch_size": 32},  # regression on [0, 24]; selection on validation MAE
+        "phq8": {"train": {"batch_size": 32}},  # regression on [0, 24]; selection on validation MAE
         "tiny": {"text_encoder": "tiny-random", "fusion_heads": 4, "unimodal_layers": 1, "audio_ffn": 16,
-                 "vision_ffn": 16, "d_prjh": 16, "batch_size": 16, "max_epochs": 2},
+                 "vision_ffn": 16, "d_prjh": 16, "train": {"batch_size": 16, "max_epochs": 2}},
     }
+
+    @classmethod
+    def legacy_config(cls, saved: dict[str, Any]) -> dict[str, Any]:
+        """Before ``train``: StepLR was ``when``/``lr_gamma`` and early stopping ``patience``."""
+        if "when" in saved or "lr_gamma" in saved:
+            saved["scheduler"] = f"step:{saved.pop('when', 11)}:{saved.pop('lr_gamma', 0.1)}"
+        if "patience" in saved:
+            saved["early_stop"] = saved.pop("patience")
+        return saved
 
     def __init__(self, config: HSCLConfig, dims: Dims, task: Task) -> None:
         super().__init__(config, dims, task)
         c = config
         if task.n_classes:
             raise UsageError("hscl is a regression model; use a regression task (n_classes = 0)")
-        if c.cls_mode not in ("resample_random", "learned"):
-            raise UsageError(f"hscl cls_mode must be resample_random or learned, got {c.cls_mode!r}")
-        if c.cross_residual not in ("x0", "x1"):
-            raise UsageError(f"hscl cross_residual must be x0 or x1, got {c.cross_residual!r}")
-        if c.denominator not in DENOMINATORS:
-            raise UsageError(f"hscl denominator must be one of {DENOMINATORS}, got {c.denominator!r}")
         self.text = TextEncoder(c.text_encoder, finetune=c.finetune_text)
         width = self.text.hidden_size
         check_heads(width, c.fusion_heads, f"hscl fusion (text width {width})")
@@ -210,9 +211,3 @@ class HSCL(MSAModel):
         if text:
             groups.insert(0, ParamGroup("text_encoder", text, c.lr_bert, c.weight_decay_bert))
         return groups
-
-    def train_settings(self) -> TrainSettings:
-        c = self.config
-        return TrainSettings(optimizer="adam", batch_size=c.batch_size, clip_norm=c.clip_norm,
-                             early_stop=c.patience, max_epochs=c.max_epochs, select="min:MAE",
-                             scheduler=f"step:{c.when}:{c.lr_gamma}")

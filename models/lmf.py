@@ -6,10 +6,12 @@ so the outer product is never formed: ŷ = Σ_r w_r · Π_m ([1; h_m] W_m^r) + b
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Annotated, Any, ClassVar
 
 import torch
 from torch import nn
+
+from msa.core.config import Checked, Dropout, NonNegative, Positive, Size, one_of
 
 from .base import Batch, Dims, LossOut, MSAModel, ParamGroup, Task, TrainSettings
 from .layers.seq import SubNet, TextSubNet
@@ -17,26 +19,24 @@ from .tfn import augment, average_inputs
 
 
 @dataclass(frozen=True)
-class LMFConfig:
+class LMFConfig(Checked):
     """MMSA ``config_regression.json`` "lmf" MOSI values."""
 
-    hidden_text: int = 128
-    hidden_audio: int = 16
-    hidden_video: int = 128
-    rank: int = 3
-    dropout_audio: float = 0.3
-    dropout_video: float = 0.3
-    dropout_text: float = 0.3
-    dropout_post: float = 0.3  # defined by MMSA but unused there; kept for config compatibility
+    hidden_text: Size = 128
+    hidden_audio: Size = 16
+    hidden_video: Size = 128
+    rank: Size = 3
+    dropout_audio: Dropout = 0.3
+    dropout_video: Dropout = 0.3
+    dropout_text: Dropout = 0.3
+    dropout_post: Dropout = 0.3  # defined by MMSA but unused there; kept for config compatibility
     text_dropout_inert: bool = True  # MMSA: the 1-layer text LSTM forces its dropout to 0 (AQ)
-    average: str = "padded"  # padded (MMSA, padding counts) | true (mean over true lengths)
+    average: Annotated[str, one_of("padded", "true")] = "padded"  # padded (MMSA, padding counts) | true (mean over true lengths)
     optimise_fusion: bool = False  # MMSA never optimises fusion_weights / fusion_bias (AQ)
-    lr: float = 1e-3
-    factor_lr: float = 1e-3
-    weight_decay: float = 5e-3
-    batch_size: int = 64
-    early_stop: int = 8
-    max_epochs: int = 40
+    lr: Positive = 1e-3
+    factor_lr: Positive = 1e-3
+    weight_decay: NonNegative = 5e-3
+    train: TrainSettings = TrainSettings(optimizer="adam", batch_size=64, early_stop=8, max_epochs=40)
 
 
 class LMF(MSAModel):
@@ -44,14 +44,14 @@ class LMF(MSAModel):
     Config = LMFConfig
     presets: ClassVar[dict[str, dict[str, Any]]] = {
         "mosei": {"dropout_audio": 0.2, "dropout_video": 0.2, "dropout_text": 0.2, "dropout_post": 0.2,
-                  "rank": 4, "batch_size": 32, "weight_decay": 1e-3},
+                  "rank": 4, "weight_decay": 1e-3, "train": {"batch_size": 32}},
         "sims": {"hidden_text": 64, "hidden_video": 64, "dropout_audio": 0.2, "dropout_video": 0.2,
                  "dropout_text": 0.2, "dropout_post": 0.2, "rank": 4, "lr": 2e-3, "factor_lr": 5e-4},
         "simsv2": {"hidden_text": 64, "hidden_video": 64, "dropout_audio": 0.2, "dropout_video": 0.2,
                    "dropout_text": 0.2, "dropout_post": 0.2, "rank": 4, "lr": 2e-3, "factor_lr": 5e-4},
         "tiny": {"hidden_text": 8, "hidden_audio": 4, "hidden_video": 4, "rank": 2, "dropout_audio": 0.0,
-                 "dropout_video": 0.0, "dropout_text": 0.0, "dropout_post": 0.0, "batch_size": 8,
-                 "lr": 1e-2, "factor_lr": 1e-2, "weight_decay": 0.0},
+                 "dropout_video": 0.0, "dropout_text": 0.0, "dropout_post": 0.0,
+                 "lr": 1e-2, "factor_lr": 1e-2, "weight_decay": 0.0, "train": {"batch_size": 8}},
     }
 
     def __init__(self, config: LMFConfig, dims: Dims, task: Task) -> None:
@@ -94,8 +94,3 @@ class LMF(MSAModel):
         if c.optimise_fusion:
             groups.append(ParamGroup("fusion", [self.fusion_weights, self.fusion_bias], c.factor_lr, c.weight_decay))
         return groups
-
-    def train_settings(self) -> TrainSettings:
-        c = self.config
-        return TrainSettings(optimizer="adam", batch_size=c.batch_size, early_stop=c.early_stop,
-                             max_epochs=c.max_epochs, select="val_loss")

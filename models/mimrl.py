@@ -11,12 +11,13 @@ previous epoch's main-stage features, swapped at the end of each epoch by the ho
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Annotated, Any, ClassVar
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from msa.core.config import Checked, Count, Dropout, NonNegative, Positive, Size, one_of, parses
 from msa.core.errors import UsageError
 
 from .base import Batch, Dims, LossOut, MSAModel, ParamGroup, Task, TrainSettings
@@ -69,74 +70,59 @@ def output_range(model: MSAModel, pred: torch.Tensor) -> torch.Tensor:
     return pred.clamp(model.task.low, model.task.high)
 
 
-def _tuple(value: Any, n: int, name: str) -> tuple[float, ...]:
-    vals = tuple(float(v) for v in (value if isinstance(value, (list, tuple)) else [value] * n))
-    if len(vals) != n:
-        raise UsageError(f"mimrl config {name} needs {n} values, got {len(vals)}")
-    return vals
+CubeSizes = Annotated[str, parses(parse_sizes, "sizes like 50-3-128=10-3-128 (L-K-D >= 1 per block)")]
+CubeFlags = Annotated[str, parses(parse_flags, "flags like 1-0 (one per block)")]
 
 
 @dataclass(frozen=True)
-class MIMRLConfig:
+class MIMRLConfig(Checked):
     text_encoder: str = "minilm"  # minilm | tiny-random | local HF folder (paper: bert-base-uncased)
     finetune_text: bool = True
-    d_common: int = 128
-    encoder: str = "gru"  # gru (2-layer BiGRU) | lstm (1-layer BiLSTM) | conv (Conv1d k=3)
-    activation: str = "gelu"
-    time_len: int = 100
-    d_hiddens: str = "10-2-128=5-2-128"
-    d_outs: str = "10-2-128=5-2-128"
-    dropout_mlp: tuple[float, ...] = (0.5, 0.5, 0.5)  # CubeMLP L, K, D
-    dropout: tuple[float, ...] = (0.5, 0.5, 0.5, 0.5)  # t, a, v, classifier
+    d_common: Size = 128
+    encoder: Annotated[str, one_of("gru", "lstm", "conv")] = "gru"  # gru (2-layer BiGRU) | lstm (1-layer BiLSTM) | conv (Conv1d k=3)
+    activation: Annotated[str, one_of(*ACTIVATIONS)] = "gelu"
+    time_len: Size = 100
+    d_hiddens: CubeSizes = "10-2-128=5-2-128"
+    d_outs: CubeSizes = "10-2-128=5-2-128"
+    dropout_mlp: tuple[Dropout, ...] = (0.5, 0.5, 0.5)  # CubeMLP L, K, D
+    dropout: tuple[Dropout, ...] = (0.5, 0.5, 0.5, 0.5)  # t, a, v, classifier
     bias: bool = False
     ln_first: bool = False
-    res_project: str = "1-1"
-    critic: str = "separate"
-    bound: str = "infonce"  # infonce (reference code) | nwj (paper) | dv
-    critic_hidden: int = 256
-    critic_embed: int = 128
-    critic_layers: int = 2
-    cmi_hidden: int = 256
-    cmi_form: str = "code"  # code (reference, AQ) | standard (classifier NWJ)
-    cmi_last: str = "sigmoid"
-    k_neighbor: int = 2
-    c1: tuple[float, ...] = (0.1,) * 11  # stage 1 weights, order STAGE1_ORDER
-    c2: tuple[float, ...] = (0.1,) * 8  # stage 2 weights, order INFO_ORDER
-    stage1_n: int = 1
-    loss: str = "mae"  # mae | ccc
-    label_scale: float = 1.0  # the network predicts labels / label_scale (PHQ-8: 25, as in MIMRL)
-    lr: float = 4e-3
+    res_project: CubeFlags = "1-1"
+    critic: Annotated[str, one_of(*CRITICS)] = "separate"
+    bound: Annotated[str, one_of(*BOUNDS)] = "infonce"  # infonce (reference code) | nwj (paper) | dv
+    critic_hidden: Size = 256
+    critic_embed: Size = 128
+    critic_layers: Size = 2
+    cmi_hidden: Size = 256
+    cmi_form: Annotated[str, one_of(*CMI_FORMS)] = "code"  # code (reference, AQ) | standard (classifier NWJ)
+    cmi_last: Annotated[str, one_of(*CMI_LAST)] = "sigmoid"
+    k_neighbor: Size = 2
+    c1: tuple[NonNegative, ...] = (0.1,) * 11  # stage 1 weights, order STAGE1_ORDER
+    c2: tuple[NonNegative, ...] = (0.1,) * 8  # stage 2 weights, order INFO_ORDER
+    stage1_n: Count = 1
+    loss: Annotated[str, one_of("mae", "ccc")] = "mae"  # mae | ccc
+    label_scale: Positive = 1.0  # the network predicts labels / label_scale (PHQ-8: 25, as in MIMRL)
+    lr: Positive = 4e-3
     bert_lr_rate: float = 0.01  # <= 0: the text encoder uses lr
-    mi_lr_rate: float = 1.0
-    weight_decay: float = 0.0
-    clip_value: float = 1.0
-    batch_size: int = 16
-    max_epochs: int = 70
-    early_stop: int = 70
-    scheduler: str | None = "step:60:0.1"
-    select: str = "min:MAE"
+    mi_lr_rate: NonNegative = 1.0
+    weight_decay: NonNegative = 0.0
+    train: TrainSettings = TrainSettings(optimizer="adam", batch_size=16, clip_value=1.0, early_stop=70, max_epochs=70,
+                                         select="min:MAE", scheduler="step:60:0.1")
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         for name, n in (("dropout_mlp", 3), ("dropout", 4), ("c1", 11), ("c2", 8)):
-            object.__setattr__(self, name, _tuple(getattr(self, name), n, name))
-        choices = {"encoder": ("gru", "lstm", "conv"), "activation": tuple(ACTIVATIONS), "critic": CRITICS,
-                   "bound": BOUNDS, "cmi_form": CMI_FORMS, "cmi_last": CMI_LAST, "loss": ("mae", "ccc")}
-        for name, allowed in choices.items():
-            if getattr(self, name) not in allowed:
-                raise UsageError(f"mimrl config {name}={getattr(self, name)!r}; choose one of {', '.join(allowed)}")
-        try:
-            hid, out, proj = parse_sizes(self.d_hiddens), parse_sizes(self.d_outs), parse_flags(self.res_project)
-        except ValueError as e:
-            raise UsageError(f"mimrl config: {e}") from e
-        if not len(hid) == len(out) == len(proj):
+            if len(getattr(self, name)) != n:
+                raise UsageError(f"mimrl config {name} needs {n} values, got {len(getattr(self, name))}")
+        if not len(parse_sizes(self.d_hiddens)) == len(parse_sizes(self.d_outs)) == len(parse_flags(self.res_project)):
             raise UsageError("mimrl config d_hiddens, d_outs and res_project need the same number of blocks")
-        if self.k_neighbor < 1 or self.time_len < 1 or self.label_scale <= 0:
-            raise UsageError("mimrl config needs k_neighbor >= 1, time_len >= 1 and label_scale > 0")
 
 
 _CUBE_PUBLISHED = dict(time_len=100, d_hiddens="50-3-128=10-3-128", d_outs="50-3-128=10-3-128",
                        dropout_mlp=(0.0, 0.0, 0.0), dropout=(0.1,) * 4, bias=True, res_project="1-1",
-                       k_neighbor=2, stage1_n=2, clip_value=1.5, max_epochs=70, early_stop=70, bert_lr_rate=0.01)
+                       k_neighbor=2, stage1_n=2, bert_lr_rate=0.01)
+_CUBE_TRAIN = dict(clip_value=1.5, max_epochs=70, early_stop=70)
 
 
 class SequenceEncoder(nn.Module):
@@ -170,16 +156,17 @@ class MIMRL(MSAModel):
     uses_bert_ids = True
     Config = MIMRLConfig
     presets: ClassVar[dict[str, dict[str, Any]]] = {
-        "mosi": dict(_CUBE_PUBLISHED, batch_size=128, c1=(1.0,) * 11, c2=(0.01,) * 8, lr=4e-3,
-                     scheduler="multistep:9,60:0.1"),
-        "mosei": dict(_CUBE_PUBLISHED, batch_size=128, c1=(1.0,) * 11, c2=(0.01,) * 8, lr=4e-3,
-                      scheduler="multistep:9,60:0.1"),
-        "phq8": dict(_CUBE_PUBLISHED, batch_size=32, activation="relu", c1=(1.0,) * 11, c2=(0.1,) * 8, lr=1e-3,
-                     loss="ccc", label_scale=25.0, scheduler="multistep:50,60:0.1", select="max:CCC"),
+        "mosi": dict(_CUBE_PUBLISHED, c1=(1.0,) * 11, c2=(0.01,) * 8, lr=4e-3,
+                     train=dict(_CUBE_TRAIN, batch_size=128, scheduler="multistep:9,60:0.1")),
+        "mosei": dict(_CUBE_PUBLISHED, c1=(1.0,) * 11, c2=(0.01,) * 8, lr=4e-3,
+                      train=dict(_CUBE_TRAIN, batch_size=128, scheduler="multistep:9,60:0.1")),
+        "phq8": dict(_CUBE_PUBLISHED, activation="relu", c1=(1.0,) * 11, c2=(0.1,) * 8, lr=1e-3,
+                     loss="ccc", label_scale=25.0,
+                     train=dict(_CUBE_TRAIN, batch_size=32, scheduler="multistep:50,60:0.1", select="max:CCC")),
         "tiny": dict(text_encoder="tiny-random", d_common=16, time_len=8, d_hiddens="6-3-16=4-3-16",
                      d_outs="6-3-16=4-3-16", dropout_mlp=(0.0, 0.0, 0.0), dropout=(0.0,) * 4, critic_hidden=32,
-                     critic_embed=16, critic_layers=1, cmi_hidden=32, stage1_n=1, batch_size=16, max_epochs=3,
-                     early_stop=3),
+                     critic_embed=16, critic_layers=1, cmi_hidden=32, stage1_n=1,
+                     train={"batch_size": 16, "max_epochs": 3, "early_stop": 3}),
     }
 
     def __init__(self, config: MIMRLConfig, dims: Dims, task: Task) -> None:
@@ -304,10 +291,6 @@ class MIMRL(MSAModel):
                   ParamGroup("vmi", self._estimator_params(), c.lr * c.mi_lr_rate, c.weight_decay, stage="vmi")]
         return [g for g in groups if g.params]
 
-    def train_settings(self) -> TrainSettings:
-        c = self.config
-        return TrainSettings(optimizer="adam", batch_size=c.batch_size, clip_value=c.clip_value or None,
-                             early_stop=c.early_stop, max_epochs=c.max_epochs, select=c.select, scheduler=c.scheduler)
 
     def on_train_start(self, loader: Any) -> None:
         self.memory = None

@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from msa.core.config import Checked, Dropout, NonNegative, Positive, Size
 from msa.core.errors import UsageError
 
 from .base import Batch, Dims, LossOut, MSAModel, ParamGroup, Task, TrainSettings
@@ -25,44 +26,36 @@ from .mimrl import output_range
 
 
 @dataclass(frozen=True)
-class MMIMConfig:
+class MMIMConfig(Checked):
     text_encoder: str = "minilm"  # minilm | tiny-random | local HF folder (paper: bert-base-uncased)
     finetune_text: bool = True
-    d_vh: int = 16
-    d_ah: int = 16
-    d_vout: int = 16
-    d_aout: int = 16
-    n_layer: int = 1
+    d_vh: Size = 16
+    d_ah: Size = 16
+    d_vout: Size = 16
+    d_aout: Size = 16
+    n_layer: Size = 1
     bidirectional: bool = False  # the README command; the MMSA port sets it
-    dropout_v: float = 0.1  # used only when n_layer > 1
-    dropout_a: float = 0.1
-    d_prjh: int = 128
-    dropout_prj: float = 0.1
-    cpc_layers: int = 1
-    alpha: float = 0.1  # CPC weight
-    beta: float = 0.1  # lld and entropy weight
+    dropout_v: Dropout = 0.1  # used only when n_layer > 1
+    dropout_a: Dropout = 0.1
+    d_prjh: Size = 128
+    dropout_prj: Dropout = 0.1
+    cpc_layers: Size = 1
+    alpha: NonNegative = 0.1  # CPC weight
+    beta: NonNegative = 0.1  # lld and entropy weight
     contrast: bool = True  # the "mmilb" stage plus the NCE and lld terms
     add_va: bool = False  # a third MMILB pair vision -> audio
-    mem_size: int = 1
+    mem_size: Size = 1
     h_threshold: float = 0.0  # entropy groups: label > threshold vs label < threshold
-    label_scale: float = 1.0  # the network predicts labels / label_scale
-    lr_main: float = 1e-3
-    lr_bert: float = 5e-5
-    lr_mmilb: float = 1e-3
-    weight_decay_main: float = 1e-4
-    weight_decay_bert: float = 1e-4
-    weight_decay_mmilb: float = 1e-4
-    clip_norm: float = 1.0
-    batch_size: int = 32
-    max_epochs: int = 40
-    early_stop: int = 10
-    scheduler: str | None = "plateau:20:0.5"
-    select: str = "val_loss"
+    label_scale: Positive = 1.0  # the network predicts labels / label_scale
+    lr_main: Positive = 1e-3
+    lr_bert: Positive = 5e-5
+    lr_mmilb: Positive = 1e-3
+    weight_decay_main: NonNegative = 1e-4
+    weight_decay_bert: NonNegative = 1e-4
+    weight_decay_mmilb: NonNegative = 1e-4
+    train: TrainSettings = TrainSettings(optimizer="adam", batch_size=32, clip_norm=1.0, early_stop=10, max_epochs=40,
+                                         select="val_loss", scheduler="plateau:20:0.5")
 
-    def __post_init__(self) -> None:
-        if min(self.d_vh, self.d_ah, self.d_vout, self.d_aout, self.d_prjh, self.n_layer, self.cpc_layers,
-               self.mem_size) < 1 or self.label_scale <= 0:
-            raise UsageError("mmim config sizes, n_layer, cpc_layers and mem_size must be >= 1 and label_scale > 0")
 
 
 class RNNEncoder(nn.Module):
@@ -86,9 +79,9 @@ class MMIM(MSAModel):
     presets: ClassVar[dict[str, dict[str, Any]]] = {
         "mosi": {},
         "mosei": {},
-        "phq8": dict(label_scale=25.0, h_threshold=9.5, select="max:CCC"),
+        "phq8": dict(label_scale=25.0, h_threshold=9.5, train={"select": "max:CCC"}),
         "tiny": dict(text_encoder="tiny-random", d_vh=8, d_ah=8, d_vout=8, d_aout=8, d_prjh=16, dropout_prj=0.0,
-                     batch_size=16, max_epochs=3, early_stop=3),
+                     train={"batch_size": 16, "max_epochs": 3, "early_stop": 3}),
     }
 
     def __init__(self, config: MMIMConfig, dims: Dims, task: Task) -> None:
@@ -191,10 +184,6 @@ class MMIM(MSAModel):
         ]
         return [g for g in groups if g.params]
 
-    def train_settings(self) -> TrainSettings:
-        c = self.config
-        return TrainSettings(optimizer="adam", batch_size=c.batch_size, clip_norm=c.clip_norm or None,
-                             early_stop=c.early_stop, max_epochs=c.max_epochs, select=c.select, scheduler=c.scheduler)
 
     def on_epoch_start(self, epoch: int) -> None:
         self._memory, self._batch_i = {}, 0

@@ -13,6 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from msa.core.config import Checked, Dropout, NonNegative, Positive, Size
 from msa.core.errors import DataError
 
 from .base import Batch, Dims, LossOut, MSAModel, ParamGroup, Task, TrainSettings
@@ -23,33 +24,30 @@ BATCH_KEY = {"l": "text", "a": "audio", "v": "vision"}
 
 
 @dataclass(frozen=True)
-class MulTConfig:
+class MulTConfig(Checked):
     """MMSA ``config_regression.json`` "mult" MOSI values."""
 
-    dim: int = 50
-    heads: int = 10
-    nlevels: int = 4
-    conv_kernel_l: int = 5
-    conv_kernel_a: int = 5
-    conv_kernel_v: int = 5
-    attn_dropout: float = 0.3  # al, vl and the memory transformers
-    attn_dropout_a: float = 0.2  # la, va
-    attn_dropout_v: float = 0.0  # lv, av
-    relu_dropout: float = 0.0
-    embed_dropout: float = 0.2
-    res_dropout: float = 0.0
-    output_dropout: float = 0.5
-    text_dropout: float = 0.5
+    dim: Size = 50
+    heads: Size = 10
+    nlevels: Size = 4
+    conv_kernel_l: Size = 5
+    conv_kernel_a: Size = 5
+    conv_kernel_v: Size = 5
+    attn_dropout: Dropout = 0.3  # al, vl and the memory transformers
+    attn_dropout_a: Dropout = 0.2  # la, va
+    attn_dropout_v: Dropout = 0.0  # lv, av
+    relu_dropout: Dropout = 0.0
+    embed_dropout: Dropout = 0.2
+    res_dropout: Dropout = 0.0
+    output_dropout: Dropout = 0.5
+    text_dropout: Dropout = 0.5
     attn_mask: bool = True
     position_embedding: bool = False  # MMSA runs without positions (AQ); True adds fairseq sinusoids
-    lr: float = 2e-3
-    weight_decay: float = 0.0  # MMSA's config value is never passed to Adam (AQ): 0 reproduces it
-    grad_clip: float = 0.6
-    update_every: int = 8
-    patience: int = 5  # ReduceLROnPlateau on the validation loss, factor 0.1
-    batch_size: int = 16
-    early_stop: int = 8
-    max_epochs: int = 40
+    lr: Positive = 2e-3
+    weight_decay: NonNegative = 0.0  # MMSA's config value is never passed to Adam (AQ): 0 reproduces it
+    # clip_value 0.6; ReduceLROnPlateau on the validation loss (patience 5, factor 0.1)
+    train: TrainSettings = TrainSettings(optimizer="adam", batch_size=16, update_every=8, clip_value=0.6,
+                                         early_stop=8, max_epochs=40, scheduler="plateau:5:0.1")
 
 
 class MulT(MSAModel):
@@ -57,18 +55,27 @@ class MulT(MSAModel):
     Config = MulTConfig
     presets: ClassVar[dict[str, dict[str, Any]]] = {
         "mosei": {"dim": 30, "heads": 6, "conv_kernel_a": 1, "conv_kernel_v": 3, "attn_dropout": 0.4,
-                  "attn_dropout_a": 0.0, "embed_dropout": 0.0, "text_dropout": 0.3, "batch_size": 4,
-                  "lr": 5e-4, "patience": 20},
+                  "attn_dropout_a": 0.0, "embed_dropout": 0.0, "text_dropout": 0.3, "lr": 5e-4,
+                  "train": {"batch_size": 4, "scheduler": "plateau:20:0.1"}},
         "sims": {"nlevels": 2, "conv_kernel_a": 1, "conv_kernel_v": 1, "attn_dropout": 0.2, "attn_dropout_a": 0.1,
                  "embed_dropout": 0.1, "res_dropout": 0.2, "output_dropout": 0.1, "text_dropout": 0.3,
-                 "patience": 10},
+                 "train": {"scheduler": "plateau:10:0.1"}},
         "simsv2": {"nlevels": 2, "conv_kernel_a": 1, "conv_kernel_v": 1, "attn_dropout": 0.2,
                    "attn_dropout_a": 0.1, "embed_dropout": 0.1, "res_dropout": 0.2, "output_dropout": 0.1,
-                   "text_dropout": 0.3, "patience": 10},
+                   "text_dropout": 0.3, "train": {"scheduler": "plateau:10:0.1"}},
         "tiny": {"dim": 8, "heads": 2, "nlevels": 1, "conv_kernel_l": 3, "conv_kernel_a": 3, "conv_kernel_v": 3,
                  "attn_dropout": 0.0, "attn_dropout_a": 0.0, "embed_dropout": 0.0, "output_dropout": 0.0,
-                 "text_dropout": 0.0, "batch_size": 8, "lr": 5e-3, "update_every": 1},
+                 "text_dropout": 0.0, "lr": 5e-3, "train": {"batch_size": 8, "update_every": 1}},
     }
+
+    @classmethod
+    def legacy_config(cls, saved: dict[str, Any]) -> dict[str, Any]:
+        """Before ``train``: ``grad_clip`` was the clip value, ``patience`` the plateau scheduler's."""
+        if "grad_clip" in saved:
+            saved["clip_value"] = saved.pop("grad_clip")
+        if "patience" in saved:
+            saved["scheduler"] = f"plateau:{saved.pop('patience')}:0.1"
+        return saved
 
     def __init__(self, config: MulTConfig, dims: Dims, task: Task) -> None:
         super().__init__(config, dims, task)
@@ -133,9 +140,3 @@ class MulT(MSAModel):
     def param_groups(self) -> list[ParamGroup]:
         params = [p for p in self.parameters() if p.requires_grad]
         return [ParamGroup("all", params, self.config.lr, self.config.weight_decay)]
-
-    def train_settings(self) -> TrainSettings:
-        c = self.config
-        return TrainSettings(optimizer="adam", batch_size=c.batch_size, update_every=c.update_every,
-                             clip_value=c.grad_clip, early_stop=c.early_stop, max_epochs=c.max_epochs,
-                             select="val_loss", scheduler=f"plateau:{c.patience}:0.1")

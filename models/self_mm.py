@@ -13,6 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from msa.core.config import Checked, Dropout, NonNegative, Positive, Size
 from msa.core.errors import DataError
 
 from .base import Batch, Dims, LossOut, MSAModel, ParamGroup, Task, TrainSettings
@@ -24,43 +25,40 @@ NO_DECAY = ("bias", "LayerNorm.bias", "LayerNorm.weight")
 
 
 @dataclass(frozen=True)
-class SelfMMConfig:
+class SelfMMConfig(Checked):
     """MMSA ``config_regression.json`` "self_mm" MOSI values; other datasets are presets."""
 
     text_encoder: str = "minilm"  # MMSA: bert-base-uncased (not shipped offline; same vocabulary as MiniLM)
     finetune: bool = True
     trim_text: bool = True  # drop all-padding token columns before BERT (exact: padding is masked out)
-    a_lstm_hidden: int = 16
-    v_lstm_hidden: int = 32
-    a_lstm_layers: int = 1
-    v_lstm_layers: int = 1
-    a_lstm_dropout: float = 0.0
-    v_lstm_dropout: float = 0.0
-    audio_out: int = 16
-    video_out: int = 32
-    post_fusion_dim: int = 128
-    post_text_dim: int = 32
-    post_audio_dim: int = 16
-    post_video_dim: int = 32
-    post_fusion_dropout: float = 0.0
-    post_text_dropout: float = 0.1
-    post_audio_dropout: float = 0.1
-    post_video_dropout: float = 0.0
-    lr_bert: float = 5e-5
-    lr_audio: float = 5e-3
-    lr_video: float = 5e-3
-    lr_other: float = 1e-3
-    wd_bert: float = 1e-3
-    wd_audio: float = 1e-3
-    wd_video: float = 1e-3
-    wd_other: float = 1e-3
-    H: float | None = None  # u-label clamp [c-H, c+H]; None: the task's label range (MOSI 3, SIMS 1)
+    a_lstm_hidden: Size = 16
+    v_lstm_hidden: Size = 32
+    a_lstm_layers: Size = 1
+    v_lstm_layers: Size = 1
+    a_lstm_dropout: Dropout = 0.0
+    v_lstm_dropout: Dropout = 0.0
+    audio_out: Size = 16
+    video_out: Size = 32
+    post_fusion_dim: Size = 128
+    post_text_dim: Size = 32
+    post_audio_dim: Size = 16
+    post_video_dim: Size = 32
+    post_fusion_dropout: Dropout = 0.0
+    post_text_dropout: Dropout = 0.1
+    post_audio_dropout: Dropout = 0.1
+    post_video_dropout: Dropout = 0.0
+    lr_bert: Positive = 5e-5
+    lr_audio: Positive = 5e-3
+    lr_video: Positive = 5e-3
+    lr_other: Positive = 1e-3
+    wd_bert: NonNegative = 1e-3
+    wd_audio: NonNegative = 1e-3
+    wd_video: NonNegative = 1e-3
+    wd_other: NonNegative = 1e-3
+    H: Positive | None = None  # u-label clamp [c-H, c+H]; None: the task's label range (MOSI 3, SIMS 1)
     ulgm_centre: float | None = None  # label centre c for ULGM signs; None: midpoint of the task range
     exclude_zero: bool = True  # MMSA: positive centre uses y > 0; False: y >= 0 (original Self-MM repo)
-    batch_size: int = 16
-    update_every: int = 4
-    early_stop: int = 8
-    max_epochs: int = 40
+    train: TrainSettings = TrainSettings(optimizer="adam", batch_size=16, update_every=4, early_stop=8, max_epochs=40)
 
 
 class _Head(nn.Module):
@@ -94,11 +92,11 @@ class SelfMM(MSAModel):
     uses_bert_ids: ClassVar[bool] = True
     Config = SelfMMConfig
     presets: ClassVar[dict[str, dict[str, Any]]] = {
-        "mosei": {"batch_size": 32, "lr_video": 1e-4, "wd_audio": 0.0, "wd_video": 0.0, "wd_other": 1e-2,
+        "mosei": {"train": {"batch_size": 32}, "lr_video": 1e-4, "wd_audio": 0.0, "wd_video": 0.0, "wd_other": 1e-2,
                   "post_fusion_dropout": 0.1, "post_text_dropout": 0.0, "post_audio_dropout": 0.0},
-        "sims": {"text_encoder": "bert-base-chinese", "batch_size": 32, "wd_audio": 1e-2, "wd_video": 1e-2,
+        "sims": {"text_encoder": "bert-base-chinese", "train": {"batch_size": 32}, "wd_audio": 1e-2, "wd_video": 1e-2,
                  "v_lstm_hidden": 64, "post_text_dim": 64},
-        "simsv2": {"text_encoder": "bert-base-chinese", "batch_size": 32, "wd_audio": 1e-2, "wd_video": 1e-2,
+        "simsv2": {"text_encoder": "bert-base-chinese", "train": {"batch_size": 32}, "wd_audio": 1e-2, "wd_video": 1e-2,
                    "v_lstm_hidden": 64, "post_text_dim": 64},
         # PHQ-8 [0, 24]: signs of u-labels are taken around the clinical cut-off 10 (see docs)
         "phq8": {"ulgm_centre": 10.0},
@@ -106,7 +104,7 @@ class SelfMM(MSAModel):
                  "video_out": 8, "post_fusion_dim": 32, "post_text_dim": 8, "post_audio_dim": 4,
                  "post_video_dim": 4, "post_fusion_dropout": 0.0, "post_text_dropout": 0.0,
                  "post_audio_dropout": 0.0, "post_video_dropout": 0.0, "lr_bert": 1e-3, "lr_audio": 1e-2,
-                 "lr_video": 1e-2, "lr_other": 1e-2, "batch_size": 8, "update_every": 1},
+                 "lr_video": 1e-2, "lr_other": 1e-2, "train": {"batch_size": 8, "update_every": 1}},
     }
 
     def __init__(self, config: SelfMMConfig, dims: Dims, task: Task) -> None:
@@ -197,8 +195,3 @@ class SelfMM(MSAModel):
         other = [p for p in self.parameters() if p.requires_grad and id(p) not in taken]
         groups.append(ParamGroup("other", other, c.lr_other, c.wd_other))
         return [g for g in groups if g.params]
-
-    def train_settings(self) -> TrainSettings:
-        c = self.config
-        return TrainSettings(optimizer="adam", batch_size=c.batch_size, update_every=c.update_every,
-                             early_stop=c.early_stop, max_epochs=c.max_epochs, select="val_loss")

@@ -14,12 +14,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Annotated, Any, ClassVar
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from msa.core.config import Checked, Count, Dropout, NonNegative, Positive, Size, one_of
 from msa.core.errors import UsageError
 
 from .base import Batch, Dims, LossOut, MSAModel, ParamGroup, Task, TrainSettings
@@ -33,27 +34,25 @@ LOSSES = ("l1", "smooth_l1")
 
 
 @dataclass(frozen=True)
-class TextRegressorConfig:
+class TextRegressorConfig(Checked):
     """Defaults are the settings of the default bundle (see checkpoints/README.md)."""
 
     text_encoder: str = MINILM  # minilm | tiny-random | local Hugging Face folder
-    train_layers: int = 6  # top transformer layers fine-tuned (MiniLM has 6); the embeddings and the rest stay frozen
-    pooling: str = "mean"  # mean over the attention mask | cls
-    head_hidden: int = 0  # 0: dropout + linear; >0: dropout + linear + GELU + dropout + linear
-    dropout: float = 0.1
-    loss: str = "l1"  # l1 | smooth_l1
-    smooth_beta: float = 0.5
-    lr_encoder: float = 7e-5
-    lr_head: float = 1e-3
-    weight_decay: float = 0.01
-    max_tokens: int = 128  # longer ids are cut (the encoder's [SEP] is lost; fine for regression)
+    train_layers: Count = 6  # top transformer layers fine-tuned (MiniLM has 6); the embeddings and the rest stay frozen
+    pooling: Annotated[str, one_of(*POOLINGS)] = "mean"  # mean over the attention mask | cls
+    head_hidden: Count = 0  # 0: dropout + linear; >0: dropout + linear + GELU + dropout + linear
+    dropout: Dropout = 0.1
+    loss: Annotated[str, one_of(*LOSSES)] = "l1"  # l1 | smooth_l1
+    smooth_beta: Positive = 0.5
+    lr_encoder: Positive = 7e-5
+    lr_head: Positive = 1e-3
+    weight_decay: NonNegative = 0.01
+    max_tokens: Size = 128  # longer ids are cut (the encoder's [SEP] is lost; fine for regression)
     cache_frozen: bool = True  # memoise the frozen layers' outputs per sentence while training
-    group_rows: int = 8  # run a batch in length-sorted groups of this many rows (0: all at once)
-    store_dtype: str = "float16"  # precision of the fine-tuned encoder layers in state_dict (bundle size)
-    batch_size: int = 32
-    max_epochs: int = 8
-    early_stop: int = 3
-    select: str = "val_loss"  # val_loss = validation MAE of the clamped prediction
+    group_rows: Count = 8  # run a batch in length-sorted groups of this many rows (0: all at once)
+    store_dtype: Annotated[str, one_of(*STORE_DTYPES)] = "float16"  # precision of the fine-tuned encoder layers in state_dict (bundle size)
+    # select val_loss = validation MAE of the clamped prediction
+    train: TrainSettings = TrainSettings(optimizer="adamw", batch_size=32, max_epochs=8, early_stop=3, select="val_loss")
 
 
 class _FrozenBottom(nn.Module):
@@ -130,18 +129,12 @@ class TextRegressor(MSAModel):
     Config = TextRegressorConfig
     presets: ClassVar[dict[str, dict[str, Any]]] = {
         "tiny": {"text_encoder": "tiny-random", "train_layers": 1, "dropout": 0.0, "lr_encoder": 1e-3,
-                 "lr_head": 3e-3, "batch_size": 8, "cache_frozen": False},
+                 "lr_head": 3e-3, "cache_frozen": False, "train": {"batch_size": 8}},
     }
 
     def __init__(self, config: TextRegressorConfig, dims: Dims, task: Task) -> None:
         super().__init__(config, dims, task)
         c = config
-        if c.pooling not in POOLINGS:
-            raise UsageError(f"text_regressor: unknown pooling {c.pooling!r}; valid: {', '.join(POOLINGS)}")
-        if c.loss not in LOSSES:
-            raise UsageError(f"text_regressor: unknown loss {c.loss!r}; valid: {', '.join(LOSSES)}")
-        if c.store_dtype not in STORE_DTYPES:
-            raise UsageError(f"text_regressor: unknown store_dtype {c.store_dtype!r}; valid: {', '.join(STORE_DTYPES)}")
         if task.n_classes:
             raise UsageError("text_regressor is a regression model; it does not do classification tasks")
         bert = TextEncoder(c.text_encoder, finetune=True).bert
@@ -229,8 +222,3 @@ class TextRegressor(MSAModel):
             ParamGroup("head", list(self.head.parameters()), c.lr_head, c.weight_decay),
         ]
         return [g for g in groups if g.params]
-
-    def train_settings(self) -> TrainSettings:
-        c = self.config
-        return TrainSettings(optimizer="adamw", batch_size=c.batch_size, early_stop=c.early_stop,
-                             max_epochs=c.max_epochs, select=c.select)

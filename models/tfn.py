@@ -7,11 +7,12 @@ The 1-augmented vectors are fused by a 3-way outer product.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Annotated, Any, ClassVar
 
 import torch
 from torch import nn
 
+from msa.core.config import Checked, Dropout, NonNegative, Positive, Size, one_of
 from msa.core.errors import UsageError
 
 from .base import Batch, Dims, LossOut, MSAModel, ParamGroup, Task, TrainSettings
@@ -42,26 +43,24 @@ def average_inputs(batch: Batch, dims: Dims, mode: str) -> tuple[torch.Tensor, t
 
 
 @dataclass(frozen=True)
-class TFNConfig:
+class TFNConfig(Checked):
     """MMSA ``config_regression.json`` "tfn" MOSI values."""
 
-    hidden_text: int = 128
-    hidden_audio: int = 32
-    hidden_video: int = 128
-    text_out: int = 32
-    post_fusion_dim: int = 64
-    dropout_audio: float = 0.3
-    dropout_video: float = 0.3
-    dropout_text: float = 0.3
-    dropout_post: float = 0.5
+    hidden_text: Size = 128
+    hidden_audio: Size = 32
+    hidden_video: Size = 128
+    text_out: Size = 32
+    post_fusion_dim: Size = 64
+    dropout_audio: Dropout = 0.3
+    dropout_video: Dropout = 0.3
+    dropout_text: Dropout = 0.3
+    dropout_post: Dropout = 0.5
     text_dropout_inert: bool = True  # MMSA: the 1-layer text LSTM forces its dropout to 0 (AQ)
-    average: str = "padded"  # padded (MMSA, padding counts) | true (mean over true lengths)
-    output_range: str = "fixed"  # fixed: 6σ−3 as MMSA on every dataset (AQ) | task: the task's label range
-    lr: float = 1e-3
-    weight_decay: float = 0.0
-    batch_size: int = 32
-    early_stop: int = 8
-    max_epochs: int = 40
+    average: Annotated[str, one_of("padded", "true")] = "padded"  # padded (MMSA, padding counts) | true (mean over true lengths)
+    output_range: Annotated[str, one_of("fixed", "task")] = "fixed"  # fixed: 6σ−3 as MMSA on every dataset (AQ) | task: the task's label range
+    lr: Positive = 1e-3
+    weight_decay: NonNegative = 0.0
+    train: TrainSettings = TrainSettings(optimizer="adam", batch_size=32, early_stop=8, max_epochs=40)
 
 
 class TFN(MSAModel):
@@ -69,7 +68,8 @@ class TFN(MSAModel):
     Config = TFNConfig
     presets: ClassVar[dict[str, dict[str, Any]]] = {
         "mosei": {"hidden_audio": 16, "text_out": 128, "post_fusion_dim": 16, "dropout_audio": 0.4,
-                  "dropout_video": 0.4, "dropout_text": 0.4, "dropout_post": 0.4, "batch_size": 128, "lr": 5e-3},
+                  "dropout_video": 0.4, "dropout_text": 0.4, "dropout_post": 0.4, "lr": 5e-3,
+                  "train": {"batch_size": 128}},
         "sims": {"text_out": 256, "post_fusion_dim": 32, "dropout_audio": 0.4, "dropout_video": 0.4,
                  "dropout_text": 0.4, "dropout_post": 0.4, "lr": 5e-4},
         "simsv2": {"text_out": 256, "post_fusion_dim": 32, "dropout_audio": 0.4, "dropout_video": 0.4,
@@ -77,7 +77,7 @@ class TFN(MSAModel):
         "phq8": {"output_range": "task"},
         "tiny": {"hidden_text": 8, "hidden_audio": 4, "hidden_video": 4, "text_out": 4, "post_fusion_dim": 8,
                  "dropout_audio": 0.0, "dropout_video": 0.0, "dropout_text": 0.0, "dropout_post": 0.0,
-                 "batch_size": 8, "lr": 1e-2},
+                 "lr": 1e-2, "train": {"batch_size": 8}},
     }
 
     def __init__(self, config: TFNConfig, dims: Dims, task: Task) -> None:
@@ -88,10 +88,8 @@ class TFN(MSAModel):
                 raise UsageError(f"tfn's fixed output range (-3, 3) cannot reach the {task.name} labels "
                                  f"[{task.low:g}, {task.high:g}]; set output_range='task'")
             self.out_low, self.out_high = FIXED_LOW, FIXED_HIGH
-        elif c.output_range == "task":
+        else:  # "task"
             self.out_low, self.out_high = float(task.low), float(task.high)
-        else:
-            raise UsageError(f"tfn output_range must be 'fixed' or 'task', got {c.output_range!r}")
         self.audio_subnet = SubNet(dims.audio, c.hidden_audio, c.dropout_audio)
         self.video_subnet = SubNet(dims.vision, c.hidden_video, c.dropout_video)
         self.text_subnet = TextSubNet(dims.text, c.hidden_text, c.text_out, c.dropout_text, c.text_dropout_inert)
@@ -117,8 +115,3 @@ class TFN(MSAModel):
     def param_groups(self) -> list[ParamGroup]:
         params = [p for p in self.parameters() if p.requires_grad]
         return [ParamGroup("all", params, self.config.lr, self.config.weight_decay)]
-
-    def train_settings(self) -> TrainSettings:
-        c = self.config
-        return TrainSettings(optimizer="adam", batch_size=c.batch_size, early_stop=c.early_stop,
-                             max_epochs=c.max_epochs, select="val_loss")

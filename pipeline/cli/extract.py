@@ -219,34 +219,13 @@ def _spec(extractor: Any, memo: Path | None) -> dict[str, Any]:
 
 
 def _configure(cls: type, changes: dict[str, str]) -> Any:
-    base = cls.Config()
-    fields = {f.name: f for f in dataclasses.fields(base)}
-    values = {}
-    for key, raw in changes.items():
-        if key not in fields:
-            raise UsageError(f"--set: {cls.name} has no setting {key!r}; valid: {', '.join(fields) or 'none'}")
-        values[key] = _coerce(cls.name, key, raw, getattr(base, key))
-    return dataclasses.replace(base, **values)
+    """The extractor's config with ``--set`` values, validated like every config (one line when bad)."""
+    from msa.core.config import ConfigError, from_text
 
-
-def _coerce(name: str, key: str, raw: str, default: Any) -> Any:
     try:
-        value = json.loads(raw)
-    except json.JSONDecodeError:
-        value = raw
-    if default is None or value is None:
-        return value
-    if isinstance(default, bool):
-        if isinstance(value, bool):
-            return value
-    elif isinstance(default, (int, float)) and isinstance(value, (int, float)) and not isinstance(value, bool):
-        if isinstance(default, float) or float(value).is_integer():
-            return type(default)(value)
-    elif isinstance(default, str):
-        return raw
-    elif isinstance(default, (tuple, list)) and isinstance(value, list):
-        return type(default)(value)
-    raise UsageError(f"--set {name}.{key}={raw}: expected a {type(default).__name__} like {default!r}")
+        return from_text(cls.Config, changes)
+    except ConfigError as e:
+        raise e.within(f"--set {cls.name}") from e
 
 
 def parse_max_len(text: str) -> dict[str, int | None]:

@@ -27,7 +27,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seeds", nargs="+", type=int, default=[1111], help="one run per seed (default 1111)")
     p.add_argument("--epochs", type=int, help="maximum epochs (default: the model's)")
     p.add_argument("--preset", default="default", help="named config preset of the model (e.g. tiny)")
-    p.add_argument("--config", type=Path, help="JSON object of model config overrides")
+    p.add_argument("--config", type=Path, help='JSON object of model config overrides; training settings nest '
+                   'under "train" (e.g. {"lr": 5e-4, "train": {"batch_size": 8}} or "train.batch_size")')
     p.add_argument("--device", default="auto", help="auto (CUDA when available), cpu, cuda or cuda:N")
     p.add_argument("--normalize", action="store_true",
                    help="standardise audio/vision features with train-split statistics (stored in the bundle)")

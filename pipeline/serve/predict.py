@@ -94,7 +94,7 @@ def extractor_from_spec(spec: dict[str, Any] | None, modality: str, where: Path)
     """Rebuild the extractor a bundle was trained with; BundleError when it no longer gives that spec."""
     from msa.extractors import EXTRACTORS
 
-    from msa.pipeline.train.bundle import _config_from_dict
+    from msa.core.config import ConfigError, from_mapping
 
     if not spec:
         raise BundleError(f"{where}: the bundle records no {modality} feature spec, so its inputs cannot be rebuilt;"
@@ -104,11 +104,11 @@ def extractor_from_spec(spec: dict[str, Any] | None, modality: str, where: Path)
         raise BundleError(f"{where}: {modality} extractor {name!r} is unknown to this msa ({', '.join(EXTRACTORS.names())})")
     cls = EXTRACTORS.get(name)
     try:
-        extractor = cls(_config_from_dict(cls.Config, spec.get("config") or {}))
+        extractor = cls(from_mapping(cls.Config, spec.get("config") or {}))
         now = extractor.spec()
-    except (BundleError, TypeError, ValueError, AttributeError, ArithmeticError) as e:  # hand-edited spec config
+    except (ConfigError, TypeError, ValueError, AttributeError, ArithmeticError) as e:  # hand-edited spec config
         raise BundleError(f"{where}: {modality} extractor {name} cannot be rebuilt from the bundle's spec: "
-                          f"{e.one_line() if isinstance(e, BundleError) else f'{type(e).__name__}: {e}'}") from e
+                          f"{e.one_line() if isinstance(e, ConfigError) else f'{type(e).__name__}: {e}'}") from e
     if now.spec_hash != spec.get("spec_hash"):
         raise BundleError(
             f"{where}: {modality} extractor {name} now gives spec {now.spec_hash}, the bundle was trained on "

@@ -14,7 +14,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import subprocess
-import types
 import typing
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -22,7 +21,8 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from msa.core.errors import BundleError
+from msa.core.config import ConfigError, from_mapping
+from msa.core.errors import BundleError, UsageError
 from msa.core.modalities import BATCH, batch_name
 from msa.core.io import atomic_path, atomic_write_text
 from msa.core.hashing import canonical_json, file_sha256, weights_sha256
@@ -211,54 +211,6 @@ def _check_types(path: Path, meta: dict[str, Any]) -> None:
              f"features.{m} must be an object with a 'spec' object")
 
 
-def _config_from_dict(cls: Any, d: dict[str, Any]) -> Any:
-    """Rebuild a frozen config dataclass; JSON lists go back to tuples where the field is a tuple."""
-    hints = typing.get_type_hints(cls)
-    known = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(d) - known)
-    if unknown:
-        raise BundleError(f"config keys unknown to {cls.__qualname__}: {', '.join(unknown)} (bundle from another msa version?)")
-    kw = {}
-    for k, v in d.items():
-        kw[k] = _retuple(v) if _is_tuple_type(hints.get(k)) else v
-        if not _fits(kw[k], hints.get(k)):
-            raise BundleError(f"{cls.__qualname__}.{k} = {v!r} does not fit its type {hints.get(k)}")
-    return cls(**kw)
-
-
-def _fits(v: Any, t: Any) -> bool:
-    """JSON value vs a config field's annotation (plain scalars, tuples, unions); other types pass."""
-    origin = typing.get_origin(t)
-    if origin in (typing.Union, types.UnionType):
-        return any(_fits(v, a) for a in typing.get_args(t))
-    if t is type(None):
-        return v is None
-    if t is bool:
-        return isinstance(v, bool)
-    if t is int:
-        return isinstance(v, int) and not isinstance(v, bool)
-    if t is float:
-        return isinstance(v, (int, float)) and not isinstance(v, bool)
-    if t is str:
-        return isinstance(v, str)
-    if t is tuple or origin is tuple:
-        return isinstance(v, tuple)
-    return True
-
-
-def _is_tuple_type(t: Any) -> bool:
-    if t is None:
-        return False
-    origin = typing.get_origin(t)
-    if origin is tuple or t is tuple:
-        return True
-    return origin in (typing.Union, types.UnionType) and any(_is_tuple_type(a) for a in typing.get_args(t))
-
-
-def _retuple(v: Any) -> Any:
-    return tuple(_retuple(x) for x in v) if isinstance(v, list) else v
-
-
 def load_bundle(bundle_dir: str | Path, *, current_specs: dict[str, Any] | None = None, device: str = "cpu") -> Bundle:
     """Rebuild the model from the bundle alone and load its weights strictly (safetensors only).
 
@@ -267,7 +219,7 @@ def load_bundle(bundle_dir: str | Path, *, current_specs: dict[str, Any] | None 
     from safetensors import SafetensorError
     from safetensors.torch import load_file
 
-    from msa.models import MODELS
+    from msa.models import MODELS, config_from_saved
     from msa.models.base import Dims, Task
 
     path = Path(bundle_dir)
@@ -284,18 +236,17 @@ def load_bundle(bundle_dir: str | Path, *, current_specs: dict[str, Any] | None 
         raise BundleError(f"{path}: {weights.name} does not match bundle.json (sha256 differs); the files come from different runs")
     cls = MODELS.get(name)
     try:
-        config = _config_from_dict(cls.Config, meta["model"]["config"])
-        task = _config_from_dict(Task, meta["task"])
-        dims = _config_from_dict(Dims, meta["dims"])
-    except TypeError as e:
+        config = config_from_saved(name, meta["model"]["config"])
+    except ConfigError as e:
+        raise BundleError(f"{path}: {e.within(name)}") from e
+    try:
+        task = from_mapping(Task, meta["task"], prefix="task.")
+        dims = from_mapping(Dims, meta["dims"], prefix="dims.")
+    except (ConfigError, TypeError) as e:
         raise BundleError(f"{path}: bundle.json does not fit model {name!r}: {e}") from e
-    except BundleError as e:
-        raise BundleError(f"{path}: {e}") from e
-    if canonical_json(dataclasses.asdict(config)) != canonical_json(meta["model"]["config"]):
-        raise BundleError(f"{path}: config does not round-trip for {name!r} (bundle from another msa version?)")
     try:
         model = cls(config, dims, task)
-    except (TypeError, ValueError, RuntimeError) as e:  # e.g. a hand-edited size or dropout out of range
+    except (UsageError, TypeError, ValueError, RuntimeError) as e:  # values that fit alone but not together
         raise BundleError(f"{path}: cannot build {name!r} from bundle.json ({type(e).__name__}: {e})") from e
     _check_frozen(path, model, meta.get("frozen_pretrained", {}))
     try:

@@ -71,6 +71,8 @@ def train_run(spec: RunSpec, log: Callable[[str], None] = _log) -> list[dict[str
     from msa.pipeline.train.loader import norm_stats
     from msa.pipeline.train.trainer import fit, parse_select, resolve_device, seed_everything
 
+    cls = MODELS.get(spec.model)
+    config = build_config(spec.model, spec.dataset, spec.preset, spec.overrides)  # a bad config fails before any I/O
     out = Path(spec.out)
     if (out / RESULTS).exists() and not spec.overwrite:
         raise UsageError(f"{out} already holds a run ({RESULTS}); choose another --out or pass --overwrite")
@@ -80,8 +82,6 @@ def train_run(spec: RunSpec, log: Callable[[str], None] = _log) -> list[dict[str
         log(f"warning: {w}")
     train, valid = fs.split("train"), fs.split("valid")
     test = fs.splits.get("test")
-    cls = MODELS.get(spec.model)
-    config = build_config(spec.model, spec.dataset, spec.preset, spec.overrides)
     task = task_for(spec.dataset, fs, config)
     check_inputs(cls, fs)
     dims = fs.dims()

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from msa.models.base import MSAModel, Task, TrainSettings
+from msa.models.base import MSAModel, Task, TrainSettings, parse_scheduler, parse_select
 
 from msa.pipeline.train.data import Split
 from msa.core.errors import MsaError, UsageError
@@ -81,21 +81,9 @@ def deterministic(device: torch.device) -> Iterator[None]:
         torch.use_deterministic_algorithms(before, warn_only=before_warn)
 
 
-def parse_select(select: str) -> tuple[str, bool]:
-    """``val_loss`` -> ("loss", lower is better); ``max:CCC`` -> ("CCC", higher); ``min:MAE``."""
-    if select == "val_loss":
-        return "loss", False
-    mode, sep, name = select.partition(":")
-    if not sep or mode not in ("max", "min") or not name:
-        raise UsageError(f"bad selection rule {select!r}; use val_loss, max:<metric> or min:<metric>")
-    return name, mode == "max"
-
-
 def build_optimizers(model: MSAModel, settings: TrainSettings) -> tuple[dict[str, torch.optim.Optimizer], list[str]]:
     """One optimiser per stage from the model's named groups (Adam: weight_decay is L2; AdamW: decoupled)."""
-    kinds = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW}
-    if settings.optimizer not in kinds:
-        raise UsageError(f"unknown optimizer {settings.optimizer!r}; valid: {', '.join(kinds)}")
+    kinds = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW}  # TrainSettings.optimizer allows exactly these
     by_stage: dict[str, list[dict[str, Any]]] = defaultdict(list)
     seen: dict[int, str] = {}
     for g in model.param_groups():
@@ -118,23 +106,18 @@ def build_optimizers(model: MSAModel, settings: TrainSettings) -> tuple[dict[str
 
 
 def build_schedulers(optimizers: dict[str, torch.optim.Optimizer], spec: str | None) -> list[Any]:
-    """``plateau:<patience>:<factor>`` (on validation loss), ``step:<size>:<gamma>``, ``multistep:<m1,m2>:<gamma>``."""
+    """``plateau:<patience>:<factor>`` (on validation loss), ``step:<size>:<gamma>``, ``multistep:<m1,m2>:<gamma>``.
+
+    ``spec`` comes from a validated ``TrainSettings``, so it parses."""
     if not spec:
         return []
-    kind, _, rest = spec.partition(":")
-    a, _, b = rest.partition(":")
-    try:
-        if kind == "plateau":
-            return [torch.optim.lr_scheduler.ReduceLROnPlateau(o, mode="min", patience=int(a), factor=float(b))
-                    for o in optimizers.values()]
-        if kind == "step":
-            return [torch.optim.lr_scheduler.StepLR(o, step_size=int(a), gamma=float(b)) for o in optimizers.values()]
-        if kind == "multistep":
-            ms = [int(m) for m in a.split(",")]
-            return [torch.optim.lr_scheduler.MultiStepLR(o, milestones=ms, gamma=float(b)) for o in optimizers.values()]
-    except ValueError as e:
-        raise UsageError(f"bad scheduler spec {spec!r}: {e}") from e
-    raise UsageError(f"unknown scheduler {spec!r}; use plateau:P:F, step:S:G or multistep:M1,M2:G")
+    kind, (a, b) = parse_scheduler(spec)
+    sched = torch.optim.lr_scheduler
+    if kind == "plateau":
+        return [sched.ReduceLROnPlateau(o, mode="min", patience=a, factor=b) for o in optimizers.values()]
+    if kind == "step":
+        return [sched.StepLR(o, step_size=a, gamma=b) for o in optimizers.values()]
+    return [sched.MultiStepLR(o, milestones=list(a), gamma=b) for o in optimizers.values()]
 
 
 def _autocast(device: torch.device, amp_dtype: torch.dtype | None) -> Any:

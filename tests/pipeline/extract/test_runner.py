@@ -270,8 +270,8 @@ def test_a_bad_label_csv_stops_everything_before_extraction(tmp_path: Path, clip
 
 def test_bad_usage_is_a_one_line_error(tmp_path: Path, clips: dict, capsys: pytest.CaptureFixture[str]) -> None:
     inp = folder(tmp_path, clips, ("av",))
-    for extra, msg in ((["--set", "visual.nope=1"], "fake_visual has no setting 'nope'"),
-                       (["--set", "visual.fps=fast"], "expected a float"),
+    for extra, msg in ((["--set", "visual.nope=1"], "--set fake_visual: unknown config key 'nope'; valid: fps, log"),
+                       (["--set", "visual.fps=fast"], "--set fake_visual: fps = 'fast': expected a number"),
                        (["--extractors", "audio:fake_text"], "fake_text is a text extractor"),
                        (["--extractors", "audio:nope"], "unknown extractor 'nope'"),
                        (["--max-len", "text=0"], "at least 1"),

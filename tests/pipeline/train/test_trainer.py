@@ -217,7 +217,7 @@ def test_nan_loss_and_bad_stage_are_clear_errors(fs) -> None:
         _run(fs, nan_at_epoch=2)
     with pytest.raises(ValueError, match="names stage 'ghost'"):
         _run(fs, stage_without_group=True)
-    with pytest.raises(UsageError, match="bad scheduler"):
+    with pytest.raises(UsageError, match="scheduler = 'step:x:0.5': expected a scheduler plateau:P:F"):
         _run(fs, scheduler="step:x:0.5")
 
 
