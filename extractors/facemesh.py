@@ -216,9 +216,10 @@ class FaceMeshAU(Extractor):
         super().__init__(config, **overrides)
         self._mesh: Any = None
         self._used = False  # the graph has seen frames since it was (re)started
+        self._restart = False  # restart the graph before the next frame
 
     def __getstate__(self) -> dict[str, Any]:
-        return {**self.__dict__, "_mesh": None, "_used": False}
+        return {**self.__dict__, "_mesh": None, "_used": False, "_restart": False}
 
     def weights_identity(self) -> dict[str, Any]:
         # face_landmark_with_attention.tflite + BlazeFace ship inside the mediapipe wheel
@@ -248,7 +249,10 @@ class FaceMeshAU(Extractor):
         """
         h, w = image.shape[:2]
         mesh = self._get_mesh()
-        with native_log_muted():
+        with native_log_muted():  # a restarting graph logs from its own threads: restart where fd 2 is muted
+            if self._restart:
+                mesh.reset()
+                self._restart = False
             result = mesh.process(image)
         self._used = True
         best, best_area = None, -1.0
@@ -262,17 +266,8 @@ class FaceMeshAU(Extractor):
                 best, best_area = pts, area
         return best
 
-    def _fresh_mesh(self) -> Any:
-        """The graph, restarted if it has seen frames: tracking state never crosses from one clip to the next."""
-        mesh = self._get_mesh()
-        if self._used and self.config.tracking:
-            with native_log_muted():
-                mesh.reset()
-        self._used = False
-        return mesh
-
     def extract(self, clip: Any) -> Features:
-        self._fresh_mesh()
+        self._restart = self._used and self.config.tracking  # tracking state never crosses from one clip to the next
         parts: list[np.ndarray] = []
         times: list[float] = []
         chunk: list[np.ndarray | None] = []  # landmarks of the frames not yet described
