@@ -17,6 +17,7 @@ import dataclasses
 import functools
 import json
 import math
+import sys
 import types
 import typing
 from dataclasses import dataclass
@@ -180,7 +181,7 @@ def coerce(key: str, value: Any, t: Any) -> Any:
         if isinstance(value, int) and not isinstance(value, bool):
             return value
     elif t is float:
-        if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
+        if _finite_number(value):
             return float(value)
     elif t is str:
         if isinstance(value, str):
@@ -195,6 +196,13 @@ def coerce(key: str, value: Any, t: Any) -> Any:
     else:
         return value  # Any or an annotation this validator does not model
     raise _fail(key, value, describe(t))
+
+
+def _finite_number(v: Any) -> bool:
+    """A finite JSON number that fits a float: a 400-digit integer does not (``float()`` would overflow)."""
+    if isinstance(v, bool) or not isinstance(v, (int, float)):
+        return False
+    return abs(v) <= sys.float_info.max if isinstance(v, int) else math.isfinite(v)
 
 
 def _coerce_seq(key: str, value: Any, t: Any) -> Any:

@@ -77,6 +77,12 @@ class _TransformerText(Extractor):
         h = self._hidden_size()
         return h, tuple(f"h{i}" for i in range(h)), None
 
+    def vocabulary(self) -> dict[str, Any] | None:
+        """Identity of the tokenizer vocabulary behind ``text_bert`` (stamped into features files)."""
+        from msa.models.layers.text import vocabulary_identity
+
+        return vocabulary_identity(str(self._folder()))
+
     def extract(self, clip: Any) -> Features:
         transcript = getattr(clip, "transcript", None)
         if transcript is None:

@@ -28,12 +28,15 @@ for _name, _path in {
     "hscl": "msa.models.hscl:HSCL",
     "clip_ca_msa": "msa.models.clip_ca_msa:ClipCAMSA",
     "text_regressor": "msa.models.text_regressor:TextRegressor",
+    "pooled_mlp": "msa.models.pooled_mlp:PooledMLP",
 }.items():
     MODELS.register(_name, _path)
 
 
 def build_config(model: str, dataset: str | None = None, preset: str = "default", overrides: dict[str, Any] | None = None) -> Any:
-    """Config = class defaults <- dataset preset <- named preset (e.g. tiny) <- user overrides.
+    """Config = class defaults <- dataset preset <- named preset (e.g. tiny) <- its per-dataset part
+    (``"paper:mosi"``: a preset that differs per dataset must have one for the dataset asked for) <- user
+    overrides.
 
     Each layer may nest (``{"train": {"batch_size": 8}}``) or dot (``{"train.batch_size": 8}``) its keys;
     the result is validated (types, ranges, allowed values). Unknown keys and bad values are one-line
@@ -41,13 +44,22 @@ def build_config(model: str, dataset: str | None = None, preset: str = "default"
     """
     cls = MODELS.get(model)
     presets: dict[str, dict[str, Any]] = getattr(cls, "presets", {})
-    if preset != "default" and preset not in presets:
-        raise UsageError(f"model {model!r} has no preset {preset!r}; presets: {', '.join(sorted(presets)) or 'none'}")
+    named = {k.partition(":")[0] for k in presets}
+    if preset != "default" and preset not in named:
+        raise UsageError(f"model {model!r} has no preset {preset!r}; presets: {', '.join(sorted(named)) or 'none'}")
+    specific = [k.partition(":")[2] for k in presets if k.startswith(f"{preset}:")]
+    if specific and dataset not in specific:
+        raise UsageError(f"model {model!r} has no {preset!r} preset for dataset {dataset!r}; it has one for "
+                         f"{', '.join(specific)}")
     merged: dict[str, Any] = {}
     try:
         for layer in (presets.get(dataset or "", {}), presets.get(preset, {}) if preset != "default" else {},
-                      overrides or {}):
-            merged.update(flatten(cls.Config, layer))
+                      presets.get(f"{preset}:{dataset}", {}) if preset != "default" else {}, overrides or {}):
+            flat = flatten(cls.Config, layer)
+            for key in flat:  # a later whole value (even a wrong one) replaces earlier dotted parts of it
+                for stale in [k for k in merged if k.startswith(key + ".")]:
+                    del merged[stale]
+            merged.update(flat)
         return from_mapping(cls.Config, merged)
     except ConfigError as e:
         raise e.within(model) from e

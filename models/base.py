@@ -38,13 +38,24 @@ class Dims:
 
 @dataclass(frozen=True)
 class Task:
-    """What is predicted: ``kind`` regression/classification, the label range, and the metric family."""
+    """What is predicted: the label range and the metric family; ``classes`` for classification tasks.
+
+    With ``classes`` the labels are class indices, ``low``/``high`` are 0 and n_classes - 1, and a model
+    returns ``logits`` (B, n_classes) and ``pred`` = the argmax as float (B,).
+    """
 
     name: str  # mosi | mosei | sims | simsv2 | phq8 | custom
     low: float
     high: float
-    metrics: str  # "mosi" | "sims" | "phq8"
+    metrics: str  # "mosi" | "sims" | "phq8" | "regression" | "classification" | "binary"
     n_classes: int = 0  # >0 only for classification models (e.g. CLIP-CA-MSA's 3 classes)
+    classes: tuple[str, ...] = ()  # class names when the labels are classes (metrics "classification"/"binary")
+    class_weights: tuple[float, ...] = ()  # cross-entropy weight per class; empty: unweighted
+
+    @property
+    def is_classes(self) -> bool:
+        """Labels are class indices 0..n_classes-1 (not regression values binned into classes)."""
+        return bool(self.classes)
 
 
 @dataclass
@@ -59,12 +70,15 @@ class ParamGroup:
 
 
 def parse_select(select: str) -> tuple[str, bool]:
-    """``val_loss`` -> ("loss", lower is better); ``max:CCC`` -> ("CCC", higher); ``min:MAE``."""
+    """``val_loss`` -> ("loss", lower is better); ``mmsa_loss`` -> ("loss_mmsa", lower: MMSA's rule, the
+    validation loss averaged over batches and rounded to 4 decimals); ``max:CCC`` -> ("CCC", higher); ``min:MAE``."""
     if select == "val_loss":
         return "loss", False
+    if select == "mmsa_loss":
+        return "loss_mmsa", False
     mode, sep, name = select.partition(":")
     if not sep or mode not in ("max", "min") or not name:
-        raise UsageError(f"bad selection rule {select!r}; use val_loss, max:<metric> or min:<metric>")
+        raise UsageError(f"bad selection rule {select!r}; use val_loss, mmsa_loss, max:<metric> or min:<metric>")
     return name, mode == "max"
 
 
@@ -96,7 +110,7 @@ def _is_select(v: str) -> bool:
     return True
 
 
-Select = Annotated[str, matching(_is_select, "val_loss, auto, max:<metric> or min:<metric>")]
+Select = Annotated[str, matching(_is_select, "val_loss, mmsa_loss, auto, max:<metric> or min:<metric>")]
 Scheduler = Annotated[str, parses(parse_scheduler, "a scheduler plateau:P:F (0 < F < 1), step:S:G or "
                                                 "multistep:M1,M2:G (increasing M >= 1, G > 0)")]
 
@@ -112,8 +126,11 @@ class TrainSettings(Checked):
     clip_norm: Positive | None = None  # clip_grad_norm_ after backward
     early_stop: Size = 8
     max_epochs: Size = 40
-    select: Select = "val_loss"  # val_loss (min) | max:<metric> | min:<metric>, e.g. "max:CCC" | auto: the model's rule
+    select: Select = "val_loss"  # val_loss (min) | mmsa_loss | max:<metric> | min:<metric>, e.g. "max:CCC" | auto: the model's rule
     scheduler: Scheduler | None = None  # "plateau:<patience>:<factor>" | "step:<size>:<gamma>" | "multistep:<m1,m2>:<gamma>"
+    # audio/vision scaling with train-split statistics (stored in the bundle): none | zscore (per feature,
+    # what --normalize asks for) | minmax (one min and max per modality over all true frames -> [-1, 1], MIMRL)
+    normalize: Literal["none", "zscore", "minmax"] = "none"
 
 
 @dataclass
@@ -138,6 +155,8 @@ class MSAModel(nn.Module):
 
     name: ClassVar[str]
     uses_bert_ids: ClassVar[bool] = False  # reads text_bert ids (fine-tunes a text encoder)
+    supports_classes: ClassVar[bool] = False  # trains on class-label tasks (Task.classes; models/layers/classify.py)
+    required_modalities: ClassVar[tuple[str, ...]] = ("text", "audio", "vision")  # must have width > 0
 
     def __init__(self, config: Any, dims: Dims, task: Task) -> None:
         super().__init__()

@@ -169,6 +169,9 @@ class ClipCAMSA(MSAModel):
         "sims": {},  # the paper's dataset; a Chinese encoder (e.g. bert-base-chinese) + Chinese template is closer
         "phq8": {"n_classes": 0, "label_template": "a video of a {} person",
                  "label_words": ("not depressed", "moderately depressed", "severely depressed")},
+        # the paper's setting (docs/reproduction.md): Chinese RoBERTa-wwm-ext (its best PIFT backbone), Chinese prompts
+        "paper:sims": {"text_encoder": "hfl/chinese-roberta-wwm-ext", "text_prompt": "这段视频的情感是",
+                       "label_template": "这是一段{}的视频", "label_words": ("消极", "中性", "积极")},
         "tiny": {"text_encoder": "tiny-random", "label_source": "random", "width": 32, "video_layers": 1,
                  "video_heads": 2, "cross_heads": 2, "cross_ffn": 64, "train": {"max_epochs": 2},
                  "lr_new": 1e-3, "lr_pretrained": 1e-3},

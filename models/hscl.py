@@ -129,6 +129,9 @@ class HSCL(MSAModel):
         "mosei": {"train": {"scheduler": "step:5:0.1"}, "omega2": 0.05, "lr_main": 1e-4, "lr_bert": 1e-5, "vision_ffn": 32},
         "sims": {},
         "phq8": {"train": {"batch_size": 32}},  # regression on [0, 24]; selection on validation MAE
+        # the published runs (HSCL README; docs/reproduction.md)
+        "paper:mosi": {"text_encoder": "bert-base-uncased"},
+        "paper:mosei": {"text_encoder": "bert-base-uncased"},
         "tiny": {"text_encoder": "tiny-random", "fusion_heads": 4, "unimodal_layers": 1, "audio_ffn": 16,
                  "vision_ffn": 16, "d_prjh": 16, "train": {"batch_size": 16, "max_epochs": 2}},
     }

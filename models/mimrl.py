@@ -63,9 +63,10 @@ def ccc_loss(pred: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
 
 
 def output_range(model: MSAModel, pred: torch.Tensor) -> torch.Tensor:
-    """PHQ-8 predictions are clamped to the score range [0, 24] at evaluation (training keeps gradients);
-    sentiment predictions stay unclipped, as MMSA's MAE/Corr expect."""
-    if model.training or model.task.metrics != "phq8":
+    """With ``clamp_phq8`` (the default), PHQ-8 predictions are clamped to the score range [0, 24] at
+    evaluation (training keeps gradients); the MIMRL and MMIM reference code does not clamp (off in the
+    ``paper`` presets). Sentiment predictions stay unclipped, as MMSA's MAE/Corr expect."""
+    if model.training or model.task.metrics != "phq8" or not model.config.clamp_phq8:
         return pred
     return pred.clamp(model.task.low, model.task.high)
 
@@ -103,6 +104,7 @@ class MIMRLConfig(Checked):
     stage1_n: Count = 1
     loss: Annotated[str, one_of("mae", "ccc")] = "mae"  # mae | ccc
     label_scale: Positive = 1.0  # the network predicts labels / label_scale (PHQ-8: 25, as in MIMRL)
+    clamp_phq8: bool = True  # clamp PHQ-8 predictions to [0, 24] at evaluation (the reference does not)
     lr: Positive = 4e-3
     bert_lr_rate: float = 0.01  # <= 0: the text encoder uses lr
     mi_lr_rate: NonNegative = 1.0
@@ -163,6 +165,11 @@ class MIMRL(MSAModel):
         "phq8": dict(_CUBE_PUBLISHED, activation="relu", c1=(1.0,) * 11, c2=(0.1,) * 8, lr=1e-3,
                      loss="ccc", label_scale=25.0,
                      train=dict(_CUBE_TRAIN, batch_size=32, scheduler="multistep:50,60:0.1", select="max:CCC")),
+        # the published runs (MIMRL README / Run2.ipynb; docs/reproduction.md): BERT-base, audio and vision
+        # min-max scaled to [-1, 1] with train-split statistics (MOSI/MOSEI), PHQ-8 predictions not clamped
+        "paper:mosi": dict(text_encoder="bert-base-uncased", train={"normalize": "minmax"}),
+        "paper:mosei": dict(text_encoder="bert-base-uncased", train={"normalize": "minmax"}),
+        "paper:phq8": dict(text_encoder="bert-base-uncased", clamp_phq8=False),
         "tiny": dict(text_encoder="tiny-random", d_common=16, time_len=8, d_hiddens="6-3-16=4-3-16",
                      d_outs="6-3-16=4-3-16", dropout_mlp=(0.0, 0.0, 0.0), dropout=(0.0,) * 4, critic_hidden=32,
                      critic_embed=16, critic_layers=1, cmi_hidden=32, stage1_n=1,

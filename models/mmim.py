@@ -47,6 +47,7 @@ class MMIMConfig(Checked):
     mem_size: Size = 1
     h_threshold: float = 0.0  # entropy groups: label > threshold vs label < threshold
     label_scale: Positive = 1.0  # the network predicts labels / label_scale
+    clamp_phq8: bool = True  # clamp PHQ-8 predictions to [0, 24] at evaluation (the reference does not)
     lr_main: Positive = 1e-3
     lr_bert: Positive = 5e-5
     lr_mmilb: Positive = 1e-3
@@ -80,6 +81,9 @@ class MMIM(MSAModel):
         "mosi": {},
         "mosei": {},
         "phq8": dict(label_scale=25.0, h_threshold=9.5, train={"select": "max:CCC"}),
+        # the published runs (Multimodal-Infomax README; docs/reproduction.md)
+        "paper:mosi": dict(text_encoder="bert-base-uncased"),
+        "paper:mosei": dict(text_encoder="bert-base-uncased"),
         "tiny": dict(text_encoder="tiny-random", d_vh=8, d_ah=8, d_vout=8, d_aout=8, d_prjh=16, dropout_prj=0.0,
                      train={"batch_size": 16, "max_epochs": 3, "early_stop": 3}),
     }
@@ -117,9 +121,8 @@ class MMIM(MSAModel):
         return {"pred": pred, "raw": raw, "t": t, "v": v, "a": a, "fusion": u2}
 
     # loss -------------------------------------------------------------------------------------------
-    def _lld(self, out: dict[str, torch.Tensor], detach: bool) -> torch.Tensor:
-        f = {k: out[k].detach() if detach else out[k] for k in ("t", "v", "a")}
-        return sum(self.mi[k](f[k[0]], f[k[1]]) for k in self.mi)
+    def _lld(self, out: dict[str, torch.Tensor]) -> torch.Tensor:
+        return sum(self.mi[k](out[k[0]], out[k[1]]) for k in self.mi)
 
     def _entropy(self, out: dict[str, torch.Tensor], labels: torch.Tensor, use: bool) -> torch.Tensor | None:
         """The Gaussian-mixture entropy H over this batch plus the memory (when ``use``); the memory is
@@ -145,8 +148,8 @@ class MMIM(MSAModel):
         c = self.config
         labels = batch["labels"].float().view(-1).to(out["raw"].device)
         self._stage = stage
-        if stage == "mmilb":
-            lld = self._lld(out, detach=True)
+        if stage == "mmilb":  # not detached: the trainer clips over every gradient, as the reference does;
+            lld = self._lld(out)  # after_backward then drops all but MMILB's
             return LossOut(-lld, {"lld": float(lld.detach())})
         if stage != "main":
             raise UsageError(f"mmim has stages 'mmilb' and 'main', not {stage!r}")
@@ -157,7 +160,7 @@ class MMIM(MSAModel):
         loss = task
         if c.contrast:
             nce = sum(self.cpc[m](out[m], out["fusion"]) for m in ("t", "v", "a"))
-            lld = self._lld(out, detach=False)
+            lld = self._lld(out)
             loss = loss + c.alpha * nce - c.beta * lld
             logs.update(nce=float(nce.detach()), lld=float(lld.detach()))
         h = self._entropy(out, labels, use=self._batch_i > c.mem_size)

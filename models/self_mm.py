@@ -94,10 +94,16 @@ class SelfMM(MSAModel):
     presets: ClassVar[dict[str, dict[str, Any]]] = {
         "mosei": {"train": {"batch_size": 32}, "lr_video": 1e-4, "wd_audio": 0.0, "wd_video": 0.0, "wd_other": 1e-2,
                   "post_fusion_dropout": 0.1, "post_text_dropout": 0.0, "post_audio_dropout": 0.0},
-        "sims": {"text_encoder": "bert-base-chinese", "train": {"batch_size": 32}, "wd_audio": 1e-2, "wd_video": 1e-2,
-                 "v_lstm_hidden": 64, "post_text_dim": 64},
-        "simsv2": {"text_encoder": "bert-base-chinese", "train": {"batch_size": 32}, "wd_audio": 1e-2, "wd_video": 1e-2,
-                   "v_lstm_hidden": 64, "post_text_dim": 64},
+        "sims": {"train": {"batch_size": 32}, "wd_audio": 1e-2, "wd_video": 1e-2, "v_lstm_hidden": 64,
+                 "post_text_dim": 64},
+        "simsv2": {"train": {"batch_size": 32}, "wd_audio": 1e-2, "wd_video": 1e-2, "v_lstm_hidden": 64,
+                   "post_text_dim": 64},
+        # MMSA's published runs (docs/reproduction.md): its encoder and its selection rule
+        "paper": {"train": {"select": "mmsa_loss"}},
+        "paper:mosi": {"text_encoder": "bert-base-uncased"},
+        "paper:mosei": {"text_encoder": "bert-base-uncased"},
+        "paper:sims": {"text_encoder": "bert-base-chinese"},
+        "paper:simsv2": {"text_encoder": "bert-base-chinese"},
         # PHQ-8 [0, 24]: signs of u-labels are taken around the clinical cut-off 10 (see docs)
         "phq8": {"ulgm_centre": 10.0},
         "tiny": {"text_encoder": "tiny-random", "a_lstm_hidden": 8, "v_lstm_hidden": 8, "audio_out": 8,

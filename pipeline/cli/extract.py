@@ -256,9 +256,12 @@ def _assemble(entries: list, specs: dict, records: list, source: Any, plan: Any,
     from msa.pipeline.extract.cache import FeatureCache
 
     asr = next((r.asr_spec for r in records if r.asr_spec), None)
+    text = next((r for r in plan.extractors if r.modality == "text"), None)
+    vocabulary = getattr(text.build(), "vocabulary", None) if text is not None else None
     data = assemble(
         entries, specs, FeatureCache(out), has_modes=source.has_modes, sub_label_keys=source.sub_label_keys,
-        max_len=max_len, aligned=plan.align,
+        max_len=max_len, aligned=plan.align, text_vocab=vocabulary() if vocabulary else None,
+        class_names=source.class_names, extra_columns=source.extra_columns,
         extra_config={"asr": asr, "missing": plan.missing, "source": source.kind,
                       "failed": sorted(r.item.id for r in records if r.error is not None)},
     )

@@ -13,7 +13,6 @@ import argparse
 import json
 import os
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -68,7 +67,7 @@ def parse_signals(value: str | None) -> tuple[tuple[str, str], ...]:
 
 def _main(args: argparse.Namespace) -> int:
     from msa.core.errors import MsaError, UsageError
-    from msa.pipeline.serve.predict import PredictOptions, Predictor, plot_paths, resolve_bundle
+    from msa.pipeline.serve.predict import PredictOptions, Predictor, plot_paths, predict_json, resolve_bundle
 
     if args.transcript is not None and len(args.clips) > 1:
         raise UsageError("--transcript gives the text of one clip; pass one CLIP (or use <clip>.txt sidecars)")
@@ -82,25 +81,14 @@ def _main(args: argparse.Namespace) -> int:
     failed = scored = 0
     with Predictor(options) as predictor:
         for clip, plot in zip(args.clips, plots, strict=True):
-            try:
-                pred = predictor.predict(clip, args.transcript)
-                if not scored:  # the first clip scored carries the one-time load
-                    pred.timings["load"] = round(predictor.load_seconds, 3)  # imports, bundle, extractor specs
-                if plot is not None:
-                    from msa.pipeline.serve.plot import plot_prediction
-
-                    t1 = time.perf_counter()
-                    plot_prediction(pred, plot)
-                    pred.timings["plot"] = round(time.perf_counter() - t1, 3)
+            try:  # the first clip scored carries the one-time load
+                out = predict_json(predictor, clip, args.transcript, plot, with_load=not scored)
             except MsaError as e:
                 failed += 1
                 msg = e.one_line()
                 print(f"{PROG}: error: {msg if clip in msg else f'{clip}: {msg}'}", file=sys.stderr, flush=True)
                 continue
             scored += 1
-            out = pred.to_json()
-            if plot is not None:
-                out["plot"] = str(plot)
             print(json.dumps(out) if args.json else _human(out), flush=True)
     return 1 if failed else 0
 
@@ -112,8 +100,14 @@ def _human(r: dict[str, Any]) -> str:
     face = "no video" if r["face_ratio"] is None else f"{100 * r['face_ratio']:.0f}% of frames"
     speech = "n/a" if r["speech_seconds"] is None else f"{r['speech_seconds']:.1f} s"
     stages = ", ".join(f"{k} {v:.2f}" for k, v in r["timings"].items())
+    if r.get("probabilities") is not None:
+        ranked = sorted(r["probabilities"].items(), key=lambda kv: -kv[1])
+        head = (f"{r['clip']}: {r['label']} (probability {r['score']:.2f}, {r['task']})\n"
+                f"  classes: {', '.join(f'{c} {p:.2f}' for c, p in ranked)}")
+    else:
+        head = f"{r['clip']}: {r['label']} (score {r['score']:+.2f} on [{lo:g}, {hi:g}], {r['task']})"
     lines = [
-        f"{r['clip']}: {r['label']} (score {r['score']:+.2f} on [{lo:g}, {hi:g}], {r['task']})",
+        head,
         f"  transcript ({r['transcript_source']}): {r['transcript']!r}",
         f"  driven by: {mods}",
         f"  face: {face}; speech: {speech}",

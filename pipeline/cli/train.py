@@ -21,18 +21,33 @@ def build_parser() -> argparse.ArgumentParser:
                     "Note: a .pkl file can run code when loaded; only pass files you trust, or use .npz.",
     )
     p.add_argument("--data", required=True, type=Path, help="features file (.pkl or .npz) in the MMSA schema")
-    p.add_argument("--dataset", required=True, choices=list(DATASETS), help="label range and metrics preset")
+    p.add_argument("--dataset", choices=list(DATASETS),
+                   help="label range and metrics preset (required for regression; binary = two-class classification)")
+    p.add_argument("--task", choices=("regression", "classification"),
+                   help="regression (default) or classification on the file's class labels (label.csv 'class')")
+    p.add_argument("--class-weights", metavar="balanced|W1,W2,...",
+                   help="classification: cross-entropy class weights (balanced = inverse train frequency)")
+    p.add_argument("--group-by", metavar="COLUMN",
+                   help="keep each group (video_id, or a label.csv column such as speaker) in one split: splits an "
+                        "unsplit file, carves valid out of train when missing, else checks the splits")
+    p.add_argument("--split-ratio", nargs=3, type=float, default=[0.8, 0.1, 0.1], metavar=("TRAIN", "VALID", "TEST"),
+                   help="row shares of the group split (default 0.8 0.1 0.1)")
     p.add_argument("--model", required=True, choices=MODELS.names())
-    p.add_argument("--out", required=True, type=Path, help="run folder: results.csv, epochs.jsonl, bundle")
+    p.add_argument("--out", required=True, type=Path, help="run folder: results.csv, metrics.json, epochs.jsonl, bundle")
     p.add_argument("--seeds", nargs="+", type=int, default=[1111], help="one run per seed (default 1111)")
     p.add_argument("--epochs", type=int, help="maximum epochs (default: the model's)")
-    p.add_argument("--preset", default="default", help="named config preset of the model (e.g. tiny)")
+    p.add_argument("--preset", default="default",
+                   help="named config preset of the model (e.g. tiny; paper: the published run, docs/reproduction.md)")
     p.add_argument("--config", type=Path, help='JSON object of model config overrides; training settings nest '
                    'under "train" (e.g. {"lr": 5e-4, "train": {"batch_size": 8}} or "train.batch_size")')
+    p.add_argument("--text-encoder", metavar="DIR",
+                   help="local folder of the text encoder (e.g. bert-base-uncased for --preset paper); "
+                        "sets the config's text_encoder")
     p.add_argument("--device", default="auto", help="auto (CUDA when available), cpu, cuda or cuda:N")
     p.add_argument("--normalize", action="store_true",
                    help="standardise audio/vision features with train-split statistics (stored in the bundle)")
-    p.add_argument("--no-amp", dest="amp", action="store_false", help="disable bf16 autocast on CUDA")
+    p.add_argument("--amp", action="store_true",
+                   help="bf16 autocast for the training steps on CUDA (validation and test always run in fp32)")
     p.add_argument("--threads", type=int, help="torch CPU threads")
     p.add_argument("--save-all-seeds", action="store_true", help="also keep one bundle per seed in seeds/<seed>/")
     p.add_argument("--overwrite", action="store_true", help="reuse an --out folder that already holds a run")
@@ -63,8 +78,15 @@ def _main(args: argparse.Namespace) -> int:
         import torch
 
         torch.set_num_threads(args.threads)
-    spec = RunSpec(data=args.data, dataset=args.dataset, model=args.model, out=args.out, seeds=tuple(args.seeds),
-                   epochs=args.epochs, preset=args.preset, overrides=read_overrides(args.config),
+    overrides = read_overrides(args.config)
+    if args.text_encoder:
+        overrides["text_encoder"] = args.text_encoder
+    task = args.task or ("classification" if args.dataset == "binary" else "regression")
+    if args.dataset is None and task == "regression":
+        raise UsageError("--dataset is required for regression (or pass --task classification)")
+    spec = RunSpec(data=args.data, dataset=args.dataset or "custom", model=args.model, task=task,
+                   class_weights=args.class_weights, group_by=args.group_by, split_ratio=tuple(args.split_ratio),
+                   out=args.out, seeds=tuple(args.seeds), epochs=args.epochs, preset=args.preset, overrides=overrides,
                    device=args.device, normalize=args.normalize, amp=args.amp, progress=not args.quiet,
                    save_all_seeds=args.save_all_seeds, overwrite=args.overwrite)
     rows = train_run(spec)

@@ -19,7 +19,7 @@ import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 from msa.extractors.base import Extractor, Features, Transcript
 
@@ -127,17 +127,20 @@ def _worker_setup(plan: Plan) -> None:
         torch.set_num_threads(n)
 
 
-def run_clip(index: int, item: Item, plan: Plan, wait: bool = False, cached_only: bool = False) -> Record:
+def run_clip(index: int, item: Item, plan: Plan, wait: bool = False, cached_only: bool = False,
+             on_stage: Callable[[str], None] | None = None) -> Record:
     """Extract (or find cached) every stage of one clip. Never raises for a bad clip.
 
     ``cached_only``: extract nothing; a clip with work left comes back with status "todo".
+    ``on_stage(name)`` is called as each stage starts (progress); an MsaError it raises fails the clip
+    with that error's reason (how msa-serve cancels a job between stages).
     """
     _worker_setup(plan)
     rec = Record(index, item)
     if plan.stop_file and os.path.exists(plan.stop_file):
         rec.status = "skipped"
         return rec
-    job = _ClipJob(item, plan, rec)
+    job = _ClipJob(item, plan, rec, on_stage)
     try:
         job.run(wait, cached_only)
     except StorageError:
@@ -159,8 +162,9 @@ def run_clip(index: int, item: Item, plan: Plan, wait: bool = False, cached_only
 
 
 class _ClipJob:
-    def __init__(self, item: Item, plan: Plan, rec: Record) -> None:
+    def __init__(self, item: Item, plan: Plan, rec: Record, on_stage: Callable[[str], None] | None = None) -> None:
         self.item, self.plan, self.rec = item, plan, rec
+        self.on_stage = on_stage
         self.cache = FeatureCache(plan.out_dir)
         self.stage = "hash"
         self.writing = False
@@ -170,6 +174,8 @@ class _ClipJob:
     @contextmanager
     def _timed(self, stage: str) -> Iterator[None]:
         self.stage = stage
+        if self.on_stage is not None:
+            self.on_stage(stage)
         t0 = time.perf_counter()
         try:
             yield

@@ -70,7 +70,8 @@ def label_csv_features(bundle: Any, path: Path, split: str | None = None,
             log(f"msa-eval: extracting {extractor.name} text features for {len(rows)} {name} rows")
         feats = [extractor.encode(Transcript(r["text"].strip(), source="label_csv")) for r in rows]
         raw[name] = _split_arrays(feats, rows, bundle.dims)
-    raw["config"] = {"specs": {"text": spec}}
+    vocabulary = getattr(extractor, "vocabulary", None)  # the ids' vocabulary, checked against the bundle's
+    raw["config"] = {"specs": {"text": spec}, "text_vocab": vocabulary() if vocabulary else None}
     fs = from_dict(raw, path=Path(path))
     fs.sha256 = file_sha256(path)
     return fs

@@ -109,8 +109,8 @@ def draw(pred: Any) -> Any:
     axes[-1].set_xlabel("time (s)")
     lo, hi = pred.range
     mods = ", ".join(f"{m} {v:.2f}" for m, v in pred.modalities.items())
-    fig.suptitle(f"{Path(pred.clip).name}: {pred.label}, score {pred.score:+.2f} on [{lo:g}, {hi:g}]  (driven by {mods})",
-                 fontsize=11)
+    what = f"probability {pred.score:.2f}" if pred.probabilities else f"score {pred.score:+.2f} on [{lo:g}, {hi:g}]"
+    fig.suptitle(f"{Path(pred.clip).name}: {pred.label}, {what}  (driven by {mods})", fontsize=11)
     fig.tight_layout()
     return fig
 

@@ -5,7 +5,9 @@ extraction stages of :mod:`msa.pipeline.extract.runner` (so ``--cache DIR`` shar
 its keys), assembles the model batch exactly as training did (:func:`msa.pipeline.extract.assemble.assemble`,
 padding to the bundle's lengths, the bundle's normalisation statistics), runs the model and reports:
 score (clamped to the bundle's range), label, transcript, which modalities drove the score, the
-share of frames with a face, seconds of speech and per-stage timings.
+share of frames with a face, seconds of speech and per-stage timings. A classification bundle (class
+labels, ``msa-train --task classification``) reports its top class as the label, that class's
+probability as the score (range [0, 1]) and every class's probability.
 
 The audio and visual extractors of the ``default`` recipe run even for a text-only bundle: their
 signals (face share, pitch, loudness, smile proxy) are reported and plotted, never fed to the model.
@@ -19,7 +21,7 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
@@ -46,8 +48,14 @@ PHQ8_HINT = ("train one on AVEC2019-style sessions: msa-extract DATASET --recipe
              "then pass --bundle checkpoints/phq8")
 
 
+CLASS_METRICS = ("classification", "binary")
+
+
 def task_kind(name: str | None, metrics: str | None) -> str:
-    """``phq8`` for a PHQ-8 task (by dataset name or metric family), else ``sentiment``."""
+    """``phq8`` for a PHQ-8 task (by dataset name or metric family), ``classification`` for a class-label
+    task, else ``sentiment``."""
+    if metrics in CLASS_METRICS:
+        return "classification"
     return "phq8" if "phq8" in (name, metrics) else "sentiment"
 
 
@@ -149,12 +157,16 @@ class Prediction:
     flags: tuple[str, ...] = ()
     duration: float = 0.0
     signals: dict[str, tuple[Features, tuple[str, ...]]] = field(default_factory=dict, repr=False)
+    probabilities: dict[str, float] | None = None  # class -> probability (classification bundles)
 
     def to_json(self) -> dict[str, Any]:
-        return {"clip": self.clip, "task": self.task, "score": round(self.score, 4), "label": self.label,
-                "transcript": self.transcript, "modalities": self.modalities, "face_ratio": self.face_ratio,
-                "speech_seconds": self.speech_seconds, "timings": self.timings,
-                "transcript_source": self.transcript_source, "range": list(self.range), "flags": list(self.flags)}
+        out = {"clip": self.clip, "task": self.task, "score": round(self.score, 4), "label": self.label,
+               "transcript": self.transcript, "modalities": self.modalities, "face_ratio": self.face_ratio,
+               "speech_seconds": self.speech_seconds, "timings": self.timings,
+               "transcript_source": self.transcript_source, "range": list(self.range), "flags": list(self.flags)}
+        if self.probabilities is not None:
+            out["probabilities"] = self.probabilities
+        return out
 
 
 class Predictor:
@@ -213,8 +225,11 @@ class Predictor:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def predict(self, path: str | Path, transcript_file: str | Path | None = None) -> Prediction:
-        """Score one clip; a typed MsaError (one line, naming the file) when it cannot be scored."""
+    def predict(self, path: str | Path, transcript_file: str | Path | None = None,
+                on_stage: Callable[[str], None] | None = None) -> Prediction:
+        """Score one clip; a typed MsaError (one line, naming the file) when it cannot be scored.
+
+        ``on_stage(name)`` is called as each stage starts (the extraction stages, then ``model``)."""
         from msa.pipeline.extract.cache import FeatureCache
         from msa.pipeline.extract.runner import run_clip
         from msa.pipeline.extract.sources import Item, read_sidecar
@@ -231,7 +246,7 @@ class Predictor:
         item = Item(path.parent.name or ".", path.stem, path, text=text, label=0.0)
         if text is None and item.sidecar is not None:
             source = "sidecar"
-        rec = run_clip(0, item, self.plan, wait=True)
+        rec = run_clip(0, item, self.plan, wait=True, on_stage=on_stage)
         if rec.status == "failed" or rec.entry is None:
             err = rec.error or {}
             msg = err.get("message", "failed")
@@ -248,28 +263,37 @@ class Predictor:
             why = "has no audio stream to transcribe" if "no_audio" in entry.flags else "has no recognisable speech"
             raise MsaError(f"{path}: {why}, and the bundle scores the transcript; give one with --transcript FILE "
                            "or a <clip>.txt sidecar", reason="no_speech")
+        if on_stage is not None:
+            on_stage("model")
         t1 = time.perf_counter()
-        scores = self._forward(entry, cache)
+        scores, probs = self._forward(entry, cache)
         model_s = time.perf_counter() - t1
         task = self.bundle.task
-        score = float(np.clip(scores[0], task.low, task.high))
+        if probs is not None:  # classification: the top class and its probability
+            label, score, out_range = task.classes[int(np.argmax(probs))], float(np.max(probs)), (0.0, 1.0)
+        else:
+            score = float(np.clip(scores[0], task.low, task.high))
+            label, out_range = label_for(score, task), (task.low, task.high)
         timings = {k: round(v, 3) for k, v in rec.seconds.items()}
         timings["model"] = round(model_s, 3)
         speech = self._speech_seconds(entry.words, path, source, timings)
         visual = feats.get("visual")
         timings["total"] = round(time.perf_counter() - t0, 3)
         return Prediction(
-            clip=str(path), task=self.kind, score=score, label=label_for(score, task), transcript=entry.transcript,
+            clip=str(path), task=self.kind, score=score, label=label, transcript=entry.transcript,
             transcript_source=source, modalities=_attribution(self.used, scores), speech_seconds=speech,
             face_ratio=None if visual is None else round(float(visual.meta.get("face_ratio", 0.0)), 4),
-            timings=timings, range=(task.low, task.high), words=entry.words, flags=entry.flags,
+            timings=timings, range=out_range, words=entry.words, flags=entry.flags,
             duration=rec.duration,
             signals={m: (f, tuple(self.specs[m].get("columns", ()))) for m, f in feats.items() if m != "text"},
+            probabilities=None if probs is None else {c: round(float(p), 4) for c, p in zip(task.classes, probs)},
         )
 
     # --- model ---------------------------------------------------------------------------------
-    def _forward(self, entry: Any, cache: Any) -> np.ndarray:
-        """Scores of the clip and, for a multimodal bundle, of the clip with each modality occluded."""
+    def _forward(self, entry: Any, cache: Any) -> tuple[np.ndarray, np.ndarray | None]:
+        """Scores of the clip and, for a multimodal bundle, of the clip with each modality occluded; for a
+        classification bundle the scores are the top class's probability and the clip's class probabilities
+        come second (else None)."""
         import torch
 
         batch = clip_batch(entry, self.bundle, self.specs, self.used, cache)
@@ -277,7 +301,10 @@ class Predictor:
         stacked = {k: torch.cat([b[k] for b in variants]).to(self.device) for k in batch}
         with torch.inference_mode():
             out = self.bundle.model(stacked)
-        return out["pred"].float().reshape(-1).cpu().numpy()
+        if not self.bundle.task.is_classes:
+            return out["pred"].float().reshape(-1).cpu().numpy(), None
+        probs = out["logits"].float().softmax(dim=-1).cpu().numpy()
+        return probs[:, int(np.argmax(probs[0]))], probs[0]
 
     def _speech_seconds(self, words: tuple[tuple[str, float, float], ...], path: Path, source: str,
                         timings: dict[str, float]) -> float | None:
@@ -385,3 +412,26 @@ def plot_paths(plot: str | Path, clips: list[str]) -> list[Path]:
         out.append(plot.with_name(name + (plot.suffix or ".png")))
     return out
 
+
+def predict_json(predictor: Predictor, clip: str | Path, transcript_file: str | Path | None = None,
+                 plot: str | Path | None = None, *, with_load: bool = False,
+                 on_stage: Callable[[str], None] | None = None) -> dict[str, Any]:
+    """One clip -> the JSON object that ``msa-predict --json`` prints and ``msa-serve`` returns.
+
+    ``plot``: also draw the signals to this PNG (key ``plot``, timing ``plot``); ``with_load``: add the
+    predictor's one-time load seconds (msa-predict does for the first clip scored)."""
+    pred = predictor.predict(clip, transcript_file, on_stage=on_stage)
+    if with_load:
+        pred.timings["load"] = round(predictor.load_seconds, 3)  # imports, bundle, extractor specs
+    if plot is not None:
+        from msa.pipeline.serve.plot import plot_prediction
+
+        if on_stage is not None:
+            on_stage("plot")
+        t0 = time.perf_counter()
+        plot_prediction(pred, plot)
+        pred.timings["plot"] = round(time.perf_counter() - t0, 3)
+    out = pred.to_json()
+    if plot is not None:
+        out["plot"] = str(plot)
+    return out

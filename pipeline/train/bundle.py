@@ -128,8 +128,11 @@ def msa_version() -> str | None:
 
 def save_bundle(out_dir: str | Path, model: Any, *, model_name: str, config: Any, task: Any, dims: Any,
                 specs: dict[str, dict[str, Any]] | None = None, norm: dict[str, Any] | None = None,
-                provenance: dict[str, Any] | None = None) -> Path:
-    """Write ``bundle.json`` and ``weights.safetensors`` into ``out_dir`` (each file atomically)."""
+                text_encoder: dict[str, Any] | None = None, provenance: dict[str, Any] | None = None) -> Path:
+    """Write ``bundle.json`` and ``weights.safetensors`` into ``out_dir`` (each file atomically).
+
+    ``text_encoder``: ``{"name", "vocabulary"}`` of a model that reads BERT ids (checked at loading and by
+    msa-eval against the features file's vocabulary stamp)."""
     import torch
     from safetensors.torch import save_file
 
@@ -154,6 +157,7 @@ def save_bundle(out_dir: str | Path, model: Any, *, model_name: str, config: Any
         "features": {m: {"spec": specs.get(m), "spec_hash": (specs.get(m) or {}).get("spec_hash")} for m in MODALITIES},
         "normalization": norm or {},
         "frozen_pretrained": frozen,
+        "text_encoder": text_encoder,
         "weights": {"file": WEIGHTS, "sha256": sha, "n_tensors": len(state),
                     "n_params": int(sum(v.numel() for v in state.values()))},
         "provenance": {"created": datetime.now(timezone.utc).isoformat(timespec="seconds"), "git_commit": git_commit(),
@@ -221,6 +225,7 @@ def load_bundle(bundle_dir: str | Path, *, current_specs: dict[str, Any] | None 
 
     from msa.models import MODELS, config_from_saved
     from msa.models.base import Dims, Task
+    from msa.pipeline.train.vocab import check_bundle_encoder
 
     path = Path(bundle_dir)
     meta = read_meta(path)
@@ -249,6 +254,7 @@ def load_bundle(bundle_dir: str | Path, *, current_specs: dict[str, Any] | None 
     except (UsageError, TypeError, ValueError, RuntimeError) as e:  # values that fit alone but not together
         raise BundleError(f"{path}: cannot build {name!r} from bundle.json ({type(e).__name__}: {e})") from e
     _check_frozen(path, model, meta.get("frozen_pretrained", {}))
+    check_bundle_encoder(path, meta)
     try:
         saved = load_file(str(weights))
     except (SafetensorError, OSError) as e:

@@ -1,7 +1,8 @@
 """Torch side of the data: the Batch dict of ``models/base.py`` from a :class:`~msa.pipeline.train.data.Split`.
 
-Also per-feature normalisation statistics, computed on the training split over true (unpadded)
-frames and stored in the bundle so prediction applies exactly the same transform.
+Also normalisation statistics (per-feature z-score, or MIMRL's global min-max to [-1, 1]), computed on
+the training split over true (unpadded) frames and stored in the bundle so prediction applies exactly
+the same transform.
 """
 from __future__ import annotations
 
@@ -28,17 +29,30 @@ def _frame_mask(split: Split, modality: str) -> np.ndarray:
     return np.arange(seq.shape[1])[None, :] < lengths[:, None]
 
 
-def norm_stats(train: Split, modalities: tuple[str, ...] = NORM_MODALITIES, eps: float = 1e-6) -> NormStats:
-    """Per-feature mean/std over the true frames of ``train``; a constant feature gets std 1."""
+def norm_stats(train: Split, modalities: tuple[str, ...] = NORM_MODALITIES, eps: float = 1e-6,
+               kind: str = "zscore") -> NormStats:
+    """Statistics over the true frames of ``train``, as ``(x - mean) / std`` per feature.
+
+    ``zscore``: each feature's mean and std (a constant feature gets std 1). ``minmax``: one minimum and
+    maximum per modality over all its true frames and features, mapped to [-1, 1] (MIMRL's global
+    scaling), i.e. mean = (max + min) / 2 and std = (max - min) / 2 for every feature.
+    """
+    if kind not in ("zscore", "minmax"):
+        raise ValueError(f"unknown normalisation {kind!r}; use zscore or minmax")
     out: NormStats = {}
     for m in modalities:
         seq = getattr(train, m)
         if seq is None:
             continue
         frames = seq[_frame_mask(train, m)].astype(np.float64)
-        mean = frames.mean(axis=0)
-        std = frames.std(axis=0)
-        std = np.where(std < eps, 1.0, std)
+        if kind == "minmax":
+            lo, hi = (float(frames.min()), float(frames.max())) if frames.size else (0.0, 0.0)
+            half = (hi - lo) / 2 if hi - lo >= eps else 1.0
+            mean, std = np.full(seq.shape[2], (hi + lo) / 2), np.full(seq.shape[2], half)
+        else:
+            mean = frames.mean(axis=0)
+            std = frames.std(axis=0)
+            std = np.where(std < eps, 1.0, std)
         out[m] = {"mean": mean.tolist(), "std": std.tolist()}
     return out
 

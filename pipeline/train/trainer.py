@@ -21,6 +21,7 @@ import torch
 from torch import nn
 
 from msa.models.base import MSAModel, Task, TrainSettings, parse_scheduler, parse_select
+from msa.models.layers.classify import class_loss
 
 from msa.pipeline.train.data import Split
 from msa.core.errors import MsaError, UsageError
@@ -50,6 +51,7 @@ class FitResult:
     history: list[dict[str, Any]]
     seconds: float
     notes: list[str] = field(default_factory=list)
+    amp: str = "off"  # the training steps' autocast dtype ("bf16") or "off"; evaluation is always fp32
 
 
 def resolve_device(device: str | None = None) -> torch.device:
@@ -120,6 +122,13 @@ def build_schedulers(optimizers: dict[str, torch.optim.Optimizer], spec: str | N
     return [sched.MultiStepLR(o, milestones=list(a), gamma=b) for o in optimizers.values()]
 
 
+def amp_dtype_for(device: torch.device, amp: bool) -> torch.dtype | None:
+    """bf16 autocast for the training steps when asked for and the CUDA device supports it, else None."""
+    if amp and device.type == "cuda" and torch.cuda.is_bf16_supported():
+        return torch.bfloat16
+    return None
+
+
 def _autocast(device: torch.device, amp_dtype: torch.dtype | None) -> Any:
     if amp_dtype is None:
         return contextlib.nullcontext()
@@ -127,47 +136,59 @@ def _autocast(device: torch.device, amp_dtype: torch.dtype | None) -> Any:
 
 
 @torch.no_grad()
-def predict(model: MSAModel, loader: Any, amp_dtype: torch.dtype | None = None) -> dict[str, Any]:
-    """Eval-mode outputs over a loader: ``pred`` (N,), ``labels`` (N,), ``logits`` (N, C) or None, ``loss``."""
+def predict(model: MSAModel, loader: Any) -> dict[str, Any]:
+    """Eval-mode fp32 outputs over a loader: ``pred`` (N,), ``labels`` (N,), ``logits`` (N, C) or None,
+    ``loss``. Always full precision, so selection in ``fit`` and ``msa-eval`` give the same numbers."""
     model.eval()
-    preds, labels, logits = [], [], []
+    preds, labels, logits, sizes, batch_losses = [], [], [], [], []
     eval_loss = getattr(model, "eval_loss", None)
-    loss_sum, n = 0.0, 0
-    device = getattr(loader, "device", torch.device("cpu"))
     for batch in loader:
-        with _autocast(device, amp_dtype):
-            out = model(batch)
+        out = model(batch)
         preds.append(out["pred"].detach().float().reshape(-1).cpu())
         labels.append(batch["labels"].detach().float().reshape(-1).cpu())
+        sizes.append(int(batch["labels"].shape[0]))
         if "logits" in out:
             logits.append(out["logits"].detach().float().cpu())
         if eval_loss is not None:
-            b = batch["labels"].shape[0]
-            loss_sum += float(eval_loss(out, batch)) * b
-            n += b
+            batch_losses.append(float(eval_loss(out, batch)))
     res: dict[str, Any] = {
         "pred": torch.cat(preds).numpy(), "labels": torch.cat(labels).numpy(),
-        "logits": torch.cat(logits).numpy() if logits else None,
+        "logits": torch.cat(logits).numpy() if logits else None, "batch_sizes": sizes,
+        "batch_losses": batch_losses if eval_loss is not None else None,
     }
-    res["loss"] = loss_sum / max(n, 1) if eval_loss is not None else None
+    res["loss"] = float(np.dot(batch_losses, sizes) / max(sum(sizes), 1)) if eval_loss is not None else None
     return res
 
 
-def evaluate(model: MSAModel, loader: Any, task: Task, amp_dtype: torch.dtype | None = None) -> dict[str, float]:
+def _batch_mean_loss(r: dict[str, Any]) -> float:
+    """MMSA's validation loss: the mean over batches of each batch's mean loss (L1 of ``pred`` unless the
+    model has ``eval_loss``), so a short last batch weighs as much as a full one."""
+    if r["batch_losses"] is not None:
+        return float(np.mean(r["batch_losses"]))
+    errors = np.abs(r["pred"].astype(np.float64) - r["labels"])
+    return float(np.mean([e.mean() for e in np.split(errors, np.cumsum(r["batch_sizes"])[:-1])]))
+
+
+def evaluate(model: MSAModel, loader: Any, task: Task, batch_loss: bool = False) -> dict[str, float]:
     """The task's metrics plus ``loss``: the model's ``eval_loss`` if it has one, else L1 of ``pred``
-    (MMSA's validation loss) or, for classification, cross-entropy of ``logits``."""
-    r = predict(model, loader, amp_dtype)
+    (MMSA's validation loss) or, for classification, cross-entropy of ``logits``; averaged over samples.
+    ``batch_loss`` adds ``loss_mmsa``: the loss averaged over batches and rounded to 4 decimals, the value
+    MMSA's trainers select on (``select = "mmsa_loss"``)."""
+    r = predict(model, loader)
     metrics = compute_metrics(task, r["pred"], r["labels"], r["logits"])
     loss = r["loss"]
     if loss is None:
-        if task.n_classes and r["logits"] is not None:
+        if task.is_classes:
+            loss = float(class_loss({"logits": torch.as_tensor(r["logits"])}, {"labels": torch.as_tensor(r["labels"])}, task))
+        elif task.n_classes and r["logits"] is not None:
             target = torch.as_tensor(three_classes(r["labels"]))
             loss = float(nn.functional.cross_entropy(torch.as_tensor(r["logits"]), target))
         elif task.n_classes:
             loss = 1.0 - metrics.get("Acc_3", 0.0)
         else:
             loss = float(np.mean(np.abs(r["pred"].astype(np.float64) - r["labels"])))
-    return {"loss": float(loss), **metrics}
+    extra = {"loss_mmsa": round(_batch_mean_loss(r), 4)} if batch_loss else {}
+    return {"loss": float(loss), **extra, **metrics}
 
 
 def train_pass(model: MSAModel, loader: DeviceLoader, opt: torch.optim.Optimizer, stage: str, epoch: int,
@@ -188,7 +209,7 @@ def train_pass(model: MSAModel, loader: DeviceLoader, opt: torch.optim.Optimizer
         loss = lo.loss
         if not torch.isfinite(loss.detach()):
             raise TrainingError(f"loss became {float(loss.detach())} at epoch {epoch}, stage {stage!r}, batch {i + 1}; "
-                                "try a lower learning rate, gradient clipping or --no-amp")
+                                "try a lower learning rate, gradient clipping, or train without --amp")
         loss.backward()
         if settings.clip_value is not None:
             nn.utils.clip_grad_value_(params, settings.clip_value)
@@ -213,16 +234,17 @@ def _stderr_log(line: str) -> None:
 
 def fit(model: MSAModel, train: Split, valid: Split, test: Split | None, task: Task, *, seed: int,
         settings: TrainSettings | None = None, device: str | torch.device | None = None, stats: NormStats | None = None,
-        amp: bool = True, progress: bool = True, log: Callable[[str], None] = _stderr_log,
+        amp: bool = False, progress: bool = True, log: Callable[[str], None] = _stderr_log,
         on_epoch: Callable[[dict[str, Any]], bool | None] | None = None) -> FitResult:
     """Train ``model`` in place and leave it holding the weights of the selected (best validation) epoch.
 
     ``on_epoch(record)`` receives every epoch's record (losses, validation metrics, model logs);
     returning True stops training. ``test`` is evaluated once, after selection, with the selected weights.
+    ``amp`` turns on bf16 autocast for the training steps on CUDA; validation and test always run in fp32.
     """
     settings = settings or model.train_settings()
     dev = device if isinstance(device, torch.device) else resolve_device(device)
-    amp_dtype = torch.bfloat16 if (amp and dev.type == "cuda" and torch.cuda.is_bf16_supported()) else None
+    amp_dtype = amp_dtype_for(dev, amp)
     key, higher = parse_select(settings.select)
     model.to(dev)
     t0 = time.perf_counter()
@@ -253,7 +275,7 @@ def fit(model: MSAModel, train: Split, valid: Split, test: Split | None, task: T
                     for k2, v in logs.items():
                         record[f"train_{k2}" if stage == "main" else f"{stage}/{k2}"] = v
             record.update({k2: float(v) for k2, v in (model.on_epoch_end(epoch) or {}).items()})
-            val = evaluate(model, valid_loader, task, amp_dtype)
+            val = evaluate(model, valid_loader, task, batch_loss=key == "loss_mmsa")
             if key not in val:
                 raise UsageError(f"selection metric {key!r} is not computed for {task.name}; available: {', '.join(val)}")
             record.update({f"val_{k2}": v for k2, v in val.items()})
@@ -293,9 +315,10 @@ def fit(model: MSAModel, train: Split, valid: Split, test: Split | None, task: T
         test_metrics = None
         if test is not None:
             test_loader = DeviceLoader(make_loader(test, settings.batch_size, shuffle=False, stats=stats), dev)
-            test_metrics = evaluate(model, test_loader, task, amp_dtype)
+            test_metrics = evaluate(model, test_loader, task, batch_loss=key == "loss_mmsa")
     return FitResult(seed=seed, best_epoch=best_epoch, epochs_run=len(history), stopped=stopped, valid=best_valid,
-                     test=test_metrics, history=history, seconds=time.perf_counter() - t0, notes=notes)
+                     test=test_metrics, history=history, seconds=time.perf_counter() - t0, notes=notes,
+                     amp="bf16" if amp_dtype is not None else "off")
 
 
 def _bar(enabled: bool, total: int, desc: str, leave: bool = False) -> Any:

@@ -80,6 +80,7 @@ def test_nested_and_dotted_keys_merge() -> None:
     ({"hidden": 2.0}, "hidden = 2.0: expected an integer >= 1"),  # a float is never an int
     ({"heads": -1}, "heads = -1: expected an integer >= 0"),
     ({"dropout": 1.0}, "dropout = 1.0: expected a number in [0, 1)"),
+    ({"lr": 10 ** 400}, "lr = 1" + "0" * 56 + "...: expected a number > 0"),  # too large for a float, not an OverflowError
     ({"average": "x"}, "average = 'x': expected one of 'padded', 'true'"),
     ({"flag": "yes"}, "flag = 'yes': expected true or false"),
     ({"name": 3}, "name = 3: expected a string"),
@@ -132,3 +133,11 @@ def test_within_prefixes_where_the_config_came_from() -> None:
 def test_describe_reads_annotations() -> None:
     assert describe(Size) == "an integer >= 1" and describe(Positive | None) == "a number > 0 or null"
     assert describe(tuple[str, ...]) == "a list of strings" and describe(Literal["a", "b"]) == "one of 'a', 'b'"
+
+
+def test_a_whole_value_over_a_preset_with_nested_keys_is_still_checked() -> None:
+    """mimrl's mosi preset sets train.* keys; {"train": True} on top must not hide behind them."""
+    from msa.models import build_config
+
+    with pytest.raises(ConfigError, match="train = True"):
+        build_config("mimrl", "mosi", "default", {"train": True})

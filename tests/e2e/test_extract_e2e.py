@@ -156,6 +156,9 @@ def test_schema_dtypes_lengths_and_errors(first_run: Path) -> None:
     assert {k: v["name"] for k, v in config["specs"].items()} == {"text": "minilm", "audio": "egemaps",
                                                                  "vision": "facemesh_au"}
     assert all(len(v["spec_hash"]) == 16 for v in config["specs"].values())
+    from msa.extractors.text import MiniLMText
+
+    assert config["text_vocab"] == MiniLMText().vocabulary()  # the ids' vocabulary, checked at training (issue 15.3)
     assert config["asr"] is None and not (first_run / "cache" / "whisper").exists()  # ASR never ran
     errs = {e["id"]: e for e in map(json.loads, (first_run / "errors.jsonl").read_text().splitlines())}
     assert set(errs) == {"v2$_$c2", "v3$_$c1"}

@@ -38,7 +38,8 @@ def test_wheel_holds_the_code_bundle_and_demo_inputs_and_nothing_else(wheel: Pat
                      "msa/pipeline/train/trainer.py", "msa/pipeline/serve/predict.py", "msa/pipeline/cli/predict.py",
                      "msa/extractors/asr.py", "msa/models/tfn.py", "msa/models/layers/bert.py",
                      "msa/checkpoints/__init__.py", "msa/checkpoints/default/bundle.json",
-                     "msa/checkpoints/default/weights.safetensors", "msa/pipeline/serve/assets/example_speech.wav"):
+                     "msa/checkpoints/default/weights.safetensors", "msa/pipeline/serve/assets/example_speech.wav",
+                     "msa/pipeline/serve/static/index.html", "msa/pipeline/serve/static/app.js"):
         assert required in names, required
     assert not [n for n in names if n.startswith(("tests/", "bench/", "docs/", "msa/tests/"))]
     shipped = REPO / "checkpoints" / "default" / "weights.safetensors"

@@ -291,3 +291,46 @@ def test_default_config_uses_minilm_prompts_and_a_learned_label_projection() -> 
     out = m(batch)
     m.loss(out, batch, 1).loss.backward()
     assert out["logits_v"].shape == (B, 3) and m.label_proj.weight.grad is not None
+
+
+def test_cross_attention_wiring_text_queries_video_and_video_queries_text(model: ClipCAMSA) -> None:
+    """Issue 15.9: t2v takes the text tokens as queries and the video tokens (with the frame mask) as
+    keys/values; v2t the reverse, with the text padding mask. Swapping query and key fails here."""
+    seen: dict[str, tuple] = {}
+    hooks = [model.text_proj.register_forward_hook(lambda m, a, out: seen.__setitem__("text", out)),
+             model.video.register_forward_hook(lambda m, a, out: seen.__setitem__("video", out))]
+    hooks += [getattr(model, n).register_forward_pre_hook(lambda m, a, n=n: seen.__setitem__(n, a))
+              for n in ("t2v", "v2t")]
+    batch = _batch(3)
+    try:
+        with torch.no_grad():
+            model(batch)
+    finally:
+        for h in hooks:
+            h.remove()
+    h_t, (h_v, video_pad) = seen["text"], seen["video"]
+    q, kv, pad = seen["t2v"]
+    assert q is h_t and kv is h_v and pad is video_pad
+    q, kv, pad = seen["v2t"]
+    assert q is h_v and kv is h_t
+    n_prompt = h_t.shape[1] - L
+    want = torch.cat([torch.zeros(B, 1 + n_prompt, dtype=torch.bool), batch["text_bert"][:, 1, 1:] == 0], 1)
+    assert torch.equal(pad, want)  # the text padding mask ([CLS] and prompt always attend)
+
+
+def test_text_and_frame_padding_never_reach_the_outputs(model: ClipCAMSA) -> None:
+    """Changing the ids under the text mask, or frames beyond a clip's length, changes no output."""
+    base = _batch(4)
+    other = {k: v.clone() for k, v in base.items()}
+    ids = other["text_bert"][:, 0]
+    ids[other["text_bert"][:, 1] == 0] = 7777  # padded text positions
+    lengths = other["vision_lengths"]
+    other["vision"][torch.arange(TV)[None, :] >= lengths[:, None]] = 5.0  # frames past each clip's end
+    with torch.no_grad():
+        a, b = model(base), model(other)
+    for key in ("logits_t", "logits_v", "pred"):
+        torch.testing.assert_close(a[key], b[key], rtol=1e-5, atol=1e-5)
+    inside = {k: v.clone() for k, v in base.items()}
+    inside["text_bert"][:, 0, 2] = 4321  # a real token: must change the outputs
+    with torch.no_grad():
+        assert not torch.allclose(model(inside)["logits_v"], a["logits_v"])

@@ -214,3 +214,20 @@ def test_bound_switch_and_config_errors():
         tiny(res_project="0-0")  # the tiny sizes shrink the time axis, which needs the projection
     with pytest.raises(UsageError, match="d_hiddens"):
         build_config("mimrl", None, "tiny", {"d_hiddens": "4-3-16", "d_outs": "4-3-16=2-3-16"})
+
+
+@pytest.mark.parametrize("name", ["mimrl", "mmim"])
+def test_phq8_clamp_at_evaluation_is_a_flag(name: str):
+    """Issue 15.5: by default PHQ-8 predictions are clamped to [0, 24] at evaluation; the reference code
+    does not clamp, so ``clamp_phq8=False`` (the paper presets) leaves them as predicted."""
+    batch = make_batch(6, 0, 0.0, 24.0)
+    preds = {}
+    for clamp in (True, False):
+        torch.manual_seed(0)
+        model = build_model(name, DIMS, PHQ8, build_config(name, "phq8", "tiny", {"clamp_phq8": clamp})).eval()
+        head = model.classifier if name == "mimrl" else model.fusion_out
+        with torch.no_grad():
+            head.bias.fill_(2.0)  # raw 2 -> 2 * 25 = 50 PHQ-8 points, beyond the scale
+            preds[clamp] = model(batch)["pred"]
+    assert float(preds[True].max()) <= 24.0 and float(preds[False].max()) > 24.0
+    assert torch.equal(preds[True], preds[False].clamp(0, 24))

@@ -124,3 +124,33 @@ def test_eval_loss_is_task_only_and_phq8_preset():
     lo = model.loss(out, batch, 0, "main")
     assert set(lo.logs) == {"task"}
     assert lo.loss.item() == pytest.approx((out["raw"] - batch["labels"] / 25.0).abs().mean().item(), abs=1e-6)
+
+
+def test_stage0_clips_over_every_gradient_like_the_reference():
+    """Issue 15.6: the MMILB stage does not detach the features, so the trainer's clip-by-norm sees the
+    encoders' gradients too (the reference clips model.parameters()); only MMILB's are then kept."""
+    from msa.models.base import TrainSettings
+    from msa.pipeline.train.trainer import train_pass
+
+    class OneBatch(list):
+        device = torch.device("cpu")
+
+    model = tiny()
+    model.on_epoch_start(1)
+    seen: dict[str, torch.Tensor] = {}
+    keep = model.after_backward
+
+    def spy(out, batch, epoch):
+        seen.update({n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None})
+        keep(out, batch, epoch)
+
+    model.after_backward = spy
+    clip = 1e-3
+    train_pass(model, OneBatch([make_batch(16, 0)]), optimisers(model)["mmilb"], "mmilb", 1,
+               TrainSettings(clip_norm=clip), None, None)
+    assert any(n.startswith("enc_v.") for n in seen) and any(n.startswith("text_encoder.") for n in seen)
+    norm = lambda names: torch.linalg.vector_norm(torch.stack([seen[n].norm() for n in names])).item()  # noqa: E731
+    mi = [n for n in seen if n.startswith("mi.")]
+    assert norm(list(seen)) == pytest.approx(clip, rel=1e-3)  # the clip scaled all gradients together
+    assert norm(mi) < 0.99 * clip  # so MMILB's share is smaller than the clip value
+    assert all(p.grad is None for n, p in model.named_parameters() if not n.startswith("mi."))

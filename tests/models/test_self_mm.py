@@ -240,3 +240,77 @@ def test_packed_rnn_bidirectional_and_zero_lengths():
     assert final.shape == (3, 8)
     _, one = rnn(x[:1, :1], torch.tensor([1]))  # length 0 is read as one step
     torch.testing.assert_close(final[:1], one)
+
+
+def test_two_batches_through_the_trainer_centres_and_weighted_loss():
+    """Issue 15.9: driven by the trainer's own pass (2 batches of 5), recomputed here from the recorded
+    features with the paper's formulas: after each batch of epoch 2 the centres are means over the WHOLE
+    bank split by each branch's OWN u-labels; at epoch 3 the loss is exactly the tanh-weighted L1."""
+    from msa.pipeline.train.trainer import build_optimizers, train_pass
+
+    class Loader(list):
+        device = torch.device("cpu")
+
+    y = torch.tensor([0.05, -0.05, 0.1, -0.1, 0.15, -0.15, 0.2, -0.2, 0.05, -0.05])  # near 0: signs can flip
+    full = make_batch(labels=y)
+    loader = Loader([{k: v[:5] for k, v in full.items()}, {k: v[5:] for k, v in full.items()}])
+    model = tiny_model()
+    opt = build_optimizers(model, model.train_settings())[0]["main"]
+    seen: list[tuple[dict, dict]] = []
+    keep_after, keep_loss = model.after_backward, model.loss
+
+    def after(out, batch, epoch):
+        keep_after(out, batch, epoch)
+        seen.append(({k: v.detach().clone() for k, v in out.items()},
+                     {f"{k}_{b}": model.ulgm._get(k, b).clone() for k in ("label", "pos", "neg") for b in "ftav"}))
+
+    losses: list[tuple[dict, float]] = []
+
+    def loss(out, batch, epoch, stage="main"):
+        lo = keep_loss(out, batch, epoch, stage)
+        losses.append(({k: v.detach().clone() for k, v in out.items()}, lo.loss.item()))
+        return lo
+
+    model.after_backward, model.loss = after, loss
+    model.on_train_start(loader)
+    for epoch in (1, 2):
+        train_pass(model, loader, opt, "main", epoch, model.train_settings(), None, None)
+
+    def centres(bank: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return bank[labels > 0].mean(0), bank[labels < 0].mean(0)
+
+    def delta(f: torch.Tensor, pos: torch.Tensor, neg: torch.Tensor) -> torch.Tensor:
+        d_p, d_n = (f - pos).norm(dim=1), (f - neg).norm(dim=1)
+        return (d_n - d_p) / (d_p + 1e-8)
+
+    feat = {b: torch.cat([seen[0][0][f"feat_{b}"], seen[1][0][f"feat_{b}"]]) for b in "ftav"}  # bank after epoch 1
+    cent = {b: centres(feat[b], y) for b in "ftav"}
+    labels = {b: y.clone() for b in "ftav"}
+    flipped = False
+    for i, rows in ((2, slice(0, 5)), (3, slice(5, 10))):  # epoch 2, batch 1 then batch 2
+        out = seen[i][0]
+        d_f = delta(out["feat_f"], *cent["f"])
+        for s in "tav":
+            d_s = delta(out[f"feat_{s}"], *cent[s])
+            ym = y[rows]
+            new = (0.5 * d_s / (d_f + 1e-8) * ym + 0.5 * (ym + d_s - d_f)).clamp(-3, 3)
+            labels[s][rows] = ym / 3 + 2 / 3 * new  # momentum at n = 2
+            flipped |= bool((torch.sign(labels[s]) != torch.sign(y)).any())
+        for b in "ftav":
+            feat[b][rows] = out[f"feat_{b}"]
+            cent[b] = centres(feat[b], labels[b])
+            state = seen[i][1]
+            torch.testing.assert_close(state[f"label_{b}"], labels[b])
+            torch.testing.assert_close(state[f"pos_{b}"], cent[b][0])
+            torch.testing.assert_close(state[f"neg_{b}"], cent[b][1])
+    assert flipped  # some u-label changed sign, so centres by the fusion labels would have failed above
+
+    losses.clear()
+    train_pass(model, Loader(loader[:1]), opt, "main", 3, model.train_settings(), None, None)
+    out, value = losses[0]
+    want = (out["pred_f"] - y[:5]).abs().mean()
+    for s in "tav":
+        w = torch.tanh((labels[s][:5] - y[:5]).abs())
+        want = want + (w * (out[f"pred_{s}"] - labels[s][:5]).abs()).mean()
+    assert value == pytest.approx(want.item(), rel=1e-5)
+    assert value > (out["pred_f"] - y[:5]).abs().mean().item()  # the weights are not all zero

@@ -164,6 +164,7 @@ def test_train_and_eval_clis(tmp_path: Path, capsys) -> None:
     assert train_cli.main(argv) == 0
     rows = list(csv.DictReader(open(out / "results.csv")))
     assert [r["seed"] for r in rows] == ["1", "2", "mean", "std"]
+    assert [r["amp"] for r in rows[:2]] == ["off", "off"]  # fp32 unless --amp; recorded per seed
     tests = [float(r["test_MAE"]) for r in rows[:2]]
     assert float(rows[2]["test_MAE"]) == pytest.approx(np.mean(tests), abs=1e-4)
     assert float(rows[3]["test_MAE"]) == pytest.approx(np.std(tests), abs=1e-4)
@@ -172,7 +173,8 @@ def test_train_and_eval_clis(tmp_path: Path, capsys) -> None:
     assert train_cli.main(argv) == 2  # refuses to overwrite a finished run
     assert "already holds a run" in capsys.readouterr().err
     best = min(rows[:2], key=lambda r: float(r["valid_loss"]))
-    assert set(json.loads((out / "bundle.json").read_text())["normalization"]) == {"audio", "vision"}
+    meta = json.loads((out / "bundle.json").read_text())
+    assert set(meta["normalization"]) == {"audio", "vision"} and meta["provenance"]["amp"] == "off"
     assert eval_cli.main(["--bundle", str(out), "--data", str(data), "--json"]) == 0
     res = json.loads(capsys.readouterr().out)  # same numbers: the bundle's normalisation is applied
     assert res["n"] == 16 and res["metrics"]["MAE"] == pytest.approx(float(best["test_MAE"]), abs=1e-4)

@@ -101,11 +101,13 @@ def test_label_range_and_custom_preset() -> None:
     "mutate, message",
     [
         (lambda r: r.pop("train") and r.pop("valid") and r.pop("test"), "no splits found"),
-        (lambda r: r["train"].pop("regression_labels"), "missing 'regression_labels'"),
-        (lambda r: r["train"].pop("audio"), "missing 'audio'"),
-        (lambda r: [r["train"].pop("text"), r["train"].pop("text_bert")], "needs 'text' features or 'text_bert'"),
+        (lambda r: [r["train"].pop(k) for k in ("regression_labels", "classification_labels")],
+         "missing 'regression_labels'"),
+        (lambda r: r["train"].pop("audio"), "audio is present in split 'valid' but not in 'train'"),
+        (lambda r: [r["train"].pop(k) for k in ("text", "text_bert", "audio", "vision")], "has no features"),
         (lambda r: r["train"].__setitem__("audio", r["train"]["audio"][:-2]), "audio has 46 rows but regression_labels has 48"),
-        (lambda r: r["valid"]["regression_labels"].__setitem__(3, np.nan), "NaN/inf value"),
+        (lambda r: [r["valid"]["regression_labels"].__setitem__(3, np.nan), r["valid"].pop("classification_labels")],
+         "NaN/inf value"),
         (lambda r: r["train"].__setitem__("text_bert", r["train"]["text_bert"][:, :2]), r"text_bert must be \(N, 3, L\)"),
         (lambda r: r["test"].__setitem__("vision", r["test"]["vision"][:, :, :3]), "vision width differs across splits"),
         (lambda r: r["train"].__setitem__("audio_lengths", [1, 2]), "audio_lengths has 2 entries"),
@@ -204,3 +206,29 @@ def test_normalisation_uses_true_frames_of_train_only() -> None:
     assert np.all(x[~mask] == 0)
     ds = SplitDataset(fs.split("test"), stats)  # test uses train statistics, unchanged
     assert torch.allclose(ds.tensors["audio"], torch.from_numpy(apply_norm(fs.split("test"), stats)["audio"]))
+
+
+def test_non_finite_features_differ_from_mmsa_exactly_as_documented() -> None:
+    """Issue 15.7 (a kept, documented difference, docs/reproduction.md): MMSA's loader zeroes only audio
+    -inf; a NaN elsewhere survives until TFN/LMF's mean over the padded time axis, whose NaN is then set
+    to 0, so one bad frame zeroes that feature's whole average (and a vision +-inf survives as inf).
+    We zero every non-finite value per frame first, so the average keeps the finite frames."""
+    raw = make_mmsa(SynthSpec(sizes=(("train", 4), ("valid", 2))), seed=8)
+    tr = raw["train"]
+    tr["audio"][0, 1, :] = -np.inf
+    tr["vision"][1, 2, 3] = np.nan
+    ours = D.from_dict(raw).split("train")
+
+    audio, vision = tr["audio"].copy(), tr["vision"].copy()  # MMSA's steps, data_loader.py (need_normalized)
+    audio[audio == -np.inf] = 0
+    a_mean, v_mean = audio.mean(1), vision.mean(1)
+    a_mean[a_mean != a_mean], v_mean[v_mean != v_mean] = 0, 0
+
+    np.testing.assert_array_equal(ours.audio, audio)  # audio -inf: identical
+    np.testing.assert_allclose(ours.audio.mean(1), a_mean, rtol=1e-6)
+    ours_mean = ours.vision.mean(1)
+    assert v_mean[1, 3] == 0 and ours_mean[1, 3] != 0  # the NaN feature: MMSA 0, ours the finite frames' mean
+    np.testing.assert_allclose(ours_mean[1, 3], np.nansum(tr["vision"][1, :, 3]) / tr["vision"].shape[1], rtol=1e-6)
+    keep = np.ones_like(v_mean, dtype=bool)
+    keep[1, 3] = False
+    np.testing.assert_allclose(ours_mean[keep], v_mean[keep], rtol=1e-6)  # everything else identical

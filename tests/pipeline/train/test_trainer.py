@@ -244,3 +244,26 @@ def test_optimisers_use_the_fused_step_and_match_the_plain_one() -> None:
                 o.step()
     for k, v in fused_model.state_dict().items():
         assert torch.allclose(v, plain_model.state_dict()[k], atol=1e-6), k
+
+
+class AutocastProbe(Lin):
+    """Records, per forward, whether it ran in training mode and under autocast."""
+
+    def forward(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        self.events.append(("forward", self.training, torch.is_autocast_enabled("cpu")))
+        return super().forward(batch)
+
+
+def test_mixed_precision_covers_training_steps_only(fs, monkeypatch) -> None:
+    """Issue 15.1: with --amp, training steps autocast; validation, selection and test stay fp32."""
+    import msa.pipeline.train.trainer as trainer
+
+    monkeypatch.setattr(trainer, "amp_dtype_for", lambda dev, amp: torch.bfloat16 if amp else None)
+    task = make_task("mosi", fs)
+    for amp in (True, False):
+        model = AutocastProbe(LinConfig(max_epochs=2, early_stop=5), fs.dims(), task)
+        res = fit(model, fs.split("train"), fs.split("valid"), fs.split("test"), task, seed=1, device="cpu",
+                  progress=False, log=lambda line: None, amp=amp)
+        seen = {(training, cast) for kind, training, cast, *_ in (e for e in model.events if e[0] == "forward")}
+        assert seen == ({(True, True), (False, False)} if amp else {(True, False), (False, False)})
+        assert res.amp == ("bf16" if amp else "off")
