@@ -265,7 +265,12 @@ class _OpenSmile(Extractor):
     @functools.cached_property
     def _smiles(self) -> list[Any]:
         import opensmile
+        from audobject.core import utils as audobject_utils
 
+        # Building a Smile makes audobject ask which distribution provides module "opensmile"; its
+        # answer, importlib.metadata.packages_distributions(), reads the file list of every installed
+        # distribution (about half a CPU second here). Seed audobject's cache with that one answer.
+        audobject_utils.PACKAGES_DISTRIBUTIONS.setdefault("opensmile", ["opensmile"])
         fs = getattr(opensmile.FeatureSet, self.feature_set)
         levels = [getattr(opensmile.FeatureLevel, lv) for lv in self._levels()]
         return [opensmile.Smile(feature_set=fs, feature_level=lv) for lv in levels]

@@ -60,6 +60,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    # OpenMP worker threads (torch) sleep between parallel regions instead of spinning: extraction runs
+    # many small forward passes (one short transcript each), where spinning cost MiniLM 16x the CPU
+    # seconds for the same wall time on the shared 2-core machine. Set before torch loads; workers inherit it.
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     return common.run(PROG, build_parser(), _main, argv)
 
 
