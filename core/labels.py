@@ -1,5 +1,6 @@
 """Label conventions shared by extraction, training, metrics, models and prediction.
 
+* Sample ids: ``video_id$_$clip_id`` (MMSA's separator).
 * Split names: ``train``/``valid``/``test``; ``dev`` and ``val`` mean ``valid`` everywhere (label.csv
   ``mode``, ``msa-eval --split``, features files).
 * SIMS-style 3 classes, as MMSA bins regression labels: ``y <= -0.1`` negative,
@@ -11,6 +12,7 @@ from typing import Any
 
 import numpy as np
 
+ID_SEP = "$_$"  # MMSA's sample id: "video_id$_$clip_id"
 SPLITS = ("train", "valid", "test")
 SPLIT_ALIASES = {"dev": "valid", "val": "valid"}
 THREE_CLASS_EDGES = (-0.1, 0.1)

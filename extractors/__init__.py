@@ -19,6 +19,8 @@ for _name, _path in {
     "e5_minilm": "msa.extractors.e5:E5MiniLMText",
     "covarep_like": "msa.extractors.audio:CovarepLike",
     "egemaps": "msa.extractors.audio:EGeMAPS",
+    "egemaps_func": "msa.extractors.audio:EGeMAPSFunctionals",
+    "whisper_enc": "msa.extractors.whisper_enc:WhisperEnc",
     "compare": "msa.extractors.audio:ComParE",
     "mfcc39": "msa.extractors.audio:MFCC39",
     "facemesh_au": "msa.extractors.facemesh:FaceMeshAU",

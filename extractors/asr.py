@@ -25,6 +25,7 @@ from msa.core.packages import shipped_files_status
 
 from . import whisper_models
 from .base import Extractor, Features, Transcript, Word
+from .whisper_enc import shared_encoder
 
 SHIPPED_MODEL = "tiny.en"
 AUTO = "auto"  # detect with base, then tiny.en for English, base for the rest
@@ -177,7 +178,8 @@ class WhisperASR(Extractor):
 
     def transcribe(self, clip: Any) -> Transcript:
         """Transcript with word timings (seconds from the clip start); empty when no speech is found."""
-        return self._run(clip.audio(SAMPLE_RATE), getattr(clip, "clip_id", None))[0]
+        with shared_encoder(clip, self._model()):  # whisper_enc on the same clip reuses these encoder outputs
+            return self._run(clip.audio(SAMPLE_RATE), getattr(clip, "clip_id", None))[0]
 
     def transcribe_audio(self, audio: np.ndarray) -> Transcript:
         """Same as ``transcribe`` on a 16 kHz mono float32 signal."""
@@ -186,7 +188,8 @@ class WhisperASR(Extractor):
     def extract(self, clip: Any) -> Features:
         """One row per word: (start, end, probability); times are word centres; meta holds text and words."""
         audio = np.asarray(clip.audio(SAMPLE_RATE), dtype=np.float32).reshape(-1)
-        transcript, probs = self._run(audio, getattr(clip, "clip_id", None))
+        with shared_encoder(clip, self._model()):
+            transcript, probs = self._run(audio, getattr(clip, "clip_id", None))
         features = transcript_to_features(transcript, duration=audio.size / SAMPLE_RATE, probs=probs)
         features.meta["compute"] = "/".join(self._compute())  # int8 on CPU and float16 on CUDA may differ
         return features

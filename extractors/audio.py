@@ -16,7 +16,7 @@ from typing import Annotated, Any, Iterator
 
 import numpy as np
 
-from msa.core.config import Checked, Count, Positive, Size, matching
+from msa.core.config import Checked, Count, NonNegative, Positive, Size, matching
 from msa.core.errors import ExtractionError
 from msa.core.packages import shipped_files_status
 
@@ -265,7 +265,12 @@ class _OpenSmile(Extractor):
     @functools.cached_property
     def _smiles(self) -> list[Any]:
         import opensmile
+        from audobject.core import utils as audobject_utils
 
+        # Building a Smile makes audobject ask which distribution provides module "opensmile"; its
+        # answer, importlib.metadata.packages_distributions(), reads the file list of every installed
+        # distribution (about half a CPU second here). Seed audobject's cache with that one answer.
+        audobject_utils.PACKAGES_DISTRIBUTIONS.setdefault("opensmile", ["opensmile"])
         fs = getattr(opensmile.FeatureSet, self.feature_set)
         levels = [getattr(opensmile.FeatureLevel, lv) for lv in self._levels()]
         return [opensmile.Smile(feature_set=fs, feature_level=lv) for lv in levels]
@@ -287,13 +292,23 @@ class _OpenSmile(Extractor):
     def extract(self, clip: Any) -> Features:
         y = load_signal(clip, self.name)
         if self._functionals():
-            df = self._smiles[0].process_signal(y, SR)
-            return finish(df.to_numpy(), np.array([y.size / SR / 2]), y.size, level="functionals")
+            return self._windowed_functionals(y, float(getattr(self.config, "window", 0.0)))
         padded = np.concatenate([np.zeros(_PAD_FRONT, np.float32), y, np.zeros(_PAD_BACK, np.float32)])
         t = n_frames(y.size)
         parts = [self._lld(s, padded, t, _CHUNK_FRAMES if level != "LowLevelDescriptors_Deltas" else t)
                  for s, level in zip(self._smiles, self._levels(), strict=True)]
         return finish(np.concatenate(parts, axis=1), frame_times(t), y.size, level="lld")
+
+    def _windowed_functionals(self, y: np.ndarray, window: float) -> Features:
+        """One functionals row for the clip (window 0), or one per ``window`` seconds with hop ``window / 2``."""
+        if window <= 0:
+            df = self._smiles[0].process_signal(y, SR)
+            return finish(df.to_numpy(), np.array([y.size / SR / 2]), y.size, level="functionals")
+        size, hop = int(round(window * SR)), int(round(window * SR / 2))
+        starts = range(0, max(y.size - hop, 1), hop)
+        rows = [self._smiles[0].process_signal(y[a : a + size], SR).to_numpy()[0] for a in starts]
+        times = np.array([(a + min(size, y.size - a) / 2) / SR for a in starts])
+        return finish(np.stack(rows), times, y.size, level="functionals", window=window)
 
     def _lld(self, smile: Any, padded: np.ndarray, t: int, chunk: int) -> np.ndarray:
         """Frames 0..t-1 of one Smile over the padded signal, ``chunk`` frames per call."""
@@ -323,6 +338,24 @@ class EGeMAPS(_OpenSmile):
 
     def _levels(self) -> tuple[str, ...]:
         return ("Functionals",) if self.config.functionals else ("LowLevelDescriptors",)
+
+
+class EGeMAPSFunctionals(_OpenSmile):
+    """eGeMAPSv02's 88 functionals: one row per clip, or (window > 0) per ``window`` seconds, hop ``window / 2``."""
+
+    name = "egemaps_func"
+    feature_set = "eGeMAPSv02"
+
+    @dataclass(frozen=True)
+    class Config(Checked):
+        window: NonNegative = 0.0  # seconds; 0: one row for the whole clip
+
+    def _levels(self) -> tuple[str, ...]:
+        return ("Functionals",)
+
+    def describe(self) -> tuple[int, tuple[str, ...], float | None]:
+        dim, cols, _ = super().describe()
+        return dim, cols, (2.0 / self.config.window if self.config.window > 0 else None)
 
 
 class ComParE(_OpenSmile):

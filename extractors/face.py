@@ -11,6 +11,7 @@ import contextlib
 import importlib.metadata
 import os
 import sys
+import types
 from dataclasses import dataclass
 from typing import Any, Iterator
 
@@ -30,11 +31,28 @@ def package_version(dist: str) -> str:
 
 
 def import_mediapipe() -> Any:
-    """Import mediapipe or raise a one-line MissingBackendError naming the package to install."""
+    """Import mediapipe or raise a one-line MissingBackendError naming the package to install.
+
+    ``import mediapipe`` loads its drawing helpers, which import matplotlib.pyplot (about a CPU second
+    per process, more than mediapipe itself) for a plotting function msa never calls. Unless matplotlib
+    is loaded already, empty placeholder modules stand in for it during that import and are removed
+    right after, so a later ``import matplotlib.pyplot`` gets the real one.
+    """
+    if "mediapipe" in sys.modules:
+        return sys.modules["mediapipe"]
+    stand_ins: dict[str, types.ModuleType] = {}
+    if "matplotlib" not in sys.modules:
+        stand_ins = {name: types.ModuleType(name) for name in ("matplotlib", "matplotlib.pyplot")}
+        stand_ins["matplotlib"].pyplot = stand_ins["matplotlib.pyplot"]  # type: ignore[attr-defined]
+        sys.modules.update(stand_ins)
     try:
         import mediapipe as mp
     except ImportError as e:
         raise MissingBackendError("mediapipe is not installed; pip install mediapipe==0.10.21") from e
+    finally:
+        for name, module in stand_ins.items():
+            if sys.modules.get(name) is module:
+                del sys.modules[name]
     return mp
 
 

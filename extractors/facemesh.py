@@ -10,7 +10,9 @@ Per sampled frame, on the largest face:
    centre), minus the value the canonical neutral face gets, so the canonical face scores 0
    (AU25 and AU45 are zero-based on their own). Formulas: docs/extractors_visual.md.
 
-Frames without a face give zeros and ``face = 0``; never NaN.
+Frames without a face give zeros and ``face = 0``; never NaN. The face mesh tracks (MediaPipe's video
+mode: the face detector runs only when the face is lost) and is restarted for every clip, so a clip's
+features never depend on the clip before it.
 """
 from __future__ import annotations
 
@@ -78,106 +80,117 @@ def canonical_mesh() -> np.ndarray:
     return mesh
 
 
-def umeyama(src: np.ndarray, dst: np.ndarray) -> tuple[float, np.ndarray, np.ndarray]:
-    """Least-squares similarity ``dst ~ s * R @ src + t`` (no reflection): returns (s, R, t)."""
-    mu_s, mu_d = src.mean(0), dst.mean(0)
-    a, b = src - mu_s, dst - mu_d
-    u, sig, vt = np.linalg.svd(b.T @ a / len(src))
-    d = np.ones(3)
-    if np.linalg.det(u) * np.linalg.det(vt) < 0:
-        d[2] = -1.0
-    rot = u @ np.diag(d) @ vt
+def umeyama(src: np.ndarray, dst: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Least-squares similarity ``dst[n] ~ s[n] * R[n] @ src + t[n]`` (no reflection) for a stack of point
+    sets ``dst`` (N, K, 3): returns s (N,), R (N, 3, 3), t (N, 3)."""
+    mu_s, mu_d = src.mean(0), dst.mean(1)
+    a, b = src - mu_s, dst - mu_d[:, None]
+    u, sig, vt = np.linalg.svd(np.swapaxes(b, 1, 2) @ a / len(src))
+    d = np.ones((len(dst), 3))
+    d[np.linalg.det(u) * np.linalg.det(vt) < 0, 2] = -1.0
+    rot = u @ (d[:, :, None] * vt)
     var_s = (a**2).sum() / len(src)
-    s = float((sig * d).sum() / var_s) if var_s > 0 else 0.0
-    return s, rot, mu_d - s * rot @ mu_s
+    s = (sig * d).sum(1) / var_s if var_s > 0 else np.zeros(len(dst))
+    return s, rot, mu_d - s[:, None] * (rot @ mu_s)
 
 
-def pose_angles(rot: np.ndarray) -> tuple[float, float, float]:
-    """(pitch, yaw, roll) in degrees with ``rot = Ry(yaw) @ Rx(-pitch) @ Rz(roll)`` (camera frame: y up, z to camera).
+def pose_angles(rot: np.ndarray) -> np.ndarray:
+    """(pitch, yaw, roll) in degrees, (N, 3), with ``rot[n] = Ry(yaw) @ Rx(-pitch) @ Rz(roll)`` (camera frame:
+    y up, z to camera).
 
     pitch > 0: face turned up (chin up); yaw > 0: face turned toward the image's right (the subject's
     left); roll > 0: head tilted counter-clockwise as the viewer sees it (toward the subject's right
     shoulder). Exact for any rotation with |pitch| < 90.
     """
-    yaw = np.degrees(np.arctan2(rot[0, 2], rot[2, 2]))
-    pitch = np.degrees(np.arctan2(rot[1, 2], np.hypot(rot[1, 0], rot[1, 1])))
-    roll = np.degrees(np.arctan2(rot[1, 0], rot[1, 1]))
-    return float(pitch), float(yaw), float(roll)
+    yaw = np.arctan2(rot[:, 0, 2], rot[:, 2, 2])
+    pitch = np.arctan2(rot[:, 1, 2], np.hypot(rot[:, 1, 0], rot[:, 1, 1]))
+    roll = np.arctan2(rot[:, 1, 0], rot[:, 1, 1])
+    return np.degrees(np.stack([pitch, yaw, roll], axis=1))
 
 
-def _y(f: np.ndarray, idx: tuple[int, ...]) -> float:
-    """Mean height of the given right-side landmarks and their left mirrors."""
+def _y(f: np.ndarray, idx: tuple[int, ...]) -> np.ndarray:
+    """Mean height of the given right-side landmarks and their left mirrors, per face of ``f`` (N, 478, 3)."""
     both = list(idx) + [_PAIRS[i] for i in idx]
-    return float(f[both, 1].mean())
+    return f[:, both, 1].mean(1)
 
 
 def raw_proxies(f: np.ndarray) -> np.ndarray:
-    """The 12 distance measures (/ inter-ocular distance) and the eye aspect ratio, before offsets."""
-    eye_r, eye_l = f[[33, 133]].mean(0), f[[263, 362]].mean(0)
-    iod = float(np.linalg.norm(eye_l - eye_r))
-    eye_line = (eye_r[1] + eye_l[1]) / 2.0
+    """The 12 distance measures (/ inter-ocular distance) and the eye aspect ratio, before offsets, (N, 13)."""
+    eye_r, eye_l = f[:, [33, 133]].mean(1), f[:, [263, 362]].mean(1)
+    iod = np.linalg.norm(eye_l - eye_r, axis=1)
+    eye_line = (eye_r[:, 1] + eye_l[:, 1]) / 2.0
     inner_corner = _y(f, (133,))
     outer_corner = _y(f, (33,))
     inner_brow = _y(f, _INNER_BROW)
-    brow_gap = abs(f[55, 0] - f[285, 0])
-    mouth_w = abs(f[291, 0] - f[61, 0])
-    corner_lift = _y(f, (61,)) - f[0, 1]  # lip corners relative to the upper-lip centre
+    brow_gap = abs(f[:, 55, 0] - f[:, 285, 0])
+    mouth_w = abs(f[:, 291, 0] - f[:, 61, 0])
+    corner_lift = _y(f, (61,)) - f[:, 0, 1]  # lip corners relative to the upper-lip centre
     upper = list(_UPPER_LID) + [_PAIRS[i] for i in _UPPER_LID]
     lower = list(_LOWER_LID) + [_PAIRS[i] for i in _LOWER_LID]
-    lid_open = float(np.mean(f[upper, 1] - f[lower, 1]))  # upper and lower lid points face each other
-    eye_w = (abs(f[133, 0] - f[33, 0]) + abs(f[263, 0] - f[362, 0])) / 2.0
-    ear = lid_open / eye_w if eye_w > 0 else 0.0
-    dist = np.array(
+    lid_open = (f[:, upper, 1] - f[:, lower, 1]).mean(1)  # upper and lower lid points face each other
+    eye_w = (abs(f[:, 133, 0] - f[:, 33, 0]) + abs(f[:, 263, 0] - f[:, 362, 0])) / 2.0
+    ear = np.divide(lid_open, eye_w, out=np.zeros_like(lid_open), where=eye_w > 0)
+    dist = np.stack(
         [
             inner_brow - inner_corner,                                  # AU01 inner brow raiser
             _y(f, _OUTER_BROW) - outer_corner,                          # AU02 outer brow raiser
             -(_y(f, _ALL_BROW) - eye_line) - 0.5 * brow_gap,            # AU04 brow lowerer
             _y(f, _UPPER_LID) - eye_line,                               # AU05 upper lid raiser
             (_y(f, _LOWER_LID) + _y(f, _CHEEK)) / 2.0 - eye_line,       # AU06 cheek raiser
-            -(f[2, 1] - f[0, 1]),                                       # AU10 upper lip raiser
+            -(f[:, 2, 1] - f[:, 0, 1]),                                 # AU10 upper lip raiser
             corner_lift + 0.5 * mouth_w,                                # AU12 lip corner puller
             -corner_lift,                                               # AU15 lip corner depressor
-            -(f[17, 1] - f[152, 1]),                                    # AU17 chin raiser
+            -(f[:, 17, 1] - f[:, 152, 1]),                              # AU17 chin raiser
             mouth_w,                                                    # AU20 lip stretcher
-            max(0.0, f[13, 1] - f[14, 1]),                              # AU25 lips part
-            f[2, 1] - f[152, 1],                                        # AU26 jaw drop
-        ]
+            np.maximum(0.0, f[:, 13, 1] - f[:, 14, 1]),                 # AU25 lips part
+            f[:, 2, 1] - f[:, 152, 1],                                  # AU26 jaw drop
+        ],
+        axis=1,
     )
-    return np.append(dist / iod, ear)  # AU45 slot: eye aspect ratio, scale-free
+    with np.errstate(divide="ignore", invalid="ignore"):  # iod 0: caught by face_features
+        return np.concatenate([dist / iod[:, None], ear[:, None]], axis=1)  # AU45 slot: eye aspect ratio
 
 
-_CANON_RAW = raw_proxies(canonical_mesh())
+_CANON_RAW = raw_proxies(canonical_mesh()[None])[0]
 _OFFSET = _CANON_RAW.copy()
 _OFFSET[10] = 0.0  # AU25 is zero-based: closed lips give 0 (AU45 is set in proxies())
 _RIGID_CANON = canonical_mesh()[list(RIGID)]
+USED = np.flatnonzero(np.isfinite(canonical_mesh()[:, 0]))  # the landmarks this module reads
 
 
 def proxies(f: np.ndarray) -> np.ndarray:
-    """The 13 AU proxies of frontalised landmarks; the canonical neutral face scores 0 (AU25: its lip gap)."""
+    """The 13 AU proxies of frontalised landmarks (N, 478, 3); the canonical neutral face scores 0 (AU25: its lip gap)."""
     raw = raw_proxies(f)
     au = raw - _OFFSET
-    au[12] = 1.0 - raw[12] / _CANON_RAW[12]  # AU45 blink: 1 - EAR / EAR of the canonical open eye
+    au[:, 12] = 1.0 - raw[:, 12] / _CANON_RAW[12]  # AU45 blink: 1 - EAR / EAR of the canonical open eye
     return au
 
 
+def face_features(pts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Proxies + pose (N, 16) from landmarks (N, 478, 3) in a y-up, z-to-camera pixel frame, and which rows
+    are valid (not degenerate). Computed for a stack of faces at once: per-frame NumPy calls cost more
+    than the arithmetic."""
+    s, rot, t = umeyama(_RIGID_CANON, pts[:, list(RIGID)])
+    ok = s > 1e-9
+    with np.errstate(divide="ignore", invalid="ignore"):
+        frontal = (pts - t[:, None]) @ rot / np.where(ok, s, 1.0)[:, None, None]
+    eyes = np.linalg.norm(frontal[:, [263, 362]].mean(1) - frontal[:, [33, 133]].mean(1), axis=1)
+    ok &= eyes > 1e-6
+    rows = np.concatenate([proxies(frontal), pose_angles(rot)], axis=1)
+    return rows, ok & np.all(np.isfinite(rows), axis=1)
+
+
 def frame_features(pts: np.ndarray) -> np.ndarray | None:
-    """Proxies + pose (16 values) from landmarks (478, 3) in a y-up, z-to-camera pixel frame; None if degenerate."""
-    s, rot, t = umeyama(_RIGID_CANON, pts[list(RIGID)])
-    if not s > 1e-9:
-        return None
-    frontal = (pts - t) @ rot / s
-    eyes = np.linalg.norm(frontal[[263, 362]].mean(0) - frontal[[33, 133]].mean(0))
-    if not eyes > 1e-6:
-        return None
-    row = np.concatenate([proxies(frontal), pose_angles(rot)])
-    return row if np.all(np.isfinite(row)) else None
+    """Proxies + pose (16 values) from one face's landmarks (478, 3); None if degenerate."""
+    rows, ok = face_features(pts[None])
+    return rows[0] if ok[0] else None
 
 
 class FaceMeshAU(Extractor):
     """Geometric AU intensity proxies, head pose and a face flag from MediaPipe face mesh."""
 
     name = "facemesh_au"
-    version = "1"
+    version = "2"
     modality = "visual"
     packages = ("mediapipe", "cv2")
     plot_signals = {"face": (("AU12", "AU12 lip corner puller (smile proxy)"), ("AU06", "AU06 cheek raiser"))}
@@ -192,15 +205,21 @@ class FaceMeshAU(Extractor):
     class Config(Checked):
         fps: Positive = 10.0  # frames sampled per second of video
         max_side: Size | None = 640  # frames are downscaled so their longest side is at most this
-        max_faces: Size = 3  # faces meshed per frame; the largest one is described
+        max_faces: Size = 1  # faces meshed per frame; the largest one is described
         min_detection_confidence: Fraction = 0.5
+        # True: MediaPipe's video mode, restarted for every clip: a frame is seeded from the previous
+        # frame's landmarks and the face detector runs only when the face is lost (or fewer than
+        # max_faces are tracked). False: every frame is detected afresh (static image mode).
+        tracking: bool = True
 
     def __init__(self, config: Any = None, **overrides: Any) -> None:
         super().__init__(config, **overrides)
         self._mesh: Any = None
+        self._used = False  # the graph has seen frames since it was (re)started
+        self._restart = False  # restart the graph before the next frame
 
     def __getstate__(self) -> dict[str, Any]:
-        return {**self.__dict__, "_mesh": None}
+        return {**self.__dict__, "_mesh": None, "_used": False, "_restart": False}
 
     def weights_identity(self) -> dict[str, Any]:
         # face_landmark_with_attention.tflite + BlazeFace ship inside the mediapipe wheel
@@ -212,11 +231,9 @@ class FaceMeshAU(Extractor):
     def _get_mesh(self) -> Any:
         if self._mesh is None:
             mp = import_mediapipe()
-            # static mode: every frame is detected afresh, so a frame's output never depends on
-            # earlier frames or on the previous clip (MediaPipe's tracking mode carries state)
             with native_log_muted():
                 self._mesh = mp.solutions.face_mesh.FaceMesh(
-                    static_image_mode=True,
+                    static_image_mode=not self.config.tracking,
                     max_num_faces=self.config.max_faces,
                     refine_landmarks=True,
                     min_detection_confidence=self.config.min_detection_confidence,
@@ -224,27 +241,54 @@ class FaceMeshAU(Extractor):
         return self._mesh
 
     def landmarks(self, image: np.ndarray) -> np.ndarray | None:
-        """Landmarks (478, 3) of the largest face in an RGB frame, in pixels, y up, z toward the camera."""
+        """Landmarks (478, 3) of the largest face in an RGB frame, in pixels, y up, z toward the camera.
+
+        Only the rows this module reads (``USED``) are filled, the others are NaN: converting MediaPipe's
+        478 landmark objects to floats costs more than the geometry. The largest face is the one with
+        the largest box around those landmarks (forehead, chin and both sides of the face included).
+        """
         h, w = image.shape[:2]
         mesh = self._get_mesh()
-        with native_log_muted():
+        with native_log_muted():  # a restarting graph logs from its own threads: restart where fd 2 is muted
+            if self._restart:
+                mesh.reset()
+                self._restart = False
             result = mesh.process(image)
+        self._used = True
         best, best_area = None, -1.0
         for face in result.multi_face_landmarks or ():
-            pts = np.array([(p.x * w, -p.y * h, -p.z * w) for p in face.landmark], dtype=np.float64)
-            area = box_area((pts[:, 0].min(), pts[:, 1].min(), pts[:, 0].max(), pts[:, 1].max()))
+            lm = face.landmark
+            pts = np.full((478, 3), np.nan)
+            pts[USED] = [(lm[i].x * w, -lm[i].y * h, -lm[i].z * w) for i in USED]
+            used = pts[USED]
+            area = box_area((*used[:, :2].min(0), *used[:, :2].max(0)))
             if area > best_area:
                 best, best_area = pts, area
         return best
 
     def extract(self, clip: Any) -> Features:
-        rows, times = [], []
-        for frame in iter_frames(clip, self.config.fps, self.config.max_side):
-            pts = self.landmarks(frame.image)
-            feats = frame_features(pts) if pts is not None else None
-            rows.append(np.append(feats, 1.0) if feats is not None else np.zeros(len(COLUMNS)))
+        self._restart = self._used and self.config.tracking  # tracking state never crosses from one clip to the next
+        parts: list[np.ndarray] = []
+        times: list[float] = []
+        chunk: list[np.ndarray | None] = []  # landmarks of the frames not yet described
+
+        def flush() -> None:
+            rows = np.zeros((len(chunk), len(COLUMNS)), np.float32)
+            found = [i for i, pts in enumerate(chunk) if pts is not None]
+            if found:
+                feats, ok = face_features(np.stack([chunk[i] for i in found]))
+                idx = np.asarray(found)[ok]
+                rows[idx, :-1], rows[idx, -1] = feats[ok], 1.0
+            parts.append(rows)
+            chunk.clear()
+
+        for frame in iter_frames(clip, self.config.fps, self.config.max_side, batch=8):  # frames are used one by one
+            chunk.append(self.landmarks(frame.image))
             times.append(frame.time)
-        data = np.asarray(rows, dtype=np.float32).reshape(len(rows), len(COLUMNS))
+            if len(chunk) == 64:
+                flush()
+        flush()
+        data = np.concatenate(parts)
         face = data[:, -1]
-        meta = {"face_ratio": float(face.mean()) if len(face) else 0.0, "n_frames": len(rows)}
+        meta = {"face_ratio": float(face.mean()) if len(face) else 0.0, "n_frames": len(times)}
         return Features(data=data, times=np.asarray(times, dtype=np.float64), meta=meta)

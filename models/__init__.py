@@ -29,6 +29,7 @@ for _name, _path in {
     "clip_ca_msa": "msa.models.clip_ca_msa:ClipCAMSA",
     "text_regressor": "msa.models.text_regressor:TextRegressor",
     "bilingual_text": "msa.models.bilingual_text:BilingualText",
+    "pooled_mlp": "msa.models.pooled_mlp:PooledMLP",
 }.items():
     MODELS.register(_name, _path)
 
@@ -55,7 +56,11 @@ def build_config(model: str, dataset: str | None = None, preset: str = "default"
     try:
         for layer in (presets.get(dataset or "", {}), presets.get(preset, {}) if preset != "default" else {},
                       presets.get(f"{preset}:{dataset}", {}) if preset != "default" else {}, overrides or {}):
-            merged.update(flatten(cls.Config, layer))
+            flat = flatten(cls.Config, layer)
+            for key in flat:  # a later whole value (even a wrong one) replaces earlier dotted parts of it
+                for stale in [k for k in merged if k.startswith(key + ".")]:
+                    del merged[stale]
+            merged.update(flat)
         return from_mapping(cls.Config, merged)
     except ConfigError as e:
         raise e.within(model) from e

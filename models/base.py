@@ -38,13 +38,24 @@ class Dims:
 
 @dataclass(frozen=True)
 class Task:
-    """What is predicted: ``kind`` regression/classification, the label range, and the metric family."""
+    """What is predicted: the label range and the metric family; ``classes`` for classification tasks.
+
+    With ``classes`` the labels are class indices, ``low``/``high`` are 0 and n_classes - 1, and a model
+    returns ``logits`` (B, n_classes) and ``pred`` = the argmax as float (B,).
+    """
 
     name: str  # mosi | mosei | sims | simsv2 | phq8 | custom
     low: float
     high: float
-    metrics: str  # "mosi" | "sims" | "phq8"
+    metrics: str  # "mosi" | "sims" | "phq8" | "regression" | "classification" | "binary"
     n_classes: int = 0  # >0 only for classification models (e.g. CLIP-CA-MSA's 3 classes)
+    classes: tuple[str, ...] = ()  # class names when the labels are classes (metrics "classification"/"binary")
+    class_weights: tuple[float, ...] = ()  # cross-entropy weight per class; empty: unweighted
+
+    @property
+    def is_classes(self) -> bool:
+        """Labels are class indices 0..n_classes-1 (not regression values binned into classes)."""
+        return bool(self.classes)
 
 
 @dataclass
@@ -144,6 +155,8 @@ class MSAModel(nn.Module):
 
     name: ClassVar[str]
     uses_bert_ids: ClassVar[bool] = False  # reads text_bert ids (fine-tunes a text encoder)
+    supports_classes: ClassVar[bool] = False  # trains on class-label tasks (Task.classes; models/layers/classify.py)
+    required_modalities: ClassVar[tuple[str, ...]] = ("text", "audio", "vision")  # must have width > 0
 
     def __init__(self, config: Any, dims: Dims, task: Task) -> None:
         super().__init__()

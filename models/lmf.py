@@ -14,6 +14,7 @@ from torch import nn
 from msa.core.config import Checked, Dropout, NonNegative, Positive, Size, one_of
 
 from .base import Batch, Dims, LossOut, MSAModel, ParamGroup, Task, TrainSettings
+from .layers.classify import head_outputs, head_size, l1_or_class_loss
 from .layers.seq import SubNet, TextSubNet
 from .tfn import augment, average_inputs
 
@@ -42,6 +43,7 @@ class LMFConfig(Checked):
 class LMF(MSAModel):
     name: ClassVar[str] = "lmf"
     Config = LMFConfig
+    supports_classes: ClassVar[bool] = True
     presets: ClassVar[dict[str, dict[str, Any]]] = {
         "mosei": {"dropout_audio": 0.2, "dropout_video": 0.2, "dropout_text": 0.2, "dropout_post": 0.2,
                   "rank": 4, "weight_decay": 1e-3, "train": {"batch_size": 32}},
@@ -66,11 +68,12 @@ class LMF(MSAModel):
         self.audio_subnet = SubNet(dims.audio, c.hidden_audio, c.dropout_audio)
         self.video_subnet = SubNet(dims.vision, c.hidden_video, c.dropout_video)
         self.text_subnet = TextSubNet(dims.text, c.hidden_text, self.text_out, c.dropout_text, c.text_dropout_inert)
-        self.audio_factor = nn.Parameter(torch.empty(c.rank, c.hidden_audio + 1, 1))
-        self.video_factor = nn.Parameter(torch.empty(c.rank, c.hidden_video + 1, 1))
-        self.text_factor = nn.Parameter(torch.empty(c.rank, self.text_out + 1, 1))
+        out = head_size(task)  # 1, or one logit per class
+        self.audio_factor = nn.Parameter(torch.empty(c.rank, c.hidden_audio + 1, out))
+        self.video_factor = nn.Parameter(torch.empty(c.rank, c.hidden_video + 1, out))
+        self.text_factor = nn.Parameter(torch.empty(c.rank, self.text_out + 1, out))
         self.fusion_weights = nn.Parameter(torch.empty(1, c.rank), requires_grad=c.optimise_fusion)
-        self.fusion_bias = nn.Parameter(torch.zeros(1, 1), requires_grad=c.optimise_fusion)
+        self.fusion_bias = nn.Parameter(torch.zeros(1, out), requires_grad=c.optimise_fusion)
         for p in (self.audio_factor, self.video_factor, self.text_factor, self.fusion_weights):
             nn.init.xavier_normal_(p)
 
@@ -83,10 +86,10 @@ class LMF(MSAModel):
         fused = torch.matmul(a, self.audio_factor) * torch.matmul(v, self.video_factor)
         fused = fused * torch.matmul(t, self.text_factor)
         pred = torch.einsum("r,rbo->bo", self.fusion_weights[0], fused) + self.fusion_bias
-        return {"pred": pred[:, 0]}
+        return head_outputs(pred, self.task)
 
     def loss(self, out: dict[str, torch.Tensor], batch: Batch, epoch: int, stage: str = "main") -> LossOut:
-        return LossOut((out["pred"] - batch["labels"].reshape(-1).to(out["pred"].dtype)).abs().mean())
+        return LossOut(l1_or_class_loss(out, batch, self.task))
 
     def param_groups(self) -> list[ParamGroup]:
         c = self.config

@@ -17,6 +17,7 @@ from msa.core.config import Checked, Dropout, NonNegative, Positive, Size
 from msa.core.errors import DataError
 
 from .base import Batch, Dims, LossOut, MSAModel, ParamGroup, Task, TrainSettings
+from .layers.classify import head_outputs, head_size, l1_or_class_loss
 from .layers.transformer import TransformerEncoder
 
 MODALITIES = ("l", "a", "v")
@@ -53,6 +54,7 @@ class MulTConfig(Checked):
 class MulT(MSAModel):
     name: ClassVar[str] = "mult"
     Config = MulTConfig
+    supports_classes: ClassVar[bool] = True
     presets: ClassVar[dict[str, dict[str, Any]]] = {
         "mosei": {"dim": 30, "heads": 6, "conv_kernel_a": 1, "conv_kernel_v": 3, "attn_dropout": 0.4,
                   "attn_dropout_a": 0.0, "embed_dropout": 0.0, "text_dropout": 0.3, "lr": 5e-4,
@@ -106,7 +108,7 @@ class MulT(MSAModel):
         combined = 6 * d
         self.proj1 = nn.Linear(combined, combined)
         self.proj2 = nn.Linear(combined, combined)
-        self.out_layer = nn.Linear(combined, 1)
+        self.out_layer = nn.Linear(combined, head_size(task))
 
     def project(self, batch: Batch) -> dict[str, torch.Tensor]:
         """Conv-projected (B, L_m − k_m + 1, d) sequences (text dropout first, as MMSA)."""
@@ -137,10 +139,11 @@ class MulT(MSAModel):
         hs = self.encode(batch, last_only=True)
         h = torch.cat([hs[m][:, -1] for m in MODALITIES], dim=-1)  # (B, 6d)
         h2 = self.proj2(F.dropout(F.relu(self.proj1(h)), self.config.output_dropout, self.training)) + h
-        return {"pred": self.out_layer(h2).squeeze(-1)}
+        y = self.out_layer(h2)
+        return head_outputs(y, self.task)
 
     def loss(self, out: dict[str, torch.Tensor], batch: Batch, epoch: int, stage: str = "main") -> LossOut:
-        return LossOut((out["pred"] - batch["labels"].reshape(-1).to(out["pred"].dtype)).abs().mean())
+        return LossOut(l1_or_class_loss(out, batch, self.task))
 
     def param_groups(self) -> list[ParamGroup]:
         params = [p for p in self.parameters() if p.requires_grad]

@@ -126,6 +126,7 @@ class TextRegressor(MSAModel):
     name: ClassVar[str] = "text_regressor"
     uses_bert_ids: ClassVar[bool] = True
     modalities: ClassVar[tuple[str, ...]] = ("text",)
+    required_modalities: ClassVar[tuple[str, ...]] = ("text",)
     Config = TextRegressorConfig
     presets: ClassVar[dict[str, dict[str, Any]]] = {
         "tiny": {"text_encoder": "tiny-random", "train_layers": 1, "dropout": 0.0, "lr_encoder": 1e-3,

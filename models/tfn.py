@@ -16,6 +16,7 @@ from msa.core.config import Checked, Dropout, NonNegative, Positive, Size, one_o
 from msa.core.errors import UsageError
 
 from .base import Batch, Dims, LossOut, MSAModel, ParamGroup, Task, TrainSettings
+from .layers.classify import class_outputs, head_size, l1_or_class_loss
 from .layers.ops import dropout
 from .layers.seq import SubNet, TextSubNet, time_average
 
@@ -66,6 +67,7 @@ class TFNConfig(Checked):
 class TFN(MSAModel):
     name: ClassVar[str] = "tfn"
     Config = TFNConfig
+    supports_classes: ClassVar[bool] = True
     presets: ClassVar[dict[str, dict[str, Any]]] = {
         "mosei": {"hidden_audio": 16, "text_out": 128, "post_fusion_dim": 16, "dropout_audio": 0.4,
                   "dropout_video": 0.4, "dropout_text": 0.4, "dropout_post": 0.4, "lr": 5e-3,
@@ -88,7 +90,9 @@ class TFN(MSAModel):
     def __init__(self, config: TFNConfig, dims: Dims, task: Task) -> None:
         super().__init__(config, dims, task)
         c = config
-        if c.output_range == "fixed":
+        if task.is_classes:  # one logit per class; the output range does not apply
+            self.out_low, self.out_high = 0.0, 0.0
+        elif c.output_range == "fixed":
             if task.low < FIXED_LOW or task.high > FIXED_HIGH:
                 raise UsageError(f"tfn's fixed output range (-3, 3) cannot reach the {task.name} labels "
                                  f"[{task.low:g}, {task.high:g}]; set output_range='task'")
@@ -102,7 +106,7 @@ class TFN(MSAModel):
         self.post_fusion = nn.Sequential(  # preceded by dropout(p_post) on the fusion tensor
             nn.Linear(self.fusion_size, c.post_fusion_dim), nn.ReLU(),
             nn.Linear(c.post_fusion_dim, c.post_fusion_dim), nn.ReLU(),
-            nn.Linear(c.post_fusion_dim, 1),
+            nn.Linear(c.post_fusion_dim, head_size(task)),
         )
 
     def forward(self, batch: Batch) -> dict[str, torch.Tensor]:
@@ -111,11 +115,13 @@ class TFN(MSAModel):
         v = self.video_subnet(vision)
         t = self.text_subnet(batch["text"])
         z = dropout(fusion_tensor(a, v, t), self.config.dropout_post, self.training)
+        if self.task.is_classes:
+            return class_outputs(self.post_fusion(z))
         raw = self.post_fusion(z).squeeze(-1)
         return {"pred": torch.sigmoid(raw) * (self.out_high - self.out_low) + self.out_low}
 
     def loss(self, out: dict[str, torch.Tensor], batch: Batch, epoch: int, stage: str = "main") -> LossOut:
-        return LossOut((out["pred"] - batch["labels"].reshape(-1).to(out["pred"].dtype)).abs().mean())
+        return LossOut(l1_or_class_loss(out, batch, self.task))
 
     def param_groups(self) -> list[ParamGroup]:
         params = [p for p in self.parameters() if p.requires_grad]

@@ -41,8 +41,21 @@ def _main(args: argparse.Namespace) -> int:
         return 0
     print(f"{res['bundle']} on {res['data']} [{res['split']}, n={res['n']}, {res['task']}]")
     for k, v in res["metrics"].items():
-        print(f"  {k:<15} {v:.4f}")
+        if isinstance(v, list):
+            print(confusion_text(v, res["classes"]))
+        else:
+            print(f"  {k:<15} {v:.4f}")
     return 0
+
+
+def confusion_text(matrix: list[list[int]], classes: list[str]) -> str:
+    """The confusion matrix as an aligned table: rows true class, columns predicted class."""
+    w = max(len(c) for c in [*classes, "true \\ pred"]) + 1
+    cw = max(max(len(c) for c in classes), *(len(str(x)) for row in matrix for x in row)) + 1
+    lines = ["  confusion (rows: true class, columns: predicted)",
+             "  " + "true \\ pred".ljust(w) + "".join(c.rjust(cw) for c in classes)]
+    lines += ["  " + name.ljust(w) + "".join(str(x).rjust(cw) for x in row) for name, row in zip(classes, matrix)]
+    return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> int:

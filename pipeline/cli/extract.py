@@ -60,6 +60,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    # OpenMP worker threads (torch) sleep between parallel regions instead of spinning: extraction runs
+    # many small forward passes (one short transcript each), where spinning cost MiniLM 16x the CPU
+    # seconds for the same wall time on the shared 2-core machine. Set before torch loads; workers inherit it.
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     return common.run(PROG, build_parser(), _main, argv)
 
 
@@ -257,6 +261,7 @@ def _assemble(entries: list, specs: dict, records: list, source: Any, plan: Any,
     data = assemble(
         entries, specs, FeatureCache(out), has_modes=source.has_modes, sub_label_keys=source.sub_label_keys,
         max_len=max_len, aligned=plan.align, text_vocab=vocabulary() if vocabulary else None,
+        class_names=source.class_names, extra_columns=source.extra_columns,
         extra_config={"asr": asr, "missing": plan.missing, "source": source.kind,
                       "failed": sorted(r.item.id for r in records if r.error is not None)},
     )

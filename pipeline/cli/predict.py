@@ -44,6 +44,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--language", default="auto", metavar="CODE",
                    help="spoken language: auto (detected per clip) or a Whisper code such as en, zh, fr")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    p.add_argument("--no-affect", dest="affect", action="store_false",
+                   help="skip the voice-emotion and face-expression readouts (reported beside the score)")
     return p
 
 
@@ -80,7 +82,7 @@ def _main(args: argparse.Namespace) -> int:
         os.environ.setdefault(key, value)  # no weight-loading reports between the results
     options = PredictOptions(bundle=resolve_bundle(args.bundle, args.task), task=args.task, cache_dir=args.cache,
                              signals=parse_signals(args.signals), asr=args.asr, language=args.language,
-                             device=args.device)
+                             device=args.device, affect=args.affect)
     plots = plot_paths(args.plot, args.clips) if args.plot else [None] * len(args.clips)
     failed = scored = 0
     with Predictor(options) as predictor:
@@ -100,15 +102,26 @@ def _main(args: argparse.Namespace) -> int:
 def _human(r: dict[str, Any]) -> str:
     """A short readable block per clip."""
     lo, hi = r["range"]
-    mods = ", ".join(f"{m} {v:.2f}" for m, v in r["modalities"].items())
+    mods = ", ".join(f"{m} {v:.2f}" for m, v in r["modalities"].items()) or "nothing (no score)"
     face = "no video" if r["face_ratio"] is None else f"{100 * r['face_ratio']:.0f}% of frames"
     speech = "n/a" if r["speech_seconds"] is None else f"{r['speech_seconds']:.1f} s"
     stages = ", ".join(f"{k} {v:.2f}" for k, v in r["timings"].items())
+    from msa.pipeline.serve.affect import describe
+
+    if r["score"] is None:
+        head = f"{r['clip']}: no {r['task']} score ({', '.join(r.get('flags') or ()) or 'nothing to score'})"
+    elif r.get("probabilities") is not None:
+        ranked = sorted(r["probabilities"].items(), key=lambda kv: -kv[1])
+        head = (f"{r['clip']}: {r['label']} (probability {r['score']:.2f}, {r['task']})\n"
+                f"  classes: {', '.join(f'{c} {p:.2f}' for c, p in ranked)}")
+    else:
+        head = f"{r['clip']}: {r['label']} (score {r['score']:+.2f} on [{lo:g}, {hi:g}], {r['task']})"
     lines = [
-        f"{r['clip']}: {r['label']} (score {r['score']:+.2f} on [{lo:g}, {hi:g}], {r['task']})",
+        head,
         f"  transcript ({r['transcript_source']}{', ' + r['language'] if r.get('language') else ''}): {r['transcript']!r}",
         f"  driven by: {mods}",
         f"  face: {face}; speech: {speech}",
+        *describe(r.get("voice"), r.get("face")),
         f"  seconds: {stages}",
     ]
     if r.get("flags"):

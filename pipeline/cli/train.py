@@ -21,9 +21,19 @@ def build_parser() -> argparse.ArgumentParser:
                     "Note: a .pkl file can run code when loaded; only pass files you trust, or use .npz.",
     )
     p.add_argument("--data", required=True, type=Path, help="features file (.pkl or .npz) in the MMSA schema")
-    p.add_argument("--dataset", required=True, choices=list(DATASETS), help="label range and metrics preset")
+    p.add_argument("--dataset", choices=list(DATASETS),
+                   help="label range and metrics preset (required for regression; binary = two-class classification)")
+    p.add_argument("--task", choices=("regression", "classification"),
+                   help="regression (default) or classification on the file's class labels (label.csv 'class')")
+    p.add_argument("--class-weights", metavar="balanced|W1,W2,...",
+                   help="classification: cross-entropy class weights (balanced = inverse train frequency)")
+    p.add_argument("--group-by", metavar="COLUMN",
+                   help="keep each group (video_id, or a label.csv column such as speaker) in one split: splits an "
+                        "unsplit file, carves valid out of train when missing, else checks the splits")
+    p.add_argument("--split-ratio", nargs=3, type=float, default=[0.8, 0.1, 0.1], metavar=("TRAIN", "VALID", "TEST"),
+                   help="row shares of the group split (default 0.8 0.1 0.1)")
     p.add_argument("--model", required=True, choices=MODELS.names())
-    p.add_argument("--out", required=True, type=Path, help="run folder: results.csv, epochs.jsonl, bundle")
+    p.add_argument("--out", required=True, type=Path, help="run folder: results.csv, metrics.json, epochs.jsonl, bundle")
     p.add_argument("--seeds", nargs="+", type=int, default=[1111], help="one run per seed (default 1111)")
     p.add_argument("--epochs", type=int, help="maximum epochs (default: the model's)")
     p.add_argument("--preset", default="default",
@@ -71,8 +81,12 @@ def _main(args: argparse.Namespace) -> int:
     overrides = read_overrides(args.config)
     if args.text_encoder:
         overrides["text_encoder"] = args.text_encoder
-    spec = RunSpec(data=args.data, dataset=args.dataset, model=args.model, out=args.out, seeds=tuple(args.seeds),
-                   epochs=args.epochs, preset=args.preset, overrides=overrides,
+    task = args.task or ("classification" if args.dataset == "binary" else "regression")
+    if args.dataset is None and task == "regression":
+        raise UsageError("--dataset is required for regression (or pass --task classification)")
+    spec = RunSpec(data=args.data, dataset=args.dataset or "custom", model=args.model, task=task,
+                   class_weights=args.class_weights, group_by=args.group_by, split_ratio=tuple(args.split_ratio),
+                   out=args.out, seeds=tuple(args.seeds), epochs=args.epochs, preset=args.preset, overrides=overrides,
                    device=args.device, normalize=args.normalize, amp=args.amp, progress=not args.quiet,
                    save_all_seeds=args.save_all_seeds, overwrite=args.overwrite)
     rows = train_run(spec)

@@ -3,11 +3,12 @@
 The only place where sequences are padded or truncated (lengths are recorded). Output layout, per
 split (``train``/``valid``/``test`` from label.csv, or ``all``): ``id``, ``raw_text``, ``text`` (N,L,D),
 ``text_bert`` (N,3,L), ``audio`` (N,Ta,Da), ``vision`` (N,Tv,Dv), ``text_lengths``, ``audio_lengths``,
-``vision_lengths``, ``regression_labels``, ``annotations``, ``flags``, ``language`` (the transcript's
-language code from ASR, "" when unknown) and ``regression_labels_T/A/V``
-when label.csv has them; all features float32. A top-level ``config`` stamps each modality's
-FeatureSpec (with spec_hash), the padding lengths and ``text_vocab``, the identity of the vocabulary
-the ``text_bert`` ids come from.
+``vision_lengths``, ``regression_labels`` (NaN where label.csv gives none), ``annotations``, ``flags``, ``language``
+(the transcript's language code from ASR, "" when unknown), ``regression_labels_T/A/V`` when label.csv has them, ``classification_labels`` (int64 index into the
+stamp's ``classes``) when it has a ``class`` column, and ``col_<name>`` (str) for each of its other
+columns (e.g. ``col_speaker``, for group-aware splits); all features float32. A top-level ``config``
+stamps each modality's FeatureSpec (with spec_hash), the padding lengths, the class names and
+``text_vocab``, the identity of the vocabulary the ``text_bert`` ids come from.
 """
 from __future__ import annotations
 
@@ -27,10 +28,10 @@ from msa.pipeline.extract.cache import FeatureCache
 from msa.core.errors import DataError, ExtractionError
 from msa.core.hashing import canonical_json
 from msa.pipeline.extract.sources import MODES, Item
+from msa.pipeline.train.data import CLASS_KEY, COLUMN_PREFIX
 
 FORMAT = "msa-features"
 FORMAT_VERSION = 1
-# our modality name -> MMSA key
 
 
 @dataclass(frozen=True)
@@ -90,6 +91,8 @@ def assemble(
     aligned: bool = False,
     text_vocab: dict[str, Any] | None = None,
     extra_config: dict[str, Any] | None = None,
+    class_names: tuple[str, ...] = (),
+    extra_columns: tuple[str, ...] = (),
 ) -> dict[str, Any]:
     """The MMSA dict for ``entries`` (in order). Loads one clip's features at a time from ``cache``.
 
@@ -112,6 +115,7 @@ def assemble(
     for split in splits:
         chosen = [e for e in entries if (e.item.mode if has_modes else "all") == split]
         out[split] = _split(chosen, specs, cache, lengths, sub_label_keys, has_bert, aligned)
+        out[split].update(_class_and_columns(chosen, class_names, extra_columns))
     config = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
@@ -119,6 +123,7 @@ def assemble(
         "max_len": {TO_BATCH[m]: lengths[m] for m in modalities},
         "splits": splits,
         "sub_labels": list(sub_label_keys),
+        **({"classes": list(class_names)} if class_names else {}),
         "aligned": aligned,
         "text_vocab": text_vocab if has_bert else None,
         "padding": "zeros at the end; truncation keeps the first max_len steps",
@@ -177,6 +182,18 @@ def _row(cache: FeatureCache, e: Entry, m: str, dim: int, aligned: bool) -> Feat
             f"delete {cache.root / e.refs[m][0] / e.refs[m][1]} and rerun",
         )
     return feats
+
+
+def _class_and_columns(entries: list[Entry], class_names: tuple[str, ...],
+                       extra_columns: tuple[str, ...]) -> dict[str, np.ndarray]:
+    """Class indices (into ``class_names``) and label.csv's other columns, one value per clip."""
+    d: dict[str, np.ndarray] = {}
+    if class_names:
+        index = {c: i for i, c in enumerate(class_names)}
+        d[CLASS_KEY] = np.array([index[e.item.label_class] for e in entries], dtype=np.int64)  # type: ignore[index]
+    for c in extra_columns:
+        d[COLUMN_PREFIX + c] = np.array([dict(e.item.columns).get(c, "") for e in entries], dtype=str)
+    return d
 
 
 def align_to_tokens(feats: Features, text: Features, words: tuple[tuple[str, float, float], ...]) -> Features:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Iterator
 
 import numpy as np
 
@@ -28,6 +28,7 @@ class Clip:
         self.info = info
         self.transcript = transcript
         self._audio: dict[int, np.ndarray] = {}
+        self.memo: dict[Any, Any] = {}  # per-clip results extractors share (e.g. Whisper encoder outputs)
 
     @classmethod
     def from_path(cls, path: str | os.PathLike[str], clip_id: str | None = None,

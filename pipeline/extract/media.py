@@ -27,6 +27,7 @@ import select
 import stat
 import subprocess
 import tempfile
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -41,7 +42,7 @@ AUDIO_TIMEOUT_S = 60.0  # plus AUDIO_TIMEOUT_PER_S for every second of media
 AUDIO_TIMEOUT_PER_S = 1.0
 STALL_TIMEOUT_S = 60.0  # frames: longest wait for ffmpeg to produce more bytes
 MAX_FRAME_PIXELS = 8192 * 8192  # larger decoded frames only come from corrupt headers: refused
-MAX_BATCH_BYTES = 256 * 2**20  # one batch of frames never takes more memory than this (batch shrinks)
+MAX_BATCH_BYTES = 128 * 2**20  # one batch of frames never takes more memory than this (batch shrinks); two exist at once
 _log = logging.getLogger(__name__)
 _GLOBAL_ARGS = ["-nostdin", "-hide_banner", "-loglevel", "error"]
 _INPUT_KW = {"protocol_whitelist": "file"}  # a crafted playlist cannot reach the network
@@ -293,10 +294,10 @@ def _compile(stream: object) -> list[str]:
     return [args[0], *_GLOBAL_ARGS, *args[1:]]
 
 
-def _input(path: Path) -> object:
+def _input(path: Path, **kw: object) -> object:
     import ffmpeg
 
-    return ffmpeg.input(f"file:{path.resolve()}", **_INPUT_KW)
+    return ffmpeg.input(f"file:{path.resolve()}", **_INPUT_KW, **kw)
 
 
 def load_audio(path: str | os.PathLike[str], sr: int = 16000, *, info: MediaInfo | None = None) -> np.ndarray:
@@ -360,7 +361,7 @@ def iter_frames(
     if info.duration is not None:
         out_kw["t"] = f"{info.duration:.6f}"
     stream = (
-        _input(path)["V:0"]
+        _input(path, threads=1)["V:0"]  # one decoding thread: less CPU, and the caller's inference is slower anyway
         .filter("fps", fps=str(rate), start_time=0)
         .filter("scale", w, h, flags="area")
         .output("pipe:", **out_kw)
@@ -371,21 +372,28 @@ def iter_frames(
 def _frames(
     cmd: list[str], path: Path, w: int, h: int, rate: float, batch: int, expected_s: float | None
 ) -> Iterator[FrameBatch]:
+    """Batches read from ffmpeg's pipe; the next batch is read in a thread while the caller works on
+    this one, so decoding overlaps the caller's inference (at most two batches exist at once)."""
     frame_bytes = w * h * 3
-    with tempfile.TemporaryFile() as err:  # a file, not a pipe: ffmpeg can never block on stderr
+
+    def read(stdout: IO[bytes]) -> tuple[bytearray, int]:
+        buf = bytearray(frame_bytes * batch)
+        return buf, _read_full(stdout, memoryview(buf), path)
+
+    with tempfile.TemporaryFile() as err, ThreadPoolExecutor(1, thread_name_prefix="msa-frames") as reader:
+        # err is a file, not a pipe: ffmpeg can never block on stderr
         proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=err, bufsize=0)
         done = 0
         try:
-            while True:
-                buf = bytearray(frame_bytes * batch)
-                got = _read_full(proc.stdout, memoryview(buf), path)  # type: ignore[arg-type]
+            ahead = reader.submit(read, proc.stdout)  # type: ignore[arg-type]
+            while ahead is not None:
+                buf, got = ahead.result()
+                ahead = reader.submit(read, proc.stdout) if got == len(buf) else None  # type: ignore[arg-type]
                 n = got // frame_bytes
                 if n:
                     frames = np.frombuffer(buf, dtype=np.uint8, count=n * frame_bytes).reshape(n, h, w, 3)
                     yield FrameBatch(frames, (done + np.arange(n, dtype=np.float64)) / rate)
                     done += n
-                if got < len(buf):
-                    break
             rc = proc.wait(timeout=STALL_TIMEOUT_S)
             err.seek(0)
             _verdict(path, "video", rc, err.read(), done / rate, expected_s)
@@ -393,8 +401,9 @@ def _frames(
             raise MediaError(f"{path}: ffmpeg did not exit after decoding", reason="timeout") from None
         finally:
             if proc.poll() is None:
-                proc.kill()
+                proc.kill()  # a read in flight then sees the end of the pipe and returns
             proc.wait()
+            reader.shutdown(wait=True)
             if proc.stdout is not None:
                 proc.stdout.close()
 

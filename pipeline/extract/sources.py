@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from msa.core.errors import DataError, ExtractionError, UsageError
-from msa.core.labels import SPLITS, split_name
+from msa.core.labels import ID_SEP, SPLITS, split_name
 
 VIDEO_EXTS = (".mp4", ".mov", ".avi", ".mkv", ".webm", ".mpg")
 AUDIO_EXTS = (".wav", ".flac", ".mp3", ".aiff", ".aif")
@@ -22,8 +22,9 @@ MEDIA_EXTS = VIDEO_EXTS + AUDIO_EXTS
 SIDECAR_EXTS = (".txt", ".srt", ".vtt")
 MODES = SPLITS
 LABEL_COLUMNS = ("label_T", "label_A", "label_V")
-REQUIRED_COLUMNS = ("video_id", "clip_id", "label")
-ID_SEP = "$_$"  # MMSA's id separator: "video_id$_$clip_id"
+REQUIRED_COLUMNS = ("video_id", "clip_id", "label")  # "label" may be left out when a "class" column is there
+CLASS_COLUMN = "class"  # optional class name per clip (classification tasks)
+KNOWN_COLUMNS = (*REQUIRED_COLUMNS, *LABEL_COLUMNS, CLASS_COLUMN, "text", "annotation", "mode")
 
 
 @dataclass(frozen=True)
@@ -35,9 +36,11 @@ class Item:
     path: Path
     text: str | None = None  # transcript from label.csv (highest precedence)
     label: float | None = None
+    label_class: str | None = None  # class name from label.csv's "class" column
     sub_labels: dict[str, float] = field(default_factory=dict)  # T/A/V -> value (SIMS)
     annotation: str = ""
     mode: str | None = None  # train | valid | test, None for a plain folder
+    columns: tuple[tuple[str, str], ...] = ()  # label.csv's other columns (e.g. speaker), for group splits
 
     @property
     def id(self) -> str:
@@ -61,6 +64,8 @@ class Source:
     items: tuple[Item, ...]
     kind: str  # "dataset" | "folder" | "file"
     sub_label_keys: tuple[str, ...] = ()
+    class_names: tuple[str, ...] = ()  # sorted names of label.csv's "class" column, when it has one
+    extra_columns: tuple[str, ...] = ()  # label.csv columns msa does not interpret, kept per clip
 
     @property
     def has_modes(self) -> bool:
@@ -158,12 +163,14 @@ def load_dataset(root: Path) -> Source:
     """Read and validate ``root/label.csv``; clips live at ``root/Raw/<video_id>/<clip_id>.<ext>``."""
     csv_path = root / "label.csv"
     header, rows = read_label_csv(csv_path)
-    missing = [c for c in REQUIRED_COLUMNS if c not in header]
+    has_class = CLASS_COLUMN in header
+    missing = [c for c in REQUIRED_COLUMNS if c not in header and not (c == "label" and has_class)]
     if missing:
         raise LabelCsvError(csv_path, [f"missing column(s) {', '.join(missing)} (have: {', '.join(header)})"])
     if not rows:
         raise LabelCsvError(csv_path, ["no rows"])
     sub_keys = tuple(c for c in LABEL_COLUMNS if c in header and any((r.get(c) or "").strip() for r in rows))
+    extra = tuple(c for c in header if c and c not in KNOWN_COLUMNS)
     problems: list[str] = []
     items: list[Item] = []
     first_line: dict[tuple[str, str], int] = {}
@@ -178,9 +185,13 @@ def load_dataset(root: Path) -> Source:
             errs.append(f"duplicate id {vid}{ID_SEP}{cid} (first on line {first_line[(vid, cid)]})")
         else:
             first_line[(vid, cid)] = line
-        label = _number(row.get("label"))
-        if label is None:
+        raw_label = (row.get("label") or "").strip()
+        label = _number(raw_label)
+        if label is None and (raw_label or not has_class):  # with a class column the label may be empty
             errs.append(f"label is not a number: {row.get('label')!r}")
+        label_class = (row.get(CLASS_COLUMN) or "").strip() if has_class else None
+        if has_class and not label_class:
+            errs.append("empty class")
         subs: dict[str, float] = {}
         for key in sub_keys:
             value = _number(row.get(key))
@@ -200,11 +211,13 @@ def load_dataset(root: Path) -> Source:
         text = row.get("text")
         items.append(
             Item(vid, cid, media, text=text if text and text.strip() else None, label=label,  # type: ignore[arg-type]
-                 sub_labels=subs, annotation=(row.get("annotation") or "").strip(), mode=mode or None)
+                 label_class=label_class, sub_labels=subs, annotation=(row.get("annotation") or "").strip(),
+                 mode=mode or None, columns=tuple((c, (row.get(c) or "").strip()) for c in extra))
         )
     if problems:
         raise LabelCsvError(csv_path, problems)
-    return Source(root, tuple(items), "dataset", tuple(k[-1] for k in sub_keys))
+    classes = tuple(sorted({it.label_class for it in items if it.label_class}))
+    return Source(root, tuple(items), "dataset", tuple(k[-1] for k in sub_keys), classes, extra)
 
 
 def _media_index(raw: Path) -> dict[tuple[str, str], Path]:

@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 
+from msa.pipeline.serve.affect import draw_row, plot_rows as affect_rows
 
 
 @functools.lru_cache(maxsize=None)
@@ -107,9 +108,11 @@ def draw(pred: Any) -> Any:
     expr = [(e, _column(visual, e)) for e, _ in declared("expression")]
     expr = [(e, col) for e, col in expr if col is not None]
     f0, loud = pitch_hz(audio), loudness(audio)
+    affect = affect_rows(getattr(pred, "affect", None))
     rows = [r for r, on in (("face", bool(aus)), ("expr", bool(expr)), ("voice", f0 is not None or loud is not None),
                             ("words", True)) if on]
-    heights = {"face": 2.2, "expr": 2.2, "voice": 2.2, "words": 1.3}
+    rows[-1:-1] = [f"affect{i}" for i in range(len(affect))]  # voice-emotion / face-expression rows
+    heights = {"face": 2.2, "expr": 2.2, "voice": 2.2, "words": 1.3, **{f"affect{i}": 1.8 for i in range(len(affect))}}
     fig = Figure(figsize=(10, sum(heights[r] for r in rows) + 0.8), dpi=90)
     FigureCanvasAgg(fig)
     axes = fig.subplots(len(rows), 1, sharex=True, squeeze=False,
@@ -126,6 +129,8 @@ def draw(pred: Any) -> Any:
             ax.legend(loc="upper right", fontsize=7, ncol=4)
         elif row == "voice":
             _plot_voice(ax, f0, loud)
+        elif row.startswith("affect"):
+            draw_row(ax, *affect[int(row[len("affect"):])])
         else:
             _plot_words(ax, pred)
         ax.grid(alpha=0.3)
@@ -133,8 +138,12 @@ def draw(pred: Any) -> Any:
     axes[-1].set_xlabel("time (s)")
     lo, hi = pred.range
     mods = ", ".join(f"{m} {v:.2f}" for m, v in pred.modalities.items())
-    fig.suptitle(f"{Path(pred.clip).name}: {pred.label}, score {pred.score:+.2f} on [{lo:g}, {hi:g}]  (driven by {mods})",
-                 fontsize=11, family=list(text_families()))
+    if pred.score is None:
+        head = f"no score ({', '.join(pred.flags)})"
+    else:
+        what = f"probability {pred.score:.2f}" if pred.probabilities else f"score {pred.score:+.2f} on [{lo:g}, {hi:g}]"
+        head = f"{pred.label}, {what}  (driven by {mods})"
+    fig.suptitle(f"{Path(pred.clip).name}: {head}", fontsize=11, family=list(text_families()))
     fig.tight_layout()
     return fig
 

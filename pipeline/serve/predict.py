@@ -5,10 +5,14 @@ extraction stages of :mod:`msa.pipeline.extract.runner` (so ``--cache DIR`` shar
 its keys), assembles the model batch exactly as training did (:func:`msa.pipeline.extract.assemble.assemble`,
 padding to the bundle's lengths, the bundle's normalisation statistics), runs the model and reports:
 score (clamped to the bundle's range), label, transcript, which modalities drove the score, the
-share of frames with a face, seconds of speech and per-stage timings.
+share of frames with a face, seconds of speech and per-stage timings. A classification bundle (class
+labels, ``msa-train --task classification``) reports its top class as the label, that class's
+probability as the score (range [0, 1]) and every class's probability.
 
 The audio and visual extractors of the ``default`` recipe run even for a text-only bundle: their
 signals (face share, pitch, loudness, smile proxy) are reported and plotted, never fed to the model.
+The voice and face affect readouts (:mod:`msa.pipeline.serve.affect`) are reported beside the score;
+a clip without speech still gets them, with a null score and the ``no_speech`` flag.
 """
 from __future__ import annotations
 
@@ -46,8 +50,14 @@ PHQ8_HINT = ("train one on AVEC2019-style sessions: msa-extract DATASET --recipe
              "then pass --bundle checkpoints/phq8")
 
 
+CLASS_METRICS = ("classification", "binary")
+
+
 def task_kind(name: str | None, metrics: str | None) -> str:
-    """``phq8`` for a PHQ-8 task (by dataset name or metric family), else ``sentiment``."""
+    """``phq8`` for a PHQ-8 task (by dataset name or metric family), ``classification`` for a class-label
+    task, else ``sentiment``."""
+    if metrics in CLASS_METRICS:
+        return "classification"
     return "phq8" if "phq8" in (name, metrics) else "sentiment"
 
 
@@ -129,6 +139,7 @@ class PredictOptions:
     asr: str = "whisper"
     language: str = "auto"  # the recogniser's language: auto (detect) or a code (en, zh, ...)
     device: str = "auto"
+    affect: bool = True  # voice-affect bundle and fer's face expressions, reported beside the score
 
 
 @dataclass
@@ -137,8 +148,8 @@ class Prediction:
 
     clip: str
     task: str
-    score: float
-    label: str
+    score: float | None  # None: nothing to score (e.g. no speech for a text bundle); see flags
+    label: str | None
     transcript: str
     transcript_source: str
     modalities: dict[str, float]
@@ -151,13 +162,19 @@ class Prediction:
     duration: float = 0.0
     language: str | None = None  # the transcript's language (ASR's detection; None for a given transcript)
     signals: dict[str, tuple[Features, tuple[str, ...]]] = field(default_factory=dict, repr=False)
+    affect: Any = None  # msa.pipeline.serve.affect.Affect: voice/face readouts and their timelines
+    probabilities: dict[str, float] | None = None  # class -> probability (classification bundles)
 
     def to_json(self) -> dict[str, Any]:
-        return {"clip": self.clip, "task": self.task, "score": round(self.score, 4), "label": self.label,
-                "transcript": self.transcript, "language": self.language, "modalities": self.modalities,
-                "face_ratio": self.face_ratio,
-                "speech_seconds": self.speech_seconds, "timings": self.timings,
-                "transcript_source": self.transcript_source, "range": list(self.range), "flags": list(self.flags)}
+        score = None if self.score is None else round(self.score, 4)
+        voice, face = (self.affect.voice, self.affect.face) if self.affect is not None else (None, None)
+        out = {"clip": self.clip, "task": self.task, "score": score, "label": self.label, "voice": voice, "face": face,
+               "transcript": self.transcript, "language": self.language, "modalities": self.modalities,
+               "face_ratio": self.face_ratio, "speech_seconds": self.speech_seconds, "timings": self.timings,
+               "transcript_source": self.transcript_source, "range": list(self.range), "flags": list(self.flags)}
+        if self.probabilities is not None:
+            out["probabilities"] = self.probabilities
+        return out
 
 
 class Predictor:
@@ -196,6 +213,12 @@ class Predictor:
                                                                  if TO_BATCH[m] in self.used},
                                   device=str(self.device))
         self.kind = kind
+        if options.affect:
+            from msa.pipeline.serve.affect import AffectReader
+
+            self.affect = AffectReader(device=str(self.device))
+        else:
+            self.affect = None
         self._tmp = None if options.cache_dir else tempfile.mkdtemp(prefix="msa-predict-")
         self.plan = Plan(
             out_dir=str(options.cache_dir or self._tmp),
@@ -251,34 +274,46 @@ class Predictor:
             if feats.get(TO_EXTRACT[m]) is None:
                 what = {"vision": "video stream", "audio": "audio stream", "text": "transcript"}[m]
                 raise MediaError(f"{path}: the bundle needs a {what}, the clip has none", reason=f"no_{m}")
+        affect = self.affect.read(path) if self.affect is not None else None
+        timings = {k: round(v, 3) for k, v in rec.seconds.items()}
+        timings.update(affect.seconds if affect is not None else {})
+        task = self.bundle.task
         if "text" in self.used and not entry.transcript.strip():
             why = "has no audio stream to transcribe" if "no_audio" in entry.flags else "has no recognisable speech"
-            raise MsaError(f"{path}: {why}, and the bundle scores the transcript; give one with --transcript FILE "
-                           "or a <clip>.txt sidecar", reason="no_speech")
-        if on_stage is not None:
-            on_stage("model")
-        t1 = time.perf_counter()
-        scores = self._forward(entry, cache)
-        model_s = time.perf_counter() - t1
-        task = self.bundle.task
-        score = float(np.clip(scores[0], task.low, task.high))
-        timings = {k: round(v, 3) for k, v in rec.seconds.items()}
-        timings["model"] = round(model_s, 3)
+            if affect is None or affect.empty:  # nothing at all can be said about the clip
+                raise MsaError(f"{path}: {why}, and the bundle scores the transcript; give one with --transcript "
+                               "FILE or a <clip>.txt sidecar", reason="no_speech")
+            score, label, scores, probs, out_range = None, None, None, None, (task.low, task.high)
+        else:  # the voice/face readouts stand beside the score either way
+            if on_stage is not None:
+                on_stage("model")
+            t1 = time.perf_counter()
+            scores, probs = self._forward(entry, cache)
+            timings["model"] = round(time.perf_counter() - t1, 3)
+            if probs is not None:  # classification: the top class and its probability
+                label, score, out_range = task.classes[int(np.argmax(probs))], float(np.max(probs)), (0.0, 1.0)
+            else:
+                score = float(np.clip(scores[0], task.low, task.high))
+                label, out_range = label_for(score, task), (task.low, task.high)
         speech = self._speech_seconds(entry.words, path, source, timings)
         visual = feats.get("visual")
         timings["total"] = round(time.perf_counter() - t0, 3)
         return Prediction(
-            clip=str(path), task=self.kind, score=score, label=label_for(score, task), transcript=entry.transcript,
-            transcript_source=source, modalities=_attribution(self.used, scores), speech_seconds=speech,
+            clip=str(path), task=self.kind, score=score, label=label, transcript=entry.transcript,
+            transcript_source=source, speech_seconds=speech, affect=affect,
+            modalities={} if scores is None else _attribution(self.used, scores),
             face_ratio=None if visual is None else round(float(visual.meta.get("face_ratio", 0.0)), 4),
-            timings=timings, range=(task.low, task.high), words=entry.words, flags=entry.flags,
+            timings=timings, range=out_range, words=entry.words, flags=entry.flags,
             duration=rec.duration, language=entry.language,
             signals={m: (f, tuple(self.specs[m].get("columns", ()))) for m, f in feats.items() if m != "text"},
+            probabilities=None if probs is None else {c: round(float(p), 4) for c, p in zip(task.classes, probs)},
         )
 
     # --- model ---------------------------------------------------------------------------------
-    def _forward(self, entry: Any, cache: Any) -> np.ndarray:
-        """Scores of the clip and, for a multimodal bundle, of the clip with each modality occluded."""
+    def _forward(self, entry: Any, cache: Any) -> tuple[np.ndarray, np.ndarray | None]:
+        """Scores of the clip and, for a multimodal bundle, of the clip with each modality occluded; for a
+        classification bundle the scores are the top class's probability and the clip's class probabilities
+        come second (else None)."""
         import torch
 
         batch = clip_batch(entry, self.bundle, self.specs, self.used, cache)
@@ -286,7 +321,10 @@ class Predictor:
         stacked = {k: torch.cat([b[k] for b in variants]).to(self.device) for k in batch}
         with torch.inference_mode():
             out = self.bundle.model(stacked)
-        return out["pred"].float().reshape(-1).cpu().numpy()
+        if not self.bundle.task.is_classes:
+            return out["pred"].float().reshape(-1).cpu().numpy(), None
+        probs = out["logits"].float().softmax(dim=-1).cpu().numpy()
+        return probs[:, int(np.argmax(probs[0]))], probs[0]
 
     def _speech_seconds(self, words: tuple[tuple[str, float, float], ...], path: Path, source: str,
                         timings: dict[str, float]) -> float | None:

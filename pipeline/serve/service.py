@@ -61,6 +61,7 @@ class ServeConfig:
     signals: tuple[tuple[str, str], ...] | None = None  # None: msa-predict's default
     asr: str = "whisper"
     device: str = "auto"
+    affect: bool = True  # voice/face readouts beside the score (msa-predict's default)
     allowed_hosts: tuple[str, ...] | None = None  # Host headers accepted (DNS-rebinding guard); None: any
 
 
@@ -94,7 +95,7 @@ class Service:
             for name, path in zip(bundle_names(config.bundles), config.bundles, strict=True):
                 extra = {} if config.signals is None else {"signals": config.signals}
                 self.predictors[name] = Predictor(PredictOptions(bundle=Path(path), asr=config.asr,
-                                                                 device=config.device, **extra))
+                                                                 device=config.device, affect=config.affect, **extra))
                 self.meta[name] = read_meta(Path(path))
         except BaseException:
             self.close()

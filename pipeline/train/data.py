@@ -7,7 +7,12 @@ unsplit extractions), each a dict of arrays over N samples:
     text (N, L, Dt) float   text_bert (N, 3, L) ids/mask/types   audio (N, Ta, Da)   vision (N, Tv, Dv)
     audio_lengths (N,)      vision_lengths (N,)   (absent in MMSA's aligned files: derived here)
     regression_labels (N,)  regression_labels_T/_A/_V (N,) (SIMS)   id (N,) str   raw_text (N,) str
-    annotations, classification_labels (read but unused)
+    classification_labels (N,) int: class index (classification tasks; names in the stamp's ``classes``)
+    col_<name> (N,) str: label.csv's other columns (e.g. col_speaker, for --group-by)
+    annotations (ignored)
+
+A modality may be absent (e.g. audio-only extractions): it reads as zero-width features (N, 1, 0).
+A file with class labels may leave ``regression_labels`` out or NaN; regression tasks then refuse it.
 
 plus an optional top-level ``config`` stamp written by msa-extract: ``{"specs": {"text": spec, "audio":
 spec, "vision": spec}, ...}`` where each spec is ``FeatureSpec.to_dict()`` (it carries ``spec_hash``).
@@ -46,6 +51,8 @@ NPZ_FORMAT = "msa-features-npz/1"
 NPZ_META = "__meta__"
 SEQ_KEYS = BATCH
 UNIMODAL = ("T", "A", "V")
+CLASS_KEY = "classification_labels"  # MMSA's key for class indices
+COLUMN_PREFIX = "col_"  # label.csv's other columns, kept per split by msa-extract
 
 
 @dataclass(frozen=True)
@@ -67,6 +74,7 @@ DATASETS: dict[str, DatasetPreset] = {
         DatasetPreset("simsv2", -1.0, 1.0, "sims"),
         DatasetPreset("phq8", 0.0, 24.0, "phq8"),
         DatasetPreset("custom", None, None, "regression"),
+        DatasetPreset("binary", 0.0, 1.0, "binary"),  # two classes (classes.py): --task classification
     )
 }
 
@@ -86,6 +94,8 @@ class Split:
     unimodal: dict[str, np.ndarray] = field(default_factory=dict)  # "T"/"A"/"V" -> (N,) float32
     ids: np.ndarray | None = None  # (N,) str
     raw_text: np.ndarray | None = None
+    classes: np.ndarray | None = None  # (N,) int64 class index (classification_labels)
+    columns: dict[str, np.ndarray] = field(default_factory=dict)  # label.csv column name -> (N,) str
 
     def __len__(self) -> int:
         return int(self.labels.shape[0])
@@ -101,6 +111,7 @@ class FeatureSet:
     path: Path | None = None
     sha256: str | None = None
     warnings: list[str] = field(default_factory=list)
+    class_names: tuple[str, ...] = ()  # the stamp's ``classes``; "0", "1", ... when the file names none
 
     def split(self, name: str) -> Split:
         name = split_name(name)
@@ -186,7 +197,29 @@ def from_dict(raw: dict[str, Any], path: Path | None = None) -> FeatureSet:
         raise DataError(f"{where}no splits found; expected keys {', '.join(SPLITS)} (or 'dev'), got {', '.join(map(str, raw)) or 'none'}")
     _check_across(splits, where, warnings)
     stamp = raw.get(STAMP_KEY) if isinstance(raw.get(STAMP_KEY), dict) else {}
-    return FeatureSet(splits=splits, specs=specs_from_stamp(stamp), stamp=stamp, path=path, warnings=warnings)
+    return FeatureSet(splits=splits, specs=specs_from_stamp(stamp), stamp=stamp, path=path, warnings=warnings,
+                      class_names=_class_names(splits, stamp, where, warnings))
+
+
+def _class_names(splits: dict[str, Split], stamp: dict[str, Any], where: str, warnings: list[str]) -> tuple[str, ...]:
+    """The stamp's ``classes`` (msa-extract), else "0".."C-1" for files with bare class indices."""
+    indices = [s.classes for s in splits.values()]
+    if all(c is None for c in indices):
+        return ()
+    if any(c is None for c in indices):
+        warnings.append(f"{where}{CLASS_KEY} ignored: present in some splits but not in all")
+        for s in splits.values():
+            s.classes = None
+        return ()
+    top = max(int(c.max()) for c in indices if c is not None)  # type: ignore[union-attr]
+    names = stamp.get("classes")
+    if names is None:
+        return tuple(str(i) for i in range(top + 1))
+    if not isinstance(names, list) or not all(isinstance(x, str) and x for x in names) or len(set(names)) != len(names):
+        raise DataError(f"{where}config 'classes' must be a list of distinct class names")
+    if top >= len(names):
+        raise DataError(f"{where}{CLASS_KEY} has index {top}, but only {len(names)} class names are given")
+    return tuple(names)
 
 
 def specs_from_stamp(stamp: dict[str, Any]) -> dict[str, dict[str, Any]]:
@@ -206,14 +239,19 @@ def _arr(d: dict[str, Any], key: str) -> np.ndarray | None:
 
 def _split(name: str, d: dict[str, Any], where: str, warnings: list[str]) -> Split:
     here = f"{where}split {name!r}: "
+    classes = _classes(d, here, warnings)
     labels = _arr(d, "regression_labels")
-    if labels is None:
+    if labels is None and classes is None:
         raise DataError(f"{here}missing 'regression_labels' (keys: {', '.join(map(str, d))})")
-    labels = _float(labels, here, "regression_labels").reshape(-1)
+    labels = np.full(classes.shape, np.nan, np.float32) if labels is None else (  # type: ignore[union-attr]
+        _float(labels, here, "regression_labels").reshape(-1))
     n = labels.shape[0]
     if n == 0:
         raise DataError(f"{here}has no samples")
-    _no_nan_labels(labels, here, "regression_labels")
+    if classes is None:  # with class labels, regression labels may be NaN (a regression task refuses them)
+        _no_nan_labels(labels, here, "regression_labels")
+    elif classes.shape[0] != n:
+        raise DataError(f"{here}{CLASS_KEY} has {classes.shape[0]} rows but regression_labels has {n}")
     seqs: dict[str, np.ndarray | None] = {}
     for key in SEQ_KEYS:
         a = _arr(d, key)
@@ -225,14 +263,16 @@ def _split(name: str, d: dict[str, Any], where: str, warnings: list[str]) -> Spl
                 raise DataError(f"{here}{key} must be (N, T, D), got shape {a.shape}")
             a = _finite(a, here, key, warnings)
         seqs[key] = a
-    for key in ("audio", "vision"):
-        if seqs[key] is None:
-            raise DataError(f"{here}missing {key!r}")
     text_bert = _arr(d, "text_bert")
     if text_bert is not None:
         text_bert = _ids(text_bert, here)
-    if seqs["text"] is None and text_bert is None:
-        raise DataError(f"{here}needs 'text' features or 'text_bert' ids")
+    if seqs["text"] is None and text_bert is None and seqs["audio"] is None and seqs["vision"] is None:
+        raise DataError(f"{here}has no features: expected 'text' (or 'text_bert'), 'audio' or 'vision'")
+    for key in SEQ_KEYS:  # an absent modality (audio-only extraction, ...) reads as zero-width features
+        if seqs[key] is None and not (key == "text" and text_bert is not None):
+            seqs[key] = np.zeros((n, 1, 0), np.float32)
+            if key != "text":
+                d = {**d, f"{key}_lengths": np.ones(n, np.int64)}
     for key, a in (*seqs.items(), ("text_bert", text_bert)):
         if a is not None and a.shape[0] != n:
             raise DataError(f"{here}{key} has {a.shape[0]} rows but regression_labels has {n}")
@@ -250,9 +290,31 @@ def _split(name: str, d: dict[str, Any], where: str, warnings: list[str]) -> Spl
     ids = ids.astype(str).reshape(-1) if ids is not None and ids.size == n else np.array([f"{name}_{i}" for i in range(n)])
     raw_text = _arr(d, "raw_text")
     raw_text = raw_text.astype(str).reshape(-1) if raw_text is not None and raw_text.size == n else None
+    columns = {}
+    for key in d:
+        if isinstance(key, str) and key.startswith(COLUMN_PREFIX):
+            col = np.asarray(d[key]).astype(str).reshape(-1)
+            if col.shape[0] != n:
+                raise DataError(f"{here}{key} has {col.shape[0]} rows, expected {n}")
+            columns[key[len(COLUMN_PREFIX):]] = col
     return Split(name=name, labels=labels, audio=seqs["audio"], audio_lengths=lengths["audio"],  # type: ignore[arg-type]
                  vision=seqs["vision"], vision_lengths=lengths["vision"], text=seqs["text"], text_bert=text_bert,
-                 unimodal=unimodal, ids=ids, raw_text=raw_text)
+                 unimodal=unimodal, ids=ids, raw_text=raw_text, classes=classes, columns=columns)
+
+
+def _classes(d: dict[str, Any], here: str, warnings: list[str]) -> np.ndarray | None:
+    """``classification_labels`` as int64 class indices; None when absent or not indices (then ignored, loudly)."""
+    a = _arr(d, CLASS_KEY)
+    if a is None:
+        return None
+    try:
+        a = np.asarray(a, dtype=np.float64).reshape(-1)
+    except (TypeError, ValueError):
+        a = np.array([np.nan])
+    if not np.all(np.isfinite(a)) or not np.all(a == np.round(a)) or (a < 0).any():
+        warnings.append(f"{here}{CLASS_KEY} ignored: not class indices 0, 1, ...")
+        return None
+    return a.astype(np.int64)
 
 
 def _float(a: np.ndarray, here: str, key: str) -> np.ndarray:
@@ -327,6 +389,9 @@ def _check_across(splits: dict[str, Split], where: str, warnings: list[str]) -> 
             a, b = getattr(first, key), getattr(s, key)
             if (a is None) != (b is None):
                 raise DataError(f"{where}{key} is present in split {first.name!r} but not in {s.name!r}")
+            if a is not None and (a.shape[2] == 0) != (b.shape[2] == 0):  # zero width = absent modality
+                have, lack = (s, first) if a.shape[2] == 0 else (first, s)
+                raise DataError(f"{where}{key} is present in split {have.name!r} but not in {lack.name!r}")
             if a is not None and a.shape[2] != b.shape[2]:
                 raise DataError(f"{where}{key} width differs across splits: {first.name} {a.shape[2]}, {s.name} {b.shape[2]}")
         if (first.text_bert is None) != (s.text_bert is None):
@@ -356,6 +421,8 @@ def make_task(dataset: str, fs: FeatureSet | None = None, n_classes: int = 0) ->
     if dataset not in DATASETS:
         raise DataError(f"unknown dataset preset {dataset!r}; valid: {', '.join(DATASETS)}", reason="usage")
     p = DATASETS[dataset]
+    if p.metrics == "binary":
+        raise DataError("the binary preset is a classification task: use --task classification", reason="usage")
     low, high = p.low, p.high
     if low is None or high is None:
         if fs is None:
@@ -376,6 +443,11 @@ def check_labels(fs: FeatureSet, task: "Task", tol: float = 1e-4) -> None:
         raise DataError(f"{fs._where()}every PHQ-8 label is <= 1: labels look scaled by 1/25 as in MIMRL; "
                         "store the PHQ-8 total (0..24)")
     for s in fs.splits.values():
+        missing = int(np.isnan(s.labels).sum())
+        if missing:
+            raise DataError(f"{fs._where()}split {s.name!r} has {missing} row(s) without a regression label "
+                            "(missing 'regression_labels' or NaN); the file holds class labels: train with "
+                            "--task classification")
         lo, hi = float(s.labels.min()), float(s.labels.max())
         if lo < task.low - tol or hi > task.high + tol:
             hint = ""

@@ -2,8 +2,9 @@
 
 A run folder holds ``results.csv`` (one row per seed plus ``mean`` and ``std``), ``epochs.jsonl``
 (one record per seed and epoch, with the model's own logged quantities such as MI estimates),
-``bundle.json`` + ``weights.safetensors`` of the seed with the best validation selection value and,
-with ``save_all_seeds``, one bundle per seed under ``seeds/<seed>/``.
+``metrics.json`` (every seed's validation and test metrics, with the confusion matrices and class
+names of classification tasks), ``bundle.json`` + ``weights.safetensors`` of the seed with the best
+validation selection value and, with ``save_all_seeds``, one bundle per seed under ``seeds/<seed>/``.
 """
 from __future__ import annotations
 
@@ -24,6 +25,8 @@ from msa.core.errors import DataError, UsageError
 
 RESULTS = "results.csv"
 EPOCHS = "epochs.jsonl"
+METRICS = "metrics.json"
+TASKS = ("regression", "classification")
 
 
 @dataclass(frozen=True)
@@ -44,6 +47,10 @@ class RunSpec:
     progress: bool = True
     save_all_seeds: bool = False
     overwrite: bool = False
+    task: str = "regression"  # regression | classification (class labels; --dataset binary implies it)
+    class_weights: str | None = None  # None | "balanced" | "w1,w2,..."
+    group_by: str | None = None  # split so that no value of this column (e.g. speaker) is in two splits
+    split_ratio: tuple[float, float, float] = (0.8, 0.1, 0.1)  # train/valid/test shares for --group-by
 
 
 def _log(line: str) -> None:
@@ -57,11 +64,36 @@ def check_inputs(model_cls: Any, fs: FeatureSet) -> None:
                         "extract with a BERT-family text extractor (e.g. minilm)")
     if not getattr(model_cls, "uses_bert_ids", False) and not fs.has("text"):
         raise DataError(f"model {model_cls.name!r} reads text features (N, L, D), but the file only has 'text_bert' ids")
+    dims = fs.dims()
+    for m in getattr(model_cls, "required_modalities", ()):
+        if getattr(dims, m) == 0 and not (m == "text" and getattr(model_cls, "uses_bert_ids", False)):
+            raise DataError(f"model {model_cls.name!r} needs {m} features, but the file has none; "
+                            "pooled_mlp trains on any subset of modalities")
 
 
 def task_for(dataset: str, fs: FeatureSet, config: Any) -> Any:
     """The dataset preset's Task; a classification config (``n_classes`` > 0, e.g. CLIP-CA-MSA) makes it one."""
     return make_task(dataset, fs, n_classes=int(getattr(config, "n_classes", 0) or 0))
+
+
+def prepare_task(spec: RunSpec, model_cls: Any, fs: FeatureSet, config: Any) -> tuple[Any, FeatureSet]:
+    """The run's Task and the features as the trainer sees them (class indices as labels when classifying)."""
+    from msa.pipeline.train.classes import BINARY, class_task, class_view
+
+    if spec.task not in TASKS:
+        raise UsageError(f"unknown task {spec.task!r}; valid: {', '.join(TASKS)}")
+    if spec.task == "regression":
+        if spec.class_weights:
+            raise UsageError("--class-weights applies to --task classification only")
+        if spec.dataset == BINARY:
+            raise UsageError("the binary preset is a classification task: add --task classification")
+        return task_for(spec.dataset, fs, config), fs
+    if not getattr(model_cls, "supports_classes", False):
+        from msa.models import MODELS
+
+        able = [n for n in MODELS.names() if getattr(MODELS.get(n), "supports_classes", False)]
+        raise UsageError(f"model {model_cls.name!r} does not train on class labels; use one of: {', '.join(able)}")
+    return class_task(spec.dataset, fs, spec.class_weights), class_view(fs)
 
 
 def train_run(spec: RunSpec, log: Callable[[str], None] = _log) -> list[dict[str, Any]]:
@@ -82,9 +114,21 @@ def train_run(spec: RunSpec, log: Callable[[str], None] = _log) -> list[dict[str
     fs = load_features(spec.data)
     for w in fs.warnings:
         log(f"warning: {w}")
+    groups = None
+    if spec.group_by:
+        from msa.pipeline.train.splits import group_splits
+
+        fs, groups = group_splits(fs, spec.group_by, spec.split_ratio)
+        log(f"msa-train: split by {spec.group_by}: " + ", ".join(
+            f"{k} {len(fs.splits[k])} rows / {len(g)} groups" for k, g in groups.items()))
+    elif set(fs.splits) == {"all"}:
+        raise UsageError(f"{spec.data} is not split (one 'all' split); pass --group-by COLUMN (e.g. video_id or "
+                         "speaker) to split it by group, or give label.csv a mode column")
+    for name in ("train", "valid"):  # both must exist: a clear error before anything else
+        fs.split(name)
+    task, fs = prepare_task(spec, cls, fs, config)
     train, valid = fs.split("train"), fs.split("valid")
     test = fs.splits.get("test")
-    task = task_for(spec.dataset, fs, config)
     check_inputs(cls, fs)
     check_vocabulary(fs.stamp.get("text_vocab"), encoder, spec.dataset, str(spec.data))
     dims = fs.dims()
@@ -92,6 +136,7 @@ def train_run(spec: RunSpec, log: Callable[[str], None] = _log) -> list[dict[str
     stats = norm_stats(train, kind=scaling) if scaling != "none" else None
     out.mkdir(parents=True, exist_ok=True)
     rows: list[dict[str, Any]] = []
+    per_seed: list[dict[str, Any]] = []
     best_value: float | None = None
     with open(out / EPOCHS, "w") as epochs_file:
         def on_epoch(record: dict[str, Any]) -> None:
@@ -113,14 +158,16 @@ def train_run(spec: RunSpec, log: Callable[[str], None] = _log) -> list[dict[str
             row = {"seed": seed, "best_epoch": result.best_epoch, "epochs_run": result.epochs_run,
                    "stopped": result.stopped, "seconds": round(result.seconds, 2), "amp": result.amp,
                    "text_encoder": encoder["name"] if encoder else "",
-                   **{f"valid_{k}": round(v, 6) for k, v in result.valid.items()},
-                   **{f"test_{k}": round(v, 6) for k, v in (result.test or {}).items()}}
+                   **{f"valid_{k}": _cell(v) for k, v in result.valid.items()},
+                   **{f"test_{k}": _cell(v) for k, v in (result.test or {}).items()}}
             rows.append(row)
+            per_seed.append({"seed": seed, "best_epoch": result.best_epoch, "valid": result.valid, "test": result.test})
             provenance = {
                 "data_file": str(Path(spec.data).resolve()), "data_sha256": fs.sha256, "splits": fs.sizes(),
                 "dataset": spec.dataset, "seed": seed, "best_epoch": result.best_epoch, "preset": spec.preset,
                 "overrides": spec.overrides, "train_settings": dataclasses.asdict(settings),
                 "normalized": scaling, "amp": result.amp, "metrics": {"valid": result.valid, "test": result.test},
+                **({"group_by": spec.group_by, "split_groups": groups} if groups else {}),
                 "data_warnings": fs.warnings,
             }
             kwargs = dict(model_name=spec.model, config=config, task=task, dims=dims, specs=fs.specs, norm=stats,
@@ -134,7 +181,21 @@ def train_run(spec: RunSpec, log: Callable[[str], None] = _log) -> list[dict[str
             if spec.save_all_seeds:
                 save_bundle(out / "seeds" / str(seed), model, **kwargs)
     write_results(out / RESULTS, rows)
+    write_metrics(out / METRICS, task, per_seed)
     return rows
+
+
+def _cell(v: Any) -> Any:
+    """A results.csv cell: floats rounded; a confusion matrix as compact JSON ("[[5,1],[0,6]]")."""
+    return json.dumps(v, separators=(",", ":")) if isinstance(v, list) else round(v, 6)
+
+
+def write_metrics(path: Path, task: Any, per_seed: list[dict[str, Any]]) -> None:
+    """``metrics.json``: the task (with class names) and every seed's valid/test metrics, matrices included."""
+    from msa.core.io import atomic_write_text
+
+    doc = {"task": task.name, "metrics": task.metrics, "classes": list(task.classes), "seeds": per_seed}
+    atomic_write_text(path, json.dumps(_clean(doc), allow_nan=False) + "\n")
 
 
 def write_results(path: Path, rows: list[dict[str, Any]]) -> None:
@@ -192,10 +253,16 @@ def evaluate_bundle(bundle: Any, fs: FeatureSet, split: str = "test", device: st
         check_specs(bundle.meta, fs.specs)
     elif any(bundle.specs.get(m) for m in ("text", "audio", "vision")):
         log("warning: the features file has no spec stamp, so its extractors cannot be checked against the bundle")
-    check_labels(FeatureSet(splits={s.name: s}, path=fs.path), bundle.task)
+    if bundle.task.is_classes:
+        from msa.pipeline.train.classes import bundle_view
+
+        s = bundle_view(FeatureSet(splits={s.name: s}, path=fs.path, class_names=fs.class_names),
+                        bundle.task.classes).splits[s.name]
+    else:
+        check_labels(FeatureSet(splits={s.name: s}, path=fs.path), bundle.task)
     dev = resolve_device(device)
     bundle.model.to(dev)
     loader = DeviceLoader(make_loader(s, 64, shuffle=False, stats=bundle.norm or None), dev)
     metrics = evaluate(bundle.model, loader, bundle.task)
     return {"bundle": str(bundle.path), "data": str(fs.path), "split": s.name, "n": len(s),
-            "task": bundle.task.name, "metrics": metrics}
+            "task": bundle.task.name, "classes": list(bundle.task.classes), "metrics": metrics}

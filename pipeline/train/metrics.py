@@ -2,7 +2,8 @@
 
 Families (``Task.metrics``): ``mosi`` (MOSI/MOSEI), ``sims`` (CH-SIMS / SIMS v2), ``phq8`` (AVEC2019
 depression: CCC, MAE, RMSE), ``regression`` (custom ranges: MAE, RMSE, Corr, CCC) and 3-class
-classification (``Task.n_classes == 3``: Acc_3 and weighted F1). Every value is rounded to 4 decimals
+classification (``Task.n_classes == 3``: Acc_3 and weighted F1); tasks whose labels are classes use
+``class_metrics`` (accuracy, F1, UAR, confusion matrix). Every value is rounded to 4 decimals
 with numpy's round-half-to-even, as MMSA does. numpy only: importing this module is cheap.
 """
 from __future__ import annotations
@@ -19,7 +20,7 @@ SIMS_EDGES: dict[int, tuple[float, ...]] = {
     3: (-1.01, -0.1, 0.1, 1.01),
     5: (-1.01, -0.7, -0.1, 0.1, 0.7, 1.01),
 }
-FAMILIES = ("mosi", "sims", "phq8", "regression")
+FAMILIES = ("mosi", "sims", "phq8", "regression", "classification", "binary")
 
 
 def _flat(x: Any) -> np.ndarray:
@@ -145,7 +146,14 @@ def classification_metrics(pred_class: Any, labels: Any) -> dict[str, float]:
 
 
 def compute_metrics(task: Any, pred: Any, labels: Any, logits: Any = None) -> dict[str, float]:
-    """Metrics for a ``Task``. Classification uses ``logits`` (N, 3) when given, else ``pred`` in {-1, 0, 1}."""
+    """Metrics for a ``Task``. Classification uses ``logits`` (N, 3) when given, else ``pred`` in {-1, 0, 1};
+    a task whose labels are classes (``task.classes``) gets :func:`class_metrics.class_metrics`."""
+    if getattr(task, "classes", ()):
+        from msa.pipeline.train.class_metrics import class_metrics
+
+        if logits is None:
+            raise ValueError("a classification task needs the model's logits")
+        return class_metrics(logits, labels, len(task.classes), binary=task.metrics == "binary")
     if getattr(task, "n_classes", 0):
         if task.n_classes != 3:
             raise ValueError(f"only 3-class classification is defined, got n_classes={task.n_classes}")

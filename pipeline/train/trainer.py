@@ -21,6 +21,7 @@ import torch
 from torch import nn
 
 from msa.models.base import MSAModel, Task, TrainSettings, parse_scheduler, parse_select
+from msa.models.layers.classify import class_loss
 
 from msa.pipeline.train.data import Split
 from msa.core.errors import MsaError, UsageError
@@ -177,7 +178,9 @@ def evaluate(model: MSAModel, loader: Any, task: Task, batch_loss: bool = False)
     metrics = compute_metrics(task, r["pred"], r["labels"], r["logits"])
     loss = r["loss"]
     if loss is None:
-        if task.n_classes and r["logits"] is not None:
+        if task.is_classes:
+            loss = float(class_loss({"logits": torch.as_tensor(r["logits"])}, {"labels": torch.as_tensor(r["labels"])}, task))
+        elif task.n_classes and r["logits"] is not None:
             target = torch.as_tensor(three_classes(r["labels"]))
             loss = float(nn.functional.cross_entropy(torch.as_tensor(r["logits"]), target))
         elif task.n_classes:

@@ -133,3 +133,11 @@ def test_within_prefixes_where_the_config_came_from() -> None:
 def test_describe_reads_annotations() -> None:
     assert describe(Size) == "an integer >= 1" and describe(Positive | None) == "a number > 0 or null"
     assert describe(tuple[str, ...]) == "a list of strings" and describe(Literal["a", "b"]) == "one of 'a', 'b'"
+
+
+def test_a_whole_value_over_a_preset_with_nested_keys_is_still_checked() -> None:
+    """mimrl's mosi preset sets train.* keys; {"train": True} on top must not hide behind them."""
+    from msa.models import build_config
+
+    with pytest.raises(ConfigError, match="train = True"):
+        build_config("mimrl", "mosi", "default", {"train": True})

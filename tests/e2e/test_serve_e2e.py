@@ -29,7 +29,7 @@ CHROMIUM_FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic
                   "--disable-background-networking", "--disable-component-update", "--disable-sync",
                   "--disable-dev-shm-usage", "--window-size=1100,1500")
 KEYS = {"clip", "task", "score", "label", "transcript", "language", "modalities", "face_ratio", "speech_seconds",
-        "timings", "transcript_source", "range", "flags", "plot"}
+        "timings", "transcript_source", "range", "flags", "plot", "voice", "face"}  # voice/face: the affect readouts
 
 
 def free_port() -> int:

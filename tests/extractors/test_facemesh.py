@@ -141,9 +141,10 @@ def test_the_largest_face_is_described() -> None:
     ex._mesh = _FakeMesh()
     pts = ex.landmarks(np.zeros((100, 200, 3), np.uint8))
     assert pts is not None and pts.shape == (478, 3)
-    width = pts[:, 0].max() - pts[:, 0].min()
-    canon = np.nan_to_num(fm.canonical_mesh())
-    assert width == pytest.approx((canon[:, 0].max() - canon[:, 0].min()) * 2.0 / 100.0 * 200)
+    assert np.isfinite(pts[fm.USED]).all() and np.isnan(np.delete(pts, fm.USED, axis=0)).all()
+    width = np.nanmax(pts[:, 0]) - np.nanmin(pts[:, 0])
+    canon = fm.canonical_mesh()
+    assert width == pytest.approx((np.nanmax(canon[:, 0]) - np.nanmin(canon[:, 0])) * 2.0 / 100.0 * 200)
 
 
 def test_pickles_without_the_mediapipe_graph(extractor: fm.FaceMeshAU) -> None:
@@ -174,3 +175,60 @@ def test_face_then_cartoon(shared_data, extractor: fm.FaceMeshAU) -> None:
     face, t = feats.data[:, -1], feats.times
     assert face[t < 1.0].mean() > 0.9
     assert face[t > 3.0].sum() == 0
+
+
+def _face_clip(x0: int, n: int = 12) -> SimpleNamespace:
+    """A fake clip: matplotlib's portrait pasted at column ``x0`` of a 480x360 frame, drifting 2 px per frame."""
+    import matplotlib.image
+
+    from msa.pipeline.extract.media import FrameBatch
+    from msa.pipeline.serve.demo import face_image
+
+    face = np.asarray(matplotlib.image.imread(face_image()))[::3, ::3, :3]  # 200 x 171
+    frames = np.zeros((n, 360, 480, 3), np.uint8)
+    for i in range(n):
+        frames[i, 80 : 80 + face.shape[0], x0 + 2 * i : x0 + 2 * i + face.shape[1]] = face
+    times = np.arange(n) / 10.0
+    return SimpleNamespace(frames=lambda fps, batch, max_side: iter([FrameBatch(frames, times)]))
+
+
+def test_tracking_never_carries_over_from_the_previous_clip() -> None:
+    left, right = _face_clip(10), _face_clip(270)
+    alone = fm.FaceMeshAU().extract(right)
+    ex = fm.FaceMeshAU()
+    ex.extract(left)
+    after = ex.extract(right)
+    assert alone.meta["face_ratio"] == 1.0
+    assert np.array_equal(after.data, alone.data)  # bit-identical: the graph restarts for every clip
+    assert np.array_equal(ex.extract(right).data, alone.data)
+
+
+def test_tracking_and_static_mode_find_the_same_face() -> None:
+    clip = _face_clip(140)
+    tracked, static = fm.FaceMeshAU().extract(clip), fm.FaceMeshAU(tracking=False).extract(clip)
+    assert tracked.meta["face_ratio"] == static.meta["face_ratio"] == 1.0
+    assert fm.FaceMeshAU(tracking=False).spec().spec_hash != fm.FaceMeshAU().spec().spec_hash
+    # the first frame is detected in both modes; later ones are seeded differently but land on the same face
+    np.testing.assert_array_equal(tracked.data[0], static.data[0])
+    pose = [AU["pose_pitch"], AU["pose_yaw"], AU["pose_roll"]]
+    assert np.abs(tracked.data[:, pose] - static.data[:, pose]).mean() < 2.0  # degrees
+
+
+def test_a_stack_of_faces_gives_the_rows_of_one_face_at_a_time() -> None:
+    rng = np.random.default_rng(0)
+    faces = np.stack([place(fm.canonical_mesh(), rot(*rng.uniform(-20, 20, 3))) + rng.normal(0, 0.5, (478, 3))
+                      for _ in range(5)] + [np.zeros((478, 3))])  # the last one is degenerate
+    rows, ok = fm.face_features(faces)
+    assert ok.tolist() == [True] * 5 + [False]
+    for face, row in zip(faces[:5], rows[:5]):
+        np.testing.assert_allclose(fm.frame_features(face), row, rtol=0, atol=1e-12)
+
+
+def test_mediapipe_loads_without_matplotlib_and_leaves_the_real_one_importable() -> None:
+    import subprocess
+    import sys
+
+    code = ("import sys; from msa.extractors.face import import_mediapipe; mp = import_mediapipe(); "
+            "assert 'matplotlib' not in sys.modules and mp.solutions.face_mesh.FaceMesh; "
+            "import matplotlib.pyplot as plt; assert callable(plt.figure)")
+    subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, timeout=120)

@@ -141,6 +141,24 @@ def test_missing_columns_and_partial_sub_labels(tmp_path: Path) -> None:
         discover(root)
 
 
+def test_class_column_makes_label_optional_and_other_columns_are_kept(tmp_path: Path) -> None:
+    csv = ("video_id,clip_id,class,speaker,mode\n"
+           "a1,u1,sad,anna,train\na1,u2,angry,anna,train\nb2,u1,sad,bert,valid\n")
+    src = discover(dataset(tmp_path, csv, ["a1/u1.wav", "a1/u2.wav", "b2/u1.wav"]))
+    assert src.class_names == ("angry", "sad")  # sorted, so the order never depends on row order
+    assert [it.label_class for it in src.items] == ["sad", "angry", "sad"]
+    assert all(it.label is None for it in src.items)
+    assert src.extra_columns == ("speaker",)
+    assert [dict(it.columns)["speaker"] for it in src.items] == ["anna", "anna", "bert"]
+
+
+def test_class_column_problems_are_reported(tmp_path: Path) -> None:
+    csv = "video_id,clip_id,label,class\na,1,0.5,\na,2,oops,happy\na,3,,happy\n"
+    with pytest.raises(LabelCsvError) as e:
+        discover(dataset(tmp_path, csv, ["a/1.mp4", "a/2.mp4", "a/3.mp4"]))
+    assert e.value.problems == ["line 2: empty class", "line 3: label is not a number: 'oops'"]
+
+
 def test_label_csv_not_utf8(tmp_path: Path) -> None:
     touch(tmp_path / "label.csv", HEADER.encode() + b"v,1,\xff\xfe,1,,train\n")
     with pytest.raises(DataError, match="not UTF-8"):

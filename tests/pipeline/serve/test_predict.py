@@ -27,7 +27,7 @@ MOSI = Task("mosi", -3.0, 3.0, "mosi")
 DIMS = Dims(text=4, audio=3, vision=3, text_len=8, audio_len=30, vision_len=12)
 NORM = {"audio": {"mean": [0.1, 0.0, 0.2], "std": [0.5, 0.1, 0.5]},
         "vision": {"mean": [0.5, 0.5, 0.5], "std": [0.2, 0.2, 0.2]}}
-FAKES = ("--signals", "none", "--asr", "fake_asr")
+FAKES = ("--signals", "none", "--asr", "fake_asr", "--no-affect")
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -193,7 +193,7 @@ def test_multimodal_prediction_matches_the_training_path(tmp_path, clip_dir):
         pad[axis] = (0, size - split[key].shape[axis])
         split[key] = np.pad(split[key], pad)
     ds = SplitDataset(from_dict(raw).split("all"), NORM)
-    options = PredictOptions(bundle=bundle, cache_dir=feats, signals=(), asr="fake_asr")
+    options = PredictOptions(bundle=bundle, cache_dir=feats, signals=(), asr="fake_asr", affect=False)
     with Predictor(options) as p:
         with torch.inference_mode():
             expected = float(p.bundle.model(ds.__getitems__([0]))["pred"][0])
@@ -224,7 +224,7 @@ def test_attribution_follows_the_modality_that_moves_the_score(tmp_path, clip_di
 
     meta["weights"]["sha256"] = file_sha256(bundle / "weights.safetensors")
     (bundle / "bundle.json").write_text(json.dumps(meta))
-    with Predictor(PredictOptions(bundle=bundle, signals=(), asr="fake_asr")) as p:
+    with Predictor(PredictOptions(bundle=bundle, signals=(), asr="fake_asr", affect=False)) as p:
         pred = p.predict(clip_dir / "talk.mp4")
     assert pred.modalities["text"] == pytest.approx(1.0, abs=1e-3)
     assert pred.modalities["audio"] == pytest.approx(0.0, abs=1e-3)
@@ -247,7 +247,7 @@ def test_text_only_bundle_still_reports_signals(tmp_path, clip_dir):
     transcript = tmp_path / "given.srt"
     transcript.write_text("1\n00:00:00,000 --> 00:00:01,000\nnot good <i>at all</i>\n")
     options = PredictOptions(bundle=bundle, signals=(("audio", "fake_audio"), ("visual", "fake_visual")),
-                             asr="fake_asr")
+                             asr="fake_asr", affect=False)
     with Predictor(options) as p:
         a = p.predict(clip_dir / "talk.mp4", transcript_file=transcript)
         b = p.predict(clip_dir / "talk.mp4")  # the sidecar this time

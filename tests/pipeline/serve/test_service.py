@@ -68,7 +68,7 @@ def text_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def serve(bundles: tuple[Path, ...], **kw) -> TestClient:
-    config = ServeConfig(bundles=bundles, signals=(), asr="fake_asr", **kw)
+    config = ServeConfig(bundles=bundles, signals=(), asr="fake_asr", affect=False, **kw)
     return TestClient(create_app(config), raise_server_exceptions=False)
 
 

@@ -125,7 +125,7 @@ def test_a_client_that_disconnects_cancels_its_job(tmp_path, av_clip):
 
     extract_fakes.register()
     bundle = save_lmf_bundle(tmp_path / "lmf", tmp_path / "log")
-    app = create_app(ServeConfig(bundles=(bundle,), signals=(), asr="fake_asr"))
+    app = create_app(ServeConfig(bundles=(bundle,), signals=(), asr="fake_asr", affect=False))
     svc = app.state.service
     gate = Gate()
     svc.jobs.runner = gate

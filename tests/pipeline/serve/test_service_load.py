@@ -34,7 +34,7 @@ def test_fifty_requests_eight_at_a_time_none_lost_or_mixed_up(tmp_path, make_cli
     extract_fakes.register()
     bundle = save_lmf_bundle(tmp_path / "lmf", tmp_path / "log")
     clips = [make_clip(duration=1.0 + 0.1 * i, size=(64, 48), tone_hz=220.0 * (i + 1)) for i in range(5)]
-    app = create_app(ServeConfig(bundles=(bundle,), workers=2, signals=(), asr="fake_asr"))
+    app = create_app(ServeConfig(bundles=(bundle,), workers=2, signals=(), asr="fake_asr", affect=False))
     sent = bench.requests_for(clips, 50)
     assert len({s.name for s in sent}) == len({s.transcript for s in sent}) == 50
     with bench.serving(app) as url:

@@ -1,0 +1,190 @@
+"""``whisper_enc``: mean+std-pooled encoder states of a Whisper model, a paralinguistic voice embedding.
+
+The encoder of a speech recogniser carries who-says-it-how as well as what is said; pooled over a
+clip it is a strong speech-emotion feature. Input is built the way faster-whisper's language
+detection builds it: silero VAD keeps the speech (``vad_filter``), the kept audio is cut into 30 s
+windows, each window gets its own log-mel features and is encoded once: as it is (default), or
+padded to 30 s (``pad``) exactly as faster-whisper pads it. Only the
+encoder frames that cover real audio (20 ms each) are pooled. With ``window`` > 0 the states are
+pooled per ``window`` seconds of the original timeline (hop ``window / 2``), for a timeline readout.
+
+Sharing with ASR: :func:`shared_encoder` memoises ``WhisperModel.encode`` on the clip (``clip.memo``),
+keyed by the loaded model and the exact mel input. The ASR stage runs inside it, so when it encodes
+the same window with the same model (language detection with the multilingual base model encodes the
+first 30 s of the VAD-kept audio, padded, exactly like ``pad=True``) the encoder runs once per clip for both.
+"""
+from __future__ import annotations
+
+import contextlib
+import contextvars
+import functools
+import hashlib
+import uuid
+from dataclasses import dataclass
+from typing import Any, Iterator
+
+import numpy as np
+
+from msa.core.config import Checked, NonNegative
+from msa.core.errors import ExtractionError
+
+from .base import Extractor, Features
+
+SR = 16000
+WINDOW_SAMPLES = 30 * SR  # Whisper's fixed input length
+SAMPLES_PER_STATE = 320  # mel hop 160 x encoder stride 2: one state per 20 ms
+MIN_VOICE_SECONDS = 0.25  # less VAD-kept speech than this counts as no voice (meta["voice"] False)
+
+_MEMO: contextvars.ContextVar[dict[Any, Any] | None] = contextvars.ContextVar("whisper_encoder_memo", default=None)
+
+
+def _memoize_encode(model: Any) -> str:
+    """Make ``model.encode`` consult the memo of the clip being processed; returns the model's memo key."""
+    key = getattr(model, "_msa_encode_key", None)
+    if key is None:
+        key = uuid.uuid4().hex  # one per loaded model: outputs of two models never mix
+
+        def encode(features: np.ndarray) -> Any:
+            memo = _MEMO.get()
+            if memo is None:
+                return type(model).encode(model, features)
+            arr = np.ascontiguousarray(features, dtype=np.float32)
+            k = ("whisper_encoder", key, arr.shape, hashlib.blake2b(arr.tobytes(), digest_size=16).hexdigest())
+            if k not in memo:
+                memo[k] = type(model).encode(model, features)
+            return memo[k]
+
+        model.encode = encode
+        model._msa_encode_key = key
+    return key
+
+
+@contextlib.contextmanager
+def shared_encoder(clip: Any, model: Any) -> Iterator[None]:
+    """Within the block, ``model.encode`` outputs are shared through ``clip.memo`` (a dict; no memo: no sharing)."""
+    _memoize_encode(model)
+    memo = getattr(clip, "memo", None)
+    token = _MEMO.set(memo if isinstance(memo, dict) else None)
+    try:
+        yield
+    finally:
+        _MEMO.reset(token)
+
+
+def resolve(model: str) -> tuple[str, dict[str, Any]]:
+    """Model name -> (CTranslate2 folder, weights identity): ``base`` is the shipped multilingual model."""
+    from . import asr, whisper_models
+
+    if model == whisper_models.BASE:
+        return str(whisper_models.base_dir()), whisper_models.base_identity()
+    folder, ident = asr.resolve_model(model)
+    return str(folder), ident
+
+
+def load(model: str) -> Any:
+    """The process-wide faster-whisper model, the same instance the ASR stage uses (``asr._load``)."""
+    from . import asr
+
+    return asr._load(resolve(model)[0], *asr._device())
+
+
+@functools.lru_cache(maxsize=4)
+def _state_dim(model: str) -> int:
+    whisper = load(model)
+    return int(_to_numpy(whisper.encode(np.zeros((whisper.feature_extractor.mel_filters.shape[0], 100),
+                                                 np.float32))).shape[-1])
+
+
+def _to_numpy(out: Any) -> np.ndarray:
+    """A CTranslate2 StorageView (CPU or CUDA) as a float32 array."""
+    import ctranslate2
+
+    if getattr(out, "device", "cpu") != "cpu":
+        out = out.to_device(ctranslate2.Device.cpu)
+    return np.asarray(out, dtype=np.float32)
+
+
+def speech_audio(audio: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(VAD-kept samples concatenated, their original sample positions), as faster-whisper's VAD filter keeps them."""
+    from faster_whisper.vad import VadOptions, collect_chunks, get_speech_timestamps
+
+    chunks = get_speech_timestamps(audio, VadOptions())
+    kept = collect_chunks(audio, chunks)[0]
+    speech = np.concatenate(kept, axis=0) if kept else np.zeros(0, np.float32)
+    positions = np.concatenate([np.arange(c["start"], c["end"]) for c in chunks]) if chunks else np.zeros(0, int)
+    return speech.astype(np.float32, copy=False), positions[: speech.size]
+
+
+class WhisperEnc(Extractor):
+    """Pooled (mean, std) Whisper encoder states: one row per clip, or per ``window`` seconds."""
+
+    name = "whisper_enc"
+    version = "1"
+    modality = "audio"
+
+    @dataclass(frozen=True)
+    class Config(Checked):
+        model: str = "base"  # shipped multilingual base; or any name/folder msa.extractors.asr accepts
+        vad_filter: bool = True  # pool over the speech silero VAD keeps (all audio when it keeps none)
+        window: NonNegative = 0.0  # seconds per pooled row on the clip's timeline; 0: one row per clip
+        pad: bool = False  # True: pad each window to 30 s as faster-whisper does (the encoder output is then
+        # shared with ASR language detection; ~10x slower on short clips on CPU); False: encode the real audio
+
+    def weights_identity(self) -> dict[str, Any]:
+        return resolve(self.config.model)[1]
+
+    def describe(self) -> tuple[int, tuple[str, ...], float | None]:
+        d = _state_dim(self.config.model)
+        cols = tuple(f"mean_{i}" for i in range(d)) + tuple(f"std_{i}" for i in range(d))
+        return 2 * d, cols, (2.0 / self.config.window if self.config.window > 0 else None)
+
+    def states(self, clip: Any) -> tuple[np.ndarray, np.ndarray, float]:
+        """Encoder states (N, D) of the clip, each state's original time (s), and seconds of VAD-kept speech."""
+        audio = np.ascontiguousarray(clip.audio(SR), dtype=np.float32).reshape(-1)
+        cid = getattr(clip, "clip_id", "?")
+        if audio.size < SAMPLES_PER_STATE:
+            raise ExtractionError(f"{self.name}: clip {cid} has {audio.size} audio samples, fewer than one "
+                                  f"20 ms encoder frame", reason="too_short")
+        if not np.all(np.isfinite(audio)):
+            raise ExtractionError(f"{self.name}: clip {cid} has NaN/inf audio samples", reason="bad_audio")
+        speech, positions = speech_audio(audio) if self.config.vad_filter else (audio, np.arange(audio.size))
+        voiced = speech.size / SR
+        if speech.size < SAMPLES_PER_STATE:
+            speech, positions = audio, np.arange(audio.size)
+        whisper = load(self.config.model)
+        parts = []
+        with shared_encoder(clip, whisper):
+            for start in range(0, speech.size, WINDOW_SAMPLES):
+                chunk = speech[start : start + WINDOW_SAMPLES]
+                mel = whisper.feature_extractor(chunk)[..., :3000]
+                if self.config.pad:
+                    mel = np.pad(mel, ((0, 0), (0, 3000 - mel.shape[-1])))  # faster-whisper's pad_or_trim
+                else:
+                    mel = mel[..., : max(2, mel.shape[-1] // 2 * 2)]  # the encoder's stride-2 conv halves it
+                n = min(1500, -(-chunk.size // SAMPLES_PER_STATE))
+                parts.append(_to_numpy(whisper.encode(mel))[0, :n])
+        states = np.concatenate(parts)
+        idx = np.minimum(np.arange(states.shape[0]) * SAMPLES_PER_STATE + SAMPLES_PER_STATE // 2, speech.size - 1)
+        return states, positions[idx] / SR, voiced
+
+    def extract(self, clip: Any) -> Features:
+        states, times, voiced = self.states(clip)
+        duration = clip.audio(SR).size / SR
+        meta = {"speech_seconds": voiced, "voice": voiced >= MIN_VOICE_SECONDS, "duration": duration,
+                "n_states": int(states.shape[0])}
+        if self.config.window <= 0:
+            return Features(data=_pool(states)[None], times=np.array([duration / 2]), meta=meta)
+        hop = self.config.window / 2
+        rows, centres = [], []
+        for t0 in np.arange(0.0, max(duration - hop, hop), hop):
+            sel = (times >= t0) & (times < t0 + self.config.window)
+            if sel.any():
+                rows.append(_pool(states[sel]))
+                centres.append(t0 + self.config.window / 2)
+        data = np.asarray(rows, np.float32).reshape(len(rows), 2 * states.shape[1])
+        return Features(data=data, times=np.asarray(centres), meta=meta)
+
+
+def _pool(states: np.ndarray) -> np.ndarray:
+    s = states.astype(np.float64)
+    return np.concatenate([s.mean(axis=0), s.std(axis=0)]).astype(np.float32)
