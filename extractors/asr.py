@@ -165,6 +165,10 @@ class WhisperASR(Extractor):
     def _model(self, name: str) -> Any:
         return _load(str(resolve_model(name)[0]), *self._compute())
 
+    def _encoder_model(self) -> Any:
+        """The model whose encoder outputs whisper_enc may share: base (detection) unless one model is fixed."""
+        return self._model(whisper_models.BASE if self.config.model == AUTO else self.config.model)
+
     def _choose(self, audio: np.ndarray) -> tuple[str, str | None]:
         """(model name, language or None for the model to detect) for this audio."""
         lang = None if self.config.language == "auto" else self.config.language
@@ -178,7 +182,7 @@ class WhisperASR(Extractor):
 
     def transcribe(self, clip: Any) -> Transcript:
         """Transcript with word timings (seconds from the clip start); empty when no speech is found."""
-        with shared_encoder(clip, self._model()):  # whisper_enc on the same clip reuses these encoder outputs
+        with shared_encoder(clip, self._encoder_model()):  # whisper_enc on the same clip reuses these encoder outputs
             return self._run(clip.audio(SAMPLE_RATE), getattr(clip, "clip_id", None))[0]
 
     def transcribe_audio(self, audio: np.ndarray) -> Transcript:
@@ -188,7 +192,7 @@ class WhisperASR(Extractor):
     def extract(self, clip: Any) -> Features:
         """One row per word: (start, end, probability); times are word centres; meta holds text and words."""
         audio = np.asarray(clip.audio(SAMPLE_RATE), dtype=np.float32).reshape(-1)
-        with shared_encoder(clip, self._model()):
+        with shared_encoder(clip, self._encoder_model()):
             transcript, probs = self._run(audio, getattr(clip, "clip_id", None))
         features = transcript_to_features(transcript, duration=audio.size / SAMPLE_RATE, probs=probs)
         features.meta["compute"] = "/".join(self._compute())  # int8 on CPU and float16 on CUDA may differ
