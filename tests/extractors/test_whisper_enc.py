@@ -79,7 +79,7 @@ def test_too_short_and_bad_audio_fail_cleanly() -> None:
 def test_encoder_runs_once_per_clip_with_asr(speech: Path, encode_calls: list) -> None:
     """ASR language detection with the base model and whisper_enc(pad=True) share the encoder output."""
     folder = str(base_dir())
-    asr = WhisperASR(model=folder, language=None)
+    asr = WhisperASR(model=folder, language="auto")
     enc = WhisperEnc(model=folder, pad=True)
     clip = Clip.from_path(speech)
     transcript = asr.transcribe(clip)
