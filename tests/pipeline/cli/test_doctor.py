@@ -108,8 +108,20 @@ def test_a_broken_extractor_module_is_reported_not_fatal(
     monkeypatch.setitem(EXTRACTORS._entries, "compare", "msa.extractors.no_such_module_for_msa:Nope")
     rc, rep = run_json(capsys)
     row = next(r for r in rep["extractors"] if r["name"] == "compare")
-    assert row["usable"] is False and row["module_found"] is False and "cannot load" in row["weights"]
+    assert row["usable"] is False and row["module_found"] is False and "cannot check" in row["weights"]
     assert rc == 0  # compare is not in the default recipe
+
+
+def test_an_extractor_whose_weights_check_raises_is_reported_not_fatal(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, no_torch: None
+) -> None:
+    def broken() -> tuple[bool, str]:
+        raise NameError("oops")
+
+    monkeypatch.setattr(EXTRACTORS.get("compare"), "weights_status", broken)
+    rc, rep = run_json(capsys)
+    row = next(r for r in rep["extractors"] if r["name"] == "compare")
+    assert row["usable"] is False and "NameError: oops" in row["weights"] and rc == 0
 
 
 def test_every_extractor_describes_itself() -> None:
