@@ -79,7 +79,7 @@ class _TransformerText(Extractor):
 
     def vocabulary(self) -> dict[str, Any] | None:
         """Identity of the tokenizer vocabulary behind ``text_bert`` (stamped into features files)."""
-        from msa.models.layers.text import vocabulary_identity
+        from msa.models.layers.vocab import vocabulary_identity
 
         return vocabulary_identity(str(self._folder()))
 

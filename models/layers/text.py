@@ -7,19 +7,17 @@ must already be on disk: nothing is downloaded at run time.
 """
 from __future__ import annotations
 
-import functools
-import json
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
-from msa.core.hashing import json_sha256
 
 from msa.core.errors import MissingBackendError
 
 from .bert import load_bert
+from .vocab import vocabulary_identity  # noqa: F401  (re-exported: torch-free home in vocab.py)
 
 MINILM = "minilm"
 TINY = "tiny-random"
@@ -57,39 +55,6 @@ def load_hf_encoder(name: str) -> nn.Module:
             f"text encoder {name!r} is not available offline; pass a local folder with its config and "
             f"weights (e.g. a saved bert-base-uncased), or use 'minilm'"
         ) from e
-
-
-def _vocab_tokens(folder: Path) -> list[str] | None:
-    """The tokenizer's tokens in id order, from tokenizer.json, vocab.txt or vocab.json; None if absent."""
-    if (folder / "tokenizer.json").is_file():
-        vocab = json.loads((folder / "tokenizer.json").read_text(encoding="utf-8")).get("model", {}).get("vocab")
-        if isinstance(vocab, dict):
-            return [t for t, _ in sorted(vocab.items(), key=lambda kv: kv[1])]
-        if isinstance(vocab, list):  # Unigram: [token, score] in id order
-            return [t[0] if isinstance(t, list) else str(t) for t in vocab]
-    if (folder / "vocab.txt").is_file():
-        return (folder / "vocab.txt").read_text(encoding="utf-8").splitlines()
-    if (folder / "vocab.json").is_file():
-        vocab = json.loads((folder / "vocab.json").read_text(encoding="utf-8"))
-        return [t for t, _ in sorted(vocab.items(), key=lambda kv: kv[1])]
-    return None
-
-
-def _is_cjk(token: str) -> bool:
-    t = token.removeprefix("##")
-    return len(t) == 1 and "\u4e00" <= t <= "\u9fff"
-
-
-@functools.lru_cache(maxsize=8)
-def vocabulary_identity(folder: str | Path) -> dict[str, Any] | None:
-    """Identity of a model folder's tokenizer vocabulary: ``size``, ``sha256`` (of the tokens in id order)
-    and ``chinese`` (more than a quarter of the tokens are single CJK characters, as in bert-base-chinese;
-    bert-base-uncased has 1.6%). None when the folder has no tokenizer files."""
-    tokens = _vocab_tokens(Path(folder))
-    if not tokens:
-        return None
-    share = sum(map(_is_cjk, tokens)) / len(tokens)
-    return {"size": len(tokens), "sha256": json_sha256(tokens, 32), "chinese": share > 0.25}
 
 
 def encoder_folder(name: str) -> Path | None:
