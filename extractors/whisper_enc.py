@@ -74,7 +74,7 @@ def shared_encoder(clip: Any, model: Any) -> Iterator[None]:
 
 def resolve(model: str) -> tuple[str, dict[str, Any]]:
     """Model name -> (CTranslate2 folder, weights identity): ``base`` is the shipped multilingual model."""
-    from . import asr, whisper_models
+    from . import asr
 
     if model == whisper_models.BASE:
         return str(whisper_models.base_dir()), whisper_models.base_identity()

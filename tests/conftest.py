@@ -21,13 +21,15 @@ sine tone. Fixtures:
   Path} for error-path tests ("truncated" is the first third of a faststart mp4).
 - ``shared_data``: Path to ``../shared/data`` beside the repository; skips the test when absent.
 - ``ffmpeg_exe``: path of the static ffmpeg binary used for all of the above.
+- ``one_torch_thread``: torch runs on one thread for the test (reproducible sums, no oversubscription);
+  model tests opt in with ``pytestmark = pytest.mark.usefixtures("one_torch_thread")``.
 """
 from __future__ import annotations
 
 import random
 import subprocess
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 
 import pytest
 
@@ -89,6 +91,16 @@ def _generate(out: Path, *, duration: float, fps: float, size: tuple[int, int], 
     plain = out.with_name(f"norot_{out.name}")
     _ffmpeg(*args, str(plain))
     _ffmpeg("-display_rotation", str(rotation), "-i", str(plain), "-c", "copy", str(out))
+
+
+@pytest.fixture
+def one_torch_thread() -> Iterator[None]:
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="session")

@@ -21,12 +21,7 @@ SIMS = Task("sims", -1.0, 1.0, "sims", n_classes=3)
 MOSI = Task("mosi", -3.0, 3.0, "mosi")
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _model(task: Task = SIMS, dims: Dims = DIMS, **overrides) -> ClipCAMSA:

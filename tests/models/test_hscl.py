@@ -18,12 +18,7 @@ DIMS = Dims(text=32, audio=DA, vision=DV, text_len=L, audio_len=TA, vision_len=T
 MOSI = Task("mosi", -3.0, 3.0, "mosi")
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _model(task: Task = MOSI, dims: Dims = DIMS, **overrides) -> HSCL:

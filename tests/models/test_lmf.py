@@ -13,12 +13,7 @@ MOSI = Task("mosi", -3.0, 3.0, "mosi")
 DIMS = Dims(text=10, audio=4, vision=6, text_len=5, audio_len=7, vision_len=6, n_train=8)
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def make_batch(n: int = 6, seed: int = 0) -> dict[str, torch.Tensor]:

@@ -17,12 +17,7 @@ MOSI = Task("mosi", -3.0, 3.0, "mosi")
 DIMS = Dims(text=12, audio=5, vision=7, text_len=9, audio_len=14, vision_len=11, n_train=8)
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def make_batch(n: int = 3, seed: int = 0) -> dict[str, torch.Tensor]:

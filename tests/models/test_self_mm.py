@@ -19,12 +19,7 @@ PHQ8 = Task("phq8", 0.0, 24.0, "phq8")
 DIMS = Dims(text=768, audio=5, vision=7, text_len=12, audio_len=9, vision_len=6, n_train=10)
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def make_batch(n: int = 10, seed: int = 0, labels: torch.Tensor | None = None) -> dict[str, torch.Tensor]:

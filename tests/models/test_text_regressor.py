@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from msa.models import build_config, build_model
-from msa.models.base import Dims, Task
+from msa.models.base import Task
 from msa.pipeline.train.bundle import WEIGHTS, frozen_pretrained, load_bundle, save_bundle
 from msa.pipeline.train.data import FeatureSet, from_dict
 from msa.core.errors import UsageError

@@ -16,12 +16,7 @@ PHQ8 = Task("phq8", 0.0, 24.0, "phq8")
 DIMS = Dims(text=12, audio=5, vision=7, text_len=6, audio_len=9, vision_len=8, n_train=8)
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def make_batch(n: int = 8, seed: int = 0) -> dict[str, torch.Tensor]:

@@ -20,12 +20,7 @@ CASES = [(m, d) for m in MODELS.names() for d in DATASETS]
 MAX_EPOCHS = 150
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _sixteen(dataset: str) -> FeatureSet:

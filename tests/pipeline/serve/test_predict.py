@@ -35,14 +35,7 @@ def _fakes() -> None:
     extract_fakes.register()
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def fake_specs(log: Path) -> dict[str, dict]:
