@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 
 from msa.core.errors import MediaError, UsageError
-from msa.pipeline.extract.media import ffmpeg_exe
+from msa.pipeline.extract.media import ffmpeg_exe, probe
 
 SPEECH_WAV = Path(__file__).resolve().parent / "assets" / "example_speech.wav"
 SPEECH_TEXT = "I really love this movie. It is wonderful, and the acting is great."
@@ -33,8 +33,11 @@ def make_example_clip(out: str | Path, speech: str | Path = SPEECH_WAV, fps: int
     if not speech.is_file():
         raise UsageError(f"example speech not found: {speech} (package data missing: reinstall msa)")
     out.parent.mkdir(parents=True, exist_ok=True)
+    # the looped image is cut to the speech's length itself: -shortest alone can overshoot by the
+    # encoder's buffered frames when the machine is busy (a 5 s clip came out 6.4 s)
+    seconds = probe(speech).duration * max(1, repeat)
     args = [ffmpeg_exe(), "-nostdin", "-hide_banner", "-loglevel", "error", "-y",
-            "-loop", "1", "-framerate", str(fps), "-i", str(face_image()),
+            "-loop", "1", "-framerate", str(fps), "-t", f"{seconds:.3f}", "-i", str(face_image()),
             "-stream_loop", str(max(0, repeat - 1)), "-i", str(speech),
             "-map", "0:v", "-map", "1:a", "-shortest", "-c:v", "libx264", "-preset", "veryfast", "-tune", "stillimage",
             "-pix_fmt", "yuv420p", "-vf", "scale=trunc(iw/2)*2:trunc(ih/2)*2", "-c:a", "aac", "-b:a", "64k", str(out)]
