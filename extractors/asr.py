@@ -169,8 +169,15 @@ class WhisperASR(Extractor):
         return _load(str(resolve_model(name)[0]), *self._compute())
 
     def _encoder_model(self) -> Any:
-        """The model whose encoder outputs whisper_enc may share: base (detection) unless one model is fixed."""
-        return self._model(whisper_models.BASE if self.config.model == AUTO else self.config.model)
+        """The model whose encoder outputs whisper_enc may share: base (detection) unless one model is fixed.
+
+        With ``auto`` and a given language nothing is detected, so base is not even loaded for English.
+        """
+        if self.config.model != AUTO:
+            return self._model(self.config.model)
+        if self.config.language == "en":
+            return self._model(SHIPPED_MODEL)
+        return self._model(whisper_models.BASE)
 
     def _choose(self, audio: np.ndarray) -> tuple[str | None, str | None]:
         """(model name, language or None for the model to detect) for this audio; (None, None): no speech."""
