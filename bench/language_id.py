@@ -22,7 +22,6 @@ import argparse
 import os
 import shutil
 import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -56,7 +55,8 @@ def files(data: Path, ravdess: int, work: Path) -> list[tuple[str, str, Path]]:
         ("one_two_three_en.wav", "en"), ("radio_speech_a.wav", "en"), ("radio_speech_b.wav", "en"),
         ("si_la_dictee_fr.aiff", "fr"), ("zh_short.flac", "zh"))]
     out += [("video", "en", p) for p in sorted((data / "video").iterdir()) if p.suffix in VIDEO_EXTS]
-    rav = sorted((data / "emotion" / "ravdess").rglob("*.flac")) + sorted((data / "emotion" / "ravdess").rglob("*.wav"))
+    folder = data / "emotion" / "ravdess"
+    rav = sorted(folder.rglob("*.flac")) + sorted(folder.rglob("*.wav"))
     if rav and ravdess:
         step = max(1, len(rav) // ravdess)
         out += [("ravdess", "en", p) for p in rav[::step][:ravdess]]

