@@ -119,7 +119,7 @@ def main(argv: list[str] | None = None) -> int:
             wall[m] += time.perf_counter() - t0
             cpu[m] += time.process_time() - c0
             fallbacks += (padded["n"] - before) if m == "msa" else 0
-    speech = [asr.speech_audio(a)[0].size > 0 for a in audios]
+    speech = [asr.first_speech(a, 1).size > 0 for a in audios]
     items = [(g if s else "no speech", lang, path) for (g, lang, path), s in zip(items, speech)]
     if args.verbose:
         for i, (group, lang, path) in enumerate(items):

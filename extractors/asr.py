@@ -27,7 +27,7 @@ from msa.core.packages import shipped_files_status
 
 from . import whisper_models
 from .base import Extractor, Features, Transcript, Word
-from .whisper_enc import WINDOW_SAMPLES, shared_encoder, speech_audio
+from .whisper_enc import WINDOW_SAMPLES, shared_encoder
 
 SHIPPED_MODEL = "tiny.en"
 AUTO = "auto"  # detect with base, then tiny.en for English, base for the rest
@@ -263,7 +263,7 @@ def detect_language(model: Any, audio: np.ndarray, seconds: float = DETECT_SECON
     speech, so within ``shared_encoder`` the two share that encoder run. With ``no_speech`` a clip
     whose VAD keeps no speech gives None (nothing to transcribe); without, the whole audio is used.
     """
-    speech, _ = speech_audio(audio)
+    speech = first_speech(audio, WINDOW_SAMPLES)
     if speech.size == 0:
         if no_speech:
             return None
@@ -273,6 +273,20 @@ def detect_language(model: Any, audio: np.ndarray, seconds: float = DETECT_SECON
         if probability >= threshold or frames == 3000:  # 3000 frames: it was the full window already
             return language
     return _top_language(model, speech[:WINDOW_SAMPLES], True)[0]
+
+
+def first_speech(audio: np.ndarray, samples: int) -> np.ndarray:
+    """The first ``samples`` of VAD-kept speech: the samples ``whisper_enc.speech_audio`` starts with
+    (Silero VAD, faster-whisper's defaults), without gathering the rest of a long clip."""
+    from faster_whisper.vad import VadOptions, get_speech_timestamps
+
+    parts, n = [], 0
+    for chunk in get_speech_timestamps(audio, VadOptions()):
+        parts.append(audio[chunk["start"] : chunk["end"]])
+        n += chunk["end"] - chunk["start"]
+        if n >= samples:
+            break
+    return np.concatenate(parts)[:samples].astype(np.float32, copy=False) if parts else np.zeros(0, np.float32)
 
 
 def _top_language(model: Any, speech: np.ndarray, pad: bool) -> tuple[str, float, int]:

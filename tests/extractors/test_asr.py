@@ -160,7 +160,7 @@ class _FakeWhisper:
 
 def test_detection_is_unpadded_unless_unsure(monkeypatch: pytest.MonkeyPatch) -> None:
     """Issue 14: the first 10 s of speech unpadded; Whisper's padded 30 s window only below the threshold."""
-    monkeypatch.setattr(asr, "speech_audio", lambda audio: (audio, np.arange(audio.size)))
+    monkeypatch.setattr(asr, "first_speech", lambda audio, samples: audio[:samples])
     speech = np.ones(16000 * 25, np.float32)
     sure = _FakeWhisper(("de", 0.95))
     assert asr.detect_language(sure, speech) == "de" and sure.frames == [1000]  # 10 s, one short run
@@ -174,7 +174,7 @@ def test_detection_is_unpadded_unless_unsure(monkeypatch: pytest.MonkeyPatch) ->
     whole = _FakeWhisper(("fr", 0.2), padded=("fr", 0.2))
     assert asr.detect_language(whole, np.ones(16000 * 40, np.float32), seconds=30) == "fr"
     assert whole.frames == [3000]  # 30 s of speech unpadded is the padded window: no second run
-    monkeypatch.setattr(asr, "speech_audio", lambda audio: (audio[:0], np.arange(0)))
+    monkeypatch.setattr(asr, "first_speech", lambda audio, samples: audio[:0])
     assert asr.detect_language(_FakeWhisper(("en", 1.0)), speech, no_speech=True) is None
     assert asr.detect_language(_FakeWhisper(("en", 1.0)), speech) == "en"  # no VAD speech: the whole audio
     assert WhisperASR().config.detect_seconds == 10.0 and WhisperASR().config.detect_threshold == 0.9
@@ -215,7 +215,7 @@ def test_chinese_detection_pinned(shared_data: Path) -> None:
     """zh_short.flac (1 s) is zh unpadded (no fallback needed) and on the padded 30 s window."""
     base = WhisperASR()._model("base")
     audio = Clip.from_path(shared_data / "audio" / "zh_short.flac").audio(asr.SAMPLE_RATE)
-    speech = asr.speech_audio(audio)[0]
+    speech = asr.first_speech(audio, 10 * asr.SAMPLE_RATE)
     lang, p, _ = asr._top_language(base, speech[: 10 * asr.SAMPLE_RATE], False)
     assert (lang, p >= asr.DETECT_THRESHOLD) == ("zh", True), p
     assert asr.detect_language(base, audio) == "zh" and asr.detect_language(base, audio, seconds=0) == "zh"
@@ -226,7 +226,12 @@ def test_generated_german_is_detected_and_transcribed_by_base() -> None:
     clip = Clip.from_path(GERMAN)
     ex = WhisperASR()
     base = ex._model("base")
-    speech = asr.speech_audio(clip.audio(asr.SAMPLE_RATE))[0]
+    speech = asr.first_speech(clip.audio(asr.SAMPLE_RATE), 10 * asr.SAMPLE_RATE)
+    from msa.extractors.whisper_enc import speech_audio
+
+    whole = speech_audio(clip.audio(asr.SAMPLE_RATE))[0]  # whisper_enc's speech: the same samples, so shareable
+    np.testing.assert_array_equal(speech, whole[: 10 * asr.SAMPLE_RATE])
+    assert asr.first_speech(np.concatenate([clip.audio(asr.SAMPLE_RATE)] * 3), 5 * asr.SAMPLE_RATE).size == 80000
     lang, p, _ = asr._top_language(base, speech[: 10 * asr.SAMPLE_RATE], False)
     assert lang == "de" and p >= asr.DETECT_THRESHOLD, (lang, p)
     tr = ex.transcribe(clip)
