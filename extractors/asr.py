@@ -258,10 +258,10 @@ def detect_language(model: Any, audio: np.ndarray, seconds: float = DETECT_SECON
     decides, as faster-whisper's ``detect_language`` would. Unpadded, short clips do come out as another
     language (GRID clips as la/cy at 0.5), but on the 77 speech files of ``bench/language_id.py`` every
     answer at >= 0.9 matched the padded window's but one (an espeak Portuguese clip, wrong either way).
-    ``seconds=0`` uses the padded window only. The unpadded
-    window is the mel ``whisper_enc`` (``pad=False``) encodes when the clip has at most ``seconds`` of
-    speech, so within ``shared_encoder`` the two share that encoder run. With ``no_speech`` a clip
-    whose VAD keeps no speech gives None (nothing to transcribe); without, the whole audio is used.
+    ``seconds=0`` uses the padded window only. The unpadded window is the mel ``whisper_enc``
+    (``pad=False``) encodes when the clip has at most ``seconds`` of speech, so within ``shared_encoder``
+    the two share that encoder run. With ``no_speech`` a clip whose VAD keeps no speech gives None
+    (nothing to transcribe); without, the whole audio is used.
     """
     speech = first_speech(audio, WINDOW_SAMPLES)
     if speech.size == 0:
