@@ -40,5 +40,11 @@ RECIPES.update(
         "avec2019": {"asr": "whisper", "text": "minilm", "audio": "mfcc39", "visual": "facemesh_au"},
         # CLIP-CA-MSA: CLIP frame embeddings (needs CLIP weights)
         "clip": {"asr": "whisper", "text": "minilm", "audio": "egemaps", "visual": "clip_vitb16"},
+        # CH-SIMS / SIMS v2 (Mandarin): multilingual e5 offline, since MiniLM's vocabulary is English;
+        # msa-extract --text-encoder DIR (a local bert-base-chinese) gives text_bert ids instead
+        "sims": {"asr": "whisper", "text": "e5", "audio": "egemaps", "visual": "facemesh_au"},
     }
 )
+
+# A dataset's default recipe where it is not ``default`` (msa-extract --dataset NAME).
+DATASET_RECIPES: dict[str, str] = {"sims": "sims", "simsv2": "sims"}

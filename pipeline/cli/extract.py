@@ -1,13 +1,16 @@
 """msa-extract: raw clips -> cached per-clip features -> one MMSA-schema features file.
 
-    msa-extract INPUT --out feats/ [--recipe default] [--extractors text:minilm,audio:egemaps,visual:none]
+    msa-extract INPUT --out feats/ [--recipe default | --dataset sims] [--text-encoder DIR]
+                [--extractors text:minilm,audio:egemaps,visual:none]
                 [--set visual.fps=5] [--jobs N] [--backend loky|dask] [--scheduler ADDR]
                 [--max-len 50 | --max-len text=50,audio=400,vision=300] [--format pkl|npz]
                 [--limit-seconds S] [--missing error|empty] [--align]
 
 INPUT is a folder of clips (searched recursively), one media file, or an MMSA dataset folder
 (label.csv + Raw/<video_id>/<clip_id>.<ext>). Rerunning the same command resumes: what is cached
-is not extracted again.
+is not extracted again. ``--dataset sims``/``simsv2`` picks the ``sims`` recipe (Chinese-capable
+multilingual e5 text, offline); ``--text-encoder DIR`` extracts text with a local Hugging Face encoder
+(bert-base-chinese for SIMS) and stamps its vocabulary on the ids.
 """
 from __future__ import annotations
 
@@ -32,7 +35,7 @@ PROG = "msa-extract"
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from msa.extractors import RECIPES
+    from msa.extractors import DATASET_RECIPES, RECIPES
 
     p = argparse.ArgumentParser(prog=PROG, description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -40,7 +43,14 @@ def build_parser() -> argparse.ArgumentParser:
                                        "More: docs/extract.md")
     p.add_argument("input", help="folder of clips, one media file, or a dataset folder with label.csv + Raw/")
     p.add_argument("--out", required=True, help="output folder (features file, errors.jsonl, cache/)")
-    p.add_argument("--recipe", default="default", choices=sorted(RECIPES), help="named extractor set")
+    p.add_argument("--recipe", default=None, choices=sorted(RECIPES),
+                   help="named extractor set (default: the dataset's, else 'default')")
+    by_dataset = ", ".join(f"{d}: {r}" for d, r in DATASET_RECIPES.items())
+    p.add_argument("--dataset", default=None, metavar="NAME",
+                   help=f"the data's dataset (as msa-train's); sets the default recipe ({by_dataset})")
+    p.add_argument("--text-encoder", default=None, metavar="DIR",
+                   help="text through a local Hugging Face encoder folder (e.g. bert-base-chinese): text:hf with "
+                        "model=DIR; its ids carry the encoder's vocabulary stamp")
     p.add_argument("--extractors", action="append", default=[], metavar="MOD:NAME,...",
                    help="override the recipe per modality (asr/text/audio/visual); NAME 'none' disables one")
     p.add_argument("--set", action="append", default=[], metavar="MOD.KEY=VALUE", dest="settings",
@@ -84,7 +94,9 @@ def _main(args: argparse.Namespace) -> int:
         _write_report(out, e)
         raise
     _check_writable(out, StorageError)
-    refs, specs = resolve_extractors(args.recipe, ",".join(args.extractors), args.settings, out / "cache" / "specs")
+    recipe, overrides, settings = choose_recipe(args.recipe, args.dataset, args.text_encoder, args.extractors,
+                                                args.settings)
+    refs, specs = resolve_extractors(recipe, overrides, settings, out / "cache" / "specs")
     plan = Plan(
         out_dir=str(out),
         extractors=tuple(r for m, r in refs.items() if m != "asr"),
@@ -147,6 +159,29 @@ def _main(args: argparse.Namespace) -> int:
     print(f"features: {features_path}" + (f"   errors: {errors_path} ({len(failures)})" if failures else ""))
     _write_summary(out, records, wall, assemble_s, args)
     return 0
+
+
+def choose_recipe(recipe: str | None, dataset: str | None, text_encoder: str | None, extractors: list[str],
+                  settings: list[str]) -> tuple[str, str, list[str]]:
+    """(recipe, --extractors, --set) once ``--dataset`` and ``--text-encoder`` are applied.
+
+    A SIMS dataset defaults to the ``sims`` recipe (multilingual e5 text: MiniLM's vocabulary is English);
+    ``--text-encoder DIR`` replaces the text extractor by ``hf`` on that folder.
+    """
+    from msa.extractors import DATASET_RECIPES
+    from msa.pipeline.train.data import DATASETS
+
+    if dataset is not None and dataset not in DATASETS:
+        raise UsageError(f"--dataset: unknown dataset {dataset!r}; choose from {', '.join(DATASETS)}")
+    recipe = recipe or DATASET_RECIPES.get(dataset or "", "default")
+    overrides = ",".join(extractors)
+    if text_encoder:
+        texts = [p.partition(":")[2] for part in extractors for p in part.split(",") if p.strip().startswith("text:")]
+        if any(t != "hf" for t in texts):
+            raise UsageError(f"--text-encoder sets text:hf; it cannot go with --extractors text:{texts[0]}")
+        overrides = ",".join(filter(None, [overrides, "text:hf"]))
+        settings = [*settings, f"text.model={text_encoder}"]
+    return recipe, overrides, settings
 
 
 def resolve_extractors(recipe: str, overrides: str, settings: list[str],

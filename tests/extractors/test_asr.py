@@ -1,5 +1,5 @@
-"""Whisper ASR: pinned shipped weights, language choice, empty transcripts for non-speech, real English and
-Chinese speech (when ../shared/data exists)."""
+"""Whisper ASR: pinned shipped weights, language choice and detection, empty transcripts for non-speech,
+real English and Chinese speech (when ../shared/data exists), generated German speech."""
 from __future__ import annotations
 
 import csv
@@ -18,6 +18,7 @@ from msa.pipeline.extract.clip_input import Clip
 from msa.core.errors import MissingBackendError, UsageError
 
 DIGITS = "zero one two three four five six seven eight nine".split()
+GERMAN = Path(__file__).parent / "data" / "speech_de.flac"  # espeak-ng, see data/README.md
 
 
 def normalise(text: str) -> list[str]:
@@ -89,6 +90,7 @@ def test_silence_and_tone_give_empty_transcripts(make_clip) -> None:
     assert WhisperASR(language="en").transcribe_audio(np.zeros(800, dtype=np.float32)).language == "en"
     tone = Clip.from_path(make_clip(duration=2.0, video=False, ext="wav", sample_rate=16000))
     assert ex.transcribe(tone).words == ()
+    assert ex.transcribe(tone).language is None  # the VAD keeps no speech: nothing detected, nothing decoded
     f = ex.extract(tone)  # goes through the model and VAD, not the all-zero shortcut
     assert f.data.shape == (0, 3) and f.meta["empty_transcript"] is True and f.meta["text"] == ""
 
@@ -134,3 +136,127 @@ def test_chinese_speech(shared_data: Path) -> None:
     assert wer(list(truth), hyp)[0] <= 1, tr.text
     assert "".join(w.word for w in tr.words) == tr.text.replace(" ", "")  # word timings cover every character
     assert all(0 <= w.start < w.end <= clip.duration + 0.1 for w in tr.words)
+
+
+class _FakeWhisper:
+    """Stands in for a faster-whisper model: answers ``unsure`` (or ``sure``) unpadded, ``padded`` on 30 s."""
+
+    def __init__(self, unpadded: tuple[str, float], padded: tuple[str, float] = ("en", 0.4)) -> None:
+        self.answers = {False: unpadded, True: padded}
+        self.frames: list[int] = []  # mel frames of every encoder run
+        self.model = self
+
+    def feature_extractor(self, audio: np.ndarray) -> np.ndarray:
+        return np.zeros((80, audio.size // 160 + 1), np.float32)
+
+    def encode(self, mel: np.ndarray) -> int:
+        self.frames.append(mel.shape[-1])
+        return mel.shape[-1]
+
+    def detect_language(self, frames: int) -> list[list[tuple[str, float]]]:
+        lang, p = self.answers[frames == 3000]
+        return [[(f"<|{lang}|>", p), ("<|xx|>", (1 - p) / 2)]]
+
+
+def test_detection_is_unpadded_unless_unsure(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Issue 14: the first 10 s of speech unpadded; Whisper's padded 30 s window only below the threshold."""
+    monkeypatch.setattr(asr, "first_speech", lambda audio, samples: audio[:samples])
+    speech = np.ones(16000 * 25, np.float32)
+    sure = _FakeWhisper(("de", 0.95))
+    assert asr.detect_language(sure, speech) == "de" and sure.frames == [1000]  # 10 s, one short run
+    unsure = _FakeWhisper(("la", 0.5), padded=("en", 0.3))
+    assert asr.detect_language(unsure, speech) == "en" and unsure.frames == [1000, 3000]
+    assert asr.detect_language(unsure, speech, threshold=0.5) == "la"
+    padded_only = _FakeWhisper(("la", 0.99))
+    assert asr.detect_language(padded_only, speech, seconds=0) == "en" and padded_only.frames == [3000]
+    short = _FakeWhisper(("zh", 0.98))
+    assert asr.detect_language(short, speech[:16000]) == "zh" and short.frames == [100]  # 1 s: its own length
+    whole = _FakeWhisper(("fr", 0.2), padded=("fr", 0.2))
+    assert asr.detect_language(whole, np.ones(16000 * 40, np.float32), seconds=30) == "fr"
+    assert whole.frames == [3000]  # 30 s of speech unpadded is the padded window: no second run
+    monkeypatch.setattr(asr, "first_speech", lambda audio, samples: audio[:0])
+    assert asr.detect_language(_FakeWhisper(("en", 1.0)), speech, no_speech=True) is None
+    assert asr.detect_language(_FakeWhisper(("en", 1.0)), speech) == "en"  # no VAD speech: the whole audio
+    assert WhisperASR().config.detect_seconds == 10.0 and WhisperASR().config.detect_threshold == 0.9
+    with pytest.raises(UsageError):
+        WhisperASR(detect_threshold=1.5)
+
+
+def test_given_language_skips_detection_and_the_base_model(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``--language en`` with ``auto``: no detection and base is never loaded; ``zh`` goes to base."""
+    from types import SimpleNamespace
+
+    loaded: list[str] = []
+
+    class Model:
+        def __init__(self, name: str) -> None:
+            self.name = name
+
+        def transcribe(self, audio: np.ndarray, language: str | None, **_: object) -> tuple[list, object]:
+            return [], SimpleNamespace(language=language)
+
+    def model(self: WhisperASR, name: str) -> Model:
+        loaded.append(name)
+        return Model(name)
+
+    def no_detection(*_: object, **__: object) -> None:
+        raise AssertionError("language detection ran although the language was given")
+
+    monkeypatch.setattr(WhisperASR, "_model", model)
+    monkeypatch.setattr(asr, "detect_language", no_detection)
+    clip = SimpleNamespace(audio=lambda sr: np.ones(16000, np.float32), clip_id="c", memo={})
+    assert WhisperASR(language="en").transcribe(clip).language == "en" and set(loaded) == {"tiny.en"}
+    loaded.clear()
+    assert WhisperASR(language="zh").transcribe(clip).language == "zh" and set(loaded) == {"base"}
+
+
+@pytest.mark.realdata
+def test_chinese_detection_pinned(shared_data: Path) -> None:
+    """zh_short.flac (1 s) is zh unpadded (no fallback needed) and on the padded 30 s window."""
+    base = WhisperASR()._model("base")
+    audio = Clip.from_path(shared_data / "audio" / "zh_short.flac").audio(asr.SAMPLE_RATE)
+    speech = asr.first_speech(audio, 10 * asr.SAMPLE_RATE)
+    lang, p, _ = asr._top_language(base, speech[: 10 * asr.SAMPLE_RATE], False)
+    assert (lang, p >= asr.DETECT_THRESHOLD) == ("zh", True), p
+    assert asr.detect_language(base, audio) == "zh" and asr.detect_language(base, audio, seconds=0) == "zh"
+
+
+def test_generated_german_is_detected_and_transcribed_by_base() -> None:
+    """A non-English clip: detected de without the padded window, transcribed by base in German."""
+    clip = Clip.from_path(GERMAN)
+    ex = WhisperASR()
+    base = ex._model("base")
+    speech = asr.first_speech(clip.audio(asr.SAMPLE_RATE), 10 * asr.SAMPLE_RATE)
+    from msa.extractors.whisper_enc import speech_audio
+
+    whole = speech_audio(clip.audio(asr.SAMPLE_RATE))[0]  # whisper_enc's speech: the same samples, so shareable
+    np.testing.assert_array_equal(speech, whole[: 10 * asr.SAMPLE_RATE])
+    assert asr.first_speech(np.concatenate([clip.audio(asr.SAMPLE_RATE)] * 3), 5 * asr.SAMPLE_RATE).size == 80000
+    lang, p, _ = asr._top_language(base, speech[: 10 * asr.SAMPLE_RATE], False)
+    assert lang == "de" and p >= asr.DETECT_THRESHOLD, (lang, p)
+    tr = ex.transcribe(clip)
+    assert tr.language == "de"
+    assert {"film", "wirklich", "spannend"} <= {w.strip(".,").lower() for w in tr.text.split()}, tr.text
+
+
+def test_default_detection_shares_its_encoder_run_with_whisper_enc(monkeypatch: pytest.MonkeyPatch) -> None:
+    """auto + whisper_enc (pad=False) on one clip with <= 10 s of speech: the unpadded detection window is
+    whisper_enc's input, so whisper_enc encodes nothing more (msa-predict runs both on every clip)."""
+    import faster_whisper
+
+    from msa.extractors.whisper_enc import WhisperEnc
+
+    calls: list[tuple[int, ...]] = []
+    real = faster_whisper.WhisperModel.encode
+
+    def counting(self: object, features: np.ndarray) -> object:
+        calls.append(tuple(np.shape(features)))
+        return real(self, features)
+
+    monkeypatch.setattr(faster_whisper.WhisperModel, "encode", counting)
+    clip = Clip.from_path(GERMAN)
+    assert WhisperASR().transcribe(clip).language == "de"
+    assert calls[0][-1] < 3000  # detection: unpadded, no 30 s window
+    after_asr = len(calls)
+    WhisperEnc().extract(clip)
+    assert len(calls) == after_asr
