@@ -6,10 +6,11 @@ decaying noise impulse response, RT60 0.2-0.9 s), a telephone band (p 0.2: 300-3
 perturbation (p 0.4: resampling by 0.9 or 1.1, which moves tempo and pitch together, as Kaldi's speed
 perturbation does) and additive white or pink noise (p 0.7, SNR 5-20 dB). The copies keep their actor, so
 grouped cross-validation keeps an actor's originals and copies in one fold. Output: ``label.csv`` + ``Raw/``
-(16 kHz WAV), the tree ``msa-extract`` reads; ``mode`` is ``train`` for every copy. Never commit the output:
-it is RAVDESS audio (CC BY-NC-SA 4.0).
+(16 kHz WAV), the tree ``msa-extract`` reads; ``mode`` is ``train`` for every copy. Given the tree of
+``checkpoints/ravdess.py`` as ``out``, the copies are added to it (its rows kept, earlier copies
+replaced). Never commit the output: it is RAVDESS audio (CC BY-NC-SA 4.0).
 
-    .venv/bin/python bench/voice_affect_augment.py ../shared/data/emotion/ravdess /tmp/ravdess_aug --actors 1-20
+    .venv/bin/python bench/voice_affect_augment.py ../shared/data/emotion/ravdess /tmp/ravdess_ds --actors 1-20
 """
 from __future__ import annotations
 
@@ -128,11 +129,16 @@ def main() -> None:
                          "intensity": info["intensity"], "augment": "+".join(steps)})
     if not rows:
         raise SystemExit(f"no RAVDESS files of actors {args.actors} under {args.src}")
-    with open(args.out / "label.csv", "w", newline="", encoding="utf-8") as f:
-        w = csv.DictWriter(f, fieldnames=list(rows[0]))
+    label = args.out / "label.csv"
+    kept = []  # a tree of checkpoints/ravdess.py: its rows stay, earlier copies are replaced
+    if label.exists():
+        with open(label, newline="", encoding="utf-8") as f:
+            kept = [r for r in csv.DictReader(f) if "_aug" not in r["clip_id"]]
+    with open(label, "w", newline="", encoding="utf-8") as f:
+        w = csv.DictWriter(f, fieldnames=list(rows[0]), restval="")
         w.writeheader()
-        w.writerows(rows)
-    print(f"{len(rows)} augmented clips -> {args.out / 'label.csv'}")
+        w.writerows(kept + rows)
+    print(f"{len(rows)} augmented clips (+{len(kept)} rows kept) -> {label}")
 
 
 if __name__ == "__main__":

@@ -3,16 +3,16 @@
 Actors 1-20 (msa-extract's train and valid splits of the ``checkpoints/ravdess.py`` tree) are dealt into
 five folds of four consecutive actors (two male, two female each). Each fold trains ``pooled_mlp`` with
 msa-train's trainer (``select = "last"``: a fixed epoch count, no selection on the held-out fold) on the
-other sixteen actors, with their augmented copies when ``--aug`` is given, and scores the four held-out
+other sixteen actors, with their augmented copies with ``--train-aug``, and scores the four held-out
 actors' original clips after every epoch. Printed per recipe: the mean over folds of the held-out 8-class
 UAR at a few epoch counts, and at the last epoch the pooled held-out 8-class, 4-class (neutral / happy /
 sad / angry) and binary valence (happy vs sad + angry) UAR, the figures of ``bench/voice_affect.py``;
-with ``--aug`` also the 8-class UAR on the held-out actors' augmented copies (unseen actors in unseen
-recording conditions). ``--view`` picks the input: ``all`` (whisper_enc mean+std), ``std`` (the std half
+when the file has augmented copies (ids with ``_aug``) also the 8-class UAR on the held-out actors'
+copies (unseen actors in unseen recording conditions). ``--view`` picks the input: ``all`` (whisper_enc mean+std), ``std`` (the std half
 only: what subtracting each clip's own mean per dimension before pooling leaves), ``mean``; ``--egemaps``
 appends eGeMAPS functionals (matched by clip).
 
-    python bench/voice_affect_cv.py --feats feats/features.pkl [--aug aug/features.pkl] \
+    python bench/voice_affect_cv.py --feats feats/features.pkl [--train-aug] \
         --config '{"layers": 0, "dropout": 0.5, "lr": 3e-4, "weight_decay": 2.0}' --epochs 150
 """
 from __future__ import annotations
@@ -84,7 +84,7 @@ def probs_of(model: object, s: "Split", stats: dict) -> np.ndarray:  # noqa: F82
 
 
 def cv(d: dict[str, np.ndarray], aug: dict[str, np.ndarray] | None, overrides: dict, epochs: int, seed: int,
-       class_weights: str | None) -> dict[str, object]:
+       class_weights: str | None, train_aug: bool = True) -> dict[str, object]:
     """Held-out figures of one recipe over the five actor folds."""
     from msa.models import MODELS, build_config
     from msa.pipeline.train.classes import class_task
@@ -99,7 +99,7 @@ def cv(d: dict[str, np.ndarray], aug: dict[str, np.ndarray] | None, overrides: d
     for fold in FOLDS:
         held = np.isin(d["actor"], fold)
         xt, yt = d["x"][~held], d["y"][~held]
-        if aug is not None:
+        if aug is not None and train_aug:
             a_tr = ~np.isin(aug["actor"], fold)
             xt, yt = np.concatenate([xt, aug["x"][a_tr]]), np.concatenate([yt, aug["y"][a_tr]])
         train, valid = split("train", xt, yt), split("valid", d["x"][held], d["y"][held])
@@ -135,7 +135,10 @@ def cv(d: dict[str, np.ndarray], aug: dict[str, np.ndarray] | None, overrides: d
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--feats", type=Path, required=True, help="whisper_enc features of the RAVDESS tree")
-    p.add_argument("--aug", type=Path, help="whisper_enc features of augmented copies (bench/voice_affect_augment.py)")
+    p.add_argument("--aug", type=Path, help="whisper_enc features of augmented copies in another file (by default the "
+                   "rows of --feats whose clip id has '_aug', as the tree of bench/voice_affect_augment.py gives)")
+    p.add_argument("--train-aug", action="store_true", help="train on the copies of the training actors too "
+                   "(without: copies only score the held-out actors)")
     p.add_argument("--egemaps", type=Path, help="egemaps_func features of the same tree (appended per clip)")
     p.add_argument("--view", choices=("all", "std", "mean"), default="all")
     p.add_argument("--config", action="append", required=True, help="pooled_mlp overrides (JSON); repeatable")
@@ -148,10 +151,14 @@ def main() -> None:
 
     torch.set_num_threads(args.threads)
     d = load_all(args.feats, args.egemaps, args.view)
-    aug = load_all(args.aug, args.egemaps, args.view) if args.aug else None
+    copy = np.char.find(d["id"].astype(str), "_aug") >= 0  # augmented copies (bench/voice_affect_augment.py)
+    aug = {k: v[copy] for k, v in d.items() if k != "names"} if copy.any() else None
+    d = {k: (v[~copy] if k != "names" else v) for k, v in d.items()}
+    if args.aug:
+        aug = load_all(args.aug, args.egemaps, args.view)
     for text in args.config:
-        res = cv(d, aug, json.loads(text), args.epochs, args.seed, args.class_weights or None)
-        print(json.dumps({"config": json.loads(text), "view": args.view, "aug": bool(args.aug),
+        res = cv(d, aug, json.loads(text), args.epochs, args.seed, args.class_weights or None, args.train_aug)
+        print(json.dumps({"config": json.loads(text), "view": args.view, "train_aug": args.train_aug and aug is not None,
                           "egemaps": bool(args.egemaps), "epochs": args.epochs, **res}), flush=True)
 
 
