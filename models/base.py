@@ -71,14 +71,18 @@ class ParamGroup:
 
 def parse_select(select: str) -> tuple[str, bool]:
     """``val_loss`` -> ("loss", lower is better); ``mmsa_loss`` -> ("loss_mmsa", lower: MMSA's rule, the
-    validation loss averaged over batches and rounded to 4 decimals); ``max:CCC`` -> ("CCC", higher); ``min:MAE``."""
+    validation loss averaged over batches and rounded to 4 decimals); ``max:CCC`` -> ("CCC", higher); ``min:MAE``;
+    ``last`` -> ("last", False): no selection, the final epoch is kept (a fixed epoch count chosen beforehand,
+    e.g. by grouped cross-validation; the valid split may then be absent)."""
+    if select == "last":
+        return "last", False
     if select == "val_loss":
         return "loss", False
     if select == "mmsa_loss":
         return "loss_mmsa", False
     mode, sep, name = select.partition(":")
     if not sep or mode not in ("max", "min") or not name:
-        raise UsageError(f"bad selection rule {select!r}; use val_loss, mmsa_loss, max:<metric> or min:<metric>")
+        raise UsageError(f"bad selection rule {select!r}; use val_loss, mmsa_loss, last, max:<metric> or min:<metric>")
     return name, mode == "max"
 
 
@@ -110,7 +114,7 @@ def _is_select(v: str) -> bool:
     return True
 
 
-Select = Annotated[str, matching(_is_select, "val_loss, mmsa_loss, auto, max:<metric> or min:<metric>")]
+Select = Annotated[str, matching(_is_select, "val_loss, mmsa_loss, auto, last, max:<metric> or min:<metric>")]
 Scheduler = Annotated[str, parses(parse_scheduler, "a scheduler plateau:P:F (0 < F < 1), step:S:G or "
                                                 "multistep:M1,M2:G (increasing M >= 1, G > 0)")]
 
@@ -127,6 +131,7 @@ class TrainSettings(Checked):
     early_stop: Size = 8
     max_epochs: Size = 40
     select: Select = "val_loss"  # val_loss (min) | mmsa_loss | max:<metric> | min:<metric>, e.g. "max:CCC" | auto: the model's rule
+    # | last: no selection or early stopping, the weights after max_epochs (valid split optional)
     scheduler: Scheduler | None = None  # "plateau:<patience>:<factor>" | "step:<size>:<gamma>" | "multistep:<m1,m2>:<gamma>"
     # audio/vision scaling with train-split statistics (stored in the bundle): none | zscore (per feature,
     # what --normalize asks for) | minmax (one min and max per modality over all true frames -> [-1, 1], MIMRL)

@@ -87,6 +87,8 @@ class Record:
     error: dict[str, str] | None = None
     flags: tuple[str, ...] = ()
     asr_spec: dict[str, Any] | None = None
+    # the decoded Clip, only when run_clip is asked to keep it (msa-predict's affect readouts reuse its audio)
+    clip: Any = field(default=None, repr=False, compare=False)
 
 
 class _TextClip:
@@ -128,12 +130,14 @@ def _worker_setup(plan: Plan) -> None:
 
 
 def run_clip(index: int, item: Item, plan: Plan, wait: bool = False, cached_only: bool = False,
-             on_stage: Callable[[str], None] | None = None) -> Record:
+             on_stage: Callable[[str], None] | None = None, keep_clip: bool = False) -> Record:
     """Extract (or find cached) every stage of one clip. Never raises for a bad clip.
 
     ``cached_only``: extract nothing; a clip with work left comes back with status "todo".
     ``on_stage(name)`` is called as each stage starts (progress); an MsaError it raises fails the clip
     with that error's reason (how msa-serve cancels a job between stages).
+    ``keep_clip``: the record keeps the Clip the stages decoded (None when all was cached), for a caller in
+    the same process that reads the clip again; never for records sent back from worker processes.
     """
     _worker_setup(plan)
     rec = Record(index, item)
@@ -155,6 +159,8 @@ def run_clip(index: int, item: Item, plan: Plan, wait: bool = False, cached_only
     except Exception as e:  # noqa: BLE001 - an extractor bug must cost one clip, not the batch
         log.debug("clip %s failed", item.id, exc_info=True)
         job.fail("extractor_crash", f"{type(e).__name__}: {' '.join(str(e).split())[:300]}")
+    if keep_clip and rec.status != "failed":
+        rec.clip = job.clip
     _worker_setup(plan)
     if rec.status == "failed" and plan.stop_file and os.path.exists(plan.stop_file):
         rec.status, rec.error = "skipped", None  # killed by the Ctrl-C that stops the run: not the clip's fault

@@ -158,12 +158,15 @@ class AffectReader:
         self.face = FaceReader() if face else None
         self._lock = threading.Lock()  # msa-serve's workers share one reader; fer's interpreter is not thread-safe
 
-    def read(self, path: Path) -> Affect:
-        """Both readouts of the clip at ``path``, one clip at a time per reader."""
+    def read(self, path: Path, clip: Any = None) -> Affect:
+        """Both readouts of the clip at ``path``, one clip at a time per reader. ``clip``: the same file
+        already opened (msa-predict passes the extraction stages' clip, so its audio is decoded once)."""
         from msa.pipeline.extract.clip_input import Clip
 
+        if clip is not None and Path(clip.path) != Path(path):
+            raise ValueError(f"clip {clip.path} is not {path}")
         with self._lock:
-            return self._read(Clip.from_path(path))
+            return self._read(clip if clip is not None else Clip.from_path(path))
 
     def _read(self, clip: Any) -> Affect:
         from msa.core.errors import ExtractionError, MissingBackendError

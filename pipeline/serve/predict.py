@@ -261,7 +261,8 @@ class Predictor:
         item = Item(path.parent.name or ".", path.stem, path, text=text, label=0.0)
         if text is None and item.sidecar is not None:
             source = "sidecar"
-        rec = run_clip(0, item, self.plan, wait=True, on_stage=on_stage)
+        # the affect readouts reuse the clip the extraction stages decoded (no second decode)
+        rec = run_clip(0, item, self.plan, wait=True, on_stage=on_stage, keep_clip=self.affect is not None)
         if rec.status == "failed" or rec.entry is None:
             err = rec.error or {}
             msg = err.get("message", "failed")
@@ -274,7 +275,8 @@ class Predictor:
             if feats.get(TO_EXTRACT[m]) is None:
                 what = {"vision": "video stream", "audio": "audio stream", "text": "transcript"}[m]
                 raise MediaError(f"{path}: the bundle needs a {what}, the clip has none", reason=f"no_{m}")
-        affect = self.affect.read(path) if self.affect is not None else None
+        affect = self.affect.read(path, clip=rec.clip) if self.affect is not None else None
+        rec.clip = None  # its decoded audio and encoder outputs are not needed past the readouts
         timings = {k: round(v, 3) for k, v in rec.seconds.items()}
         timings.update(affect.seconds if affect is not None else {})
         task = self.bundle.task

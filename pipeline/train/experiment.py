@@ -124,10 +124,11 @@ def train_run(spec: RunSpec, log: Callable[[str], None] = _log) -> list[dict[str
     elif set(fs.splits) == {"all"}:
         raise UsageError(f"{spec.data} is not split (one 'all' split); pass --group-by COLUMN (e.g. video_id or "
                          "speaker) to split it by group, or give label.csv a mode column")
-    for name in ("train", "valid"):  # both must exist: a clear error before anything else
-        fs.split(name)
+    last = config.train.select == "last"  # a fixed epoch count: the valid split is optional
+    for name in ("train",) if last and "valid" not in fs.splits else ("train", "valid"):
+        fs.split(name)  # a clear error before anything else
     task, fs = prepare_task(spec, cls, fs, config)
-    train, valid = fs.split("train"), fs.split("valid")
+    train, valid = fs.split("train"), fs.splits.get("valid") if last else fs.split("valid")
     test = fs.splits.get("test")
     check_inputs(cls, fs)
     check_vocabulary(fs.stamp.get("text_vocab"), encoder, spec.dataset, str(spec.data))
@@ -173,11 +174,13 @@ def train_run(spec: RunSpec, log: Callable[[str], None] = _log) -> list[dict[str
             kwargs = dict(model_name=spec.model, config=config, task=task, dims=dims, specs=fs.specs, norm=stats,
                           text_encoder=encoder, provenance=_clean(provenance))
             key, higher = parse_select(settings.select)
-            value = result.valid[key]
+            value = result.valid[key] if key != "last" else 0.0  # "last": nothing to compare, the first seed's bundle
             if best_value is None or (value > best_value if higher else value < best_value):
                 best_value = value
                 save_bundle(out, model, **kwargs)
-                log(f"msa-train: seed {seed} is the best so far (valid {key} {value:.4f}); bundle written to {out}")
+                log(f"msa-train: seed {seed} is the best so far (valid {key} {value:.4f}); bundle written to {out}"
+                    if key != "last" else f"msa-train: seed {seed}, weights after epoch {result.best_epoch}; bundle "
+                    f"written to {out}")
             if spec.save_all_seeds:
                 save_bundle(out / "seeds" / str(seed), model, **kwargs)
     write_results(out / RESULTS, rows)

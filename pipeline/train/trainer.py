@@ -232,7 +232,7 @@ def _stderr_log(line: str) -> None:
     print(line, file=sys.stderr, flush=True)
 
 
-def fit(model: MSAModel, train: Split, valid: Split, test: Split | None, task: Task, *, seed: int,
+def fit(model: MSAModel, train: Split, valid: Split | None, test: Split | None, task: Task, *, seed: int,
         settings: TrainSettings | None = None, device: str | torch.device | None = None, stats: NormStats | None = None,
         amp: bool = False, progress: bool = True, log: Callable[[str], None] = _stderr_log,
         on_epoch: Callable[[dict[str, Any]], bool | None] | None = None) -> FitResult:
@@ -241,15 +241,21 @@ def fit(model: MSAModel, train: Split, valid: Split, test: Split | None, task: T
     ``on_epoch(record)`` receives every epoch's record (losses, validation metrics, model logs);
     returning True stops training. ``test`` is evaluated once, after selection, with the selected weights.
     ``amp`` turns on bf16 autocast for the training steps on CUDA; validation and test always run in fp32.
+    With ``select = "last"`` nothing is selected and nothing stops early: the model keeps the weights after
+    ``max_epochs``, and ``valid`` may be None (then no epoch is validated).
     """
     settings = settings or model.train_settings()
     dev = device if isinstance(device, torch.device) else resolve_device(device)
     amp_dtype = amp_dtype_for(dev, amp)
     key, higher = parse_select(settings.select)
+    last = key == "last"
+    if valid is None and not last:
+        raise UsageError(f"selection rule {settings.select!r} needs a valid split; only 'last' trains without one")
     model.to(dev)
     t0 = time.perf_counter()
     train_loader = DeviceLoader(make_loader(train, settings.batch_size, shuffle=True, seed=seed, stats=stats), dev)
-    valid_loader = DeviceLoader(make_loader(valid, settings.batch_size, shuffle=False, stats=stats), dev)
+    valid_loader = (DeviceLoader(make_loader(valid, settings.batch_size, shuffle=False, stats=stats), dev)
+                    if valid is not None else None)
     optimizers, notes = build_optimizers(model, settings)
     schedulers = build_schedulers(optimizers, settings.scheduler)
     interactive = progress and sys.stderr.isatty()
@@ -275,23 +281,24 @@ def fit(model: MSAModel, train: Split, valid: Split, test: Split | None, task: T
                     for k2, v in logs.items():
                         record[f"train_{k2}" if stage == "main" else f"{stage}/{k2}"] = v
             record.update({k2: float(v) for k2, v in (model.on_epoch_end(epoch) or {}).items()})
-            val = evaluate(model, valid_loader, task, batch_loss=key == "loss_mmsa")
-            if key not in val:
+            val = evaluate(model, valid_loader, task, batch_loss=key == "loss_mmsa") if valid_loader is not None else {}
+            if not last and key not in val:
                 raise UsageError(f"selection metric {key!r} is not computed for {task.name}; available: {', '.join(val)}")
             record.update({f"val_{k2}": v for k2, v in val.items()})
             for sched in schedulers:
                 if isinstance(sched, torch.optim.lr_scheduler.ReduceLROnPlateau):
-                    sched.step(val["loss"])
+                    sched.step(val["loss"] if val else record.get("train_loss", math.nan))
                 else:
                     sched.step()
             for stage, o in optimizers.items():
                 record[f"lr/{stage}"] = o.param_groups[0]["lr"]
-            value = val[key]
-            improved = not math.isnan(value) and (
+            value = float(epoch) if last else val[key]
+            improved = last or not math.isnan(value) and (
                 best_epoch == 0 or (value > best_value + IMPROVE_EPS if higher else value < best_value - IMPROVE_EPS))
             if improved:
                 best_value, best_epoch, best_valid = value, epoch, val
-                best_state = {k2: v.detach().to("cpu", copy=True) for k2, v in model.state_dict().items()}
+                if not last:  # "last": the weights the loop ends with (below), no copy per epoch
+                    best_state = {k2: v.detach().to("cpu", copy=True) for k2, v in model.state_dict().items()}
             record["seconds"] = time.perf_counter() - te
             record["best"] = improved
             history.append(record)
@@ -299,16 +306,19 @@ def fit(model: MSAModel, train: Split, valid: Split, test: Split | None, task: T
                 bar.close()
             if epochs_bar is not None:
                 epochs_bar.update(1)
-                epochs_bar.set_postfix_str(f"val {key} {value:.4f} (best {best_value:.4f} @ {best_epoch})")
+                if not last:
+                    epochs_bar.set_postfix_str(f"val {key} {value:.4f} (best {best_value:.4f} @ {best_epoch})")
             log(_line(record, key, settings.max_epochs))
             if on_epoch is not None and on_epoch(record):
                 stopped = "callback"
                 break
-            if epoch - best_epoch >= settings.early_stop:
+            if not last and epoch - best_epoch >= settings.early_stop:
                 stopped = "early_stop"
                 break
         if epochs_bar is not None:
             epochs_bar.close()
+        if last and history:
+            best_state = {k2: v.detach().to("cpu", copy=True) for k2, v in model.state_dict().items()}
         if best_state is None:
             raise TrainingError(f"no epoch produced a finite validation {key}; nothing to select")
         model.load_state_dict(best_state)
@@ -332,7 +342,8 @@ def _bar(enabled: bool, total: int, desc: str, leave: bool = False) -> Any:
 
 def _line(r: dict[str, Any], key: str, max_epochs: int) -> str:
     """One readable line per epoch (the log when stderr is not a terminal)."""
-    extra = "" if key == "loss" else f" {key} {r[f'val_{key}']:.4f}"
+    extra = "" if key in ("loss", "last") or f"val_{key}" not in r else f" {key} {r[f'val_{key}']:.4f}"
+    val = f" | val loss {r['val_loss']:.4f}{extra}" if "val_loss" in r else ""
     return (f"seed {r['seed']} epoch {r['epoch']}/{max_epochs}: train loss {r.get('train_loss', float('nan')):.4f}"
-            f" | val loss {r['val_loss']:.4f}{extra} | {r['seconds']:.1f}s{' *' if r['best'] else ''}")
+            f"{val} | {r['seconds']:.1f}s{' *' if r['best'] and key != 'last' else ''}")
 

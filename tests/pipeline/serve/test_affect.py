@@ -36,6 +36,25 @@ def test_shipped_voice_bundle_names_the_ravdess_classes():
     assert "CC BY-NC-SA" in json.dumps(meta["provenance"])
 
 
+def test_shipped_voice_bundle_figures_follow_from_its_confusion_matrix_and_are_the_documented_ones():
+    """The recorded test figures of checkpoints/voice_affect (actors 21-24, never used to choose anything)
+    are recomputed from its confusion matrix, metrics.json says the same, and the docs quote them."""
+    from msa.pipeline.train.class_metrics import uar
+
+    meta = json.loads((VOICE_BUNDLE / "bundle.json").read_text())
+    prov = meta["provenance"]
+    test = prov["metrics"]["test"]
+    m = np.array(test["confusion"])
+    assert m.sum() == 240 and m.shape == (8, 8) and m.sum(axis=1).tolist() == [32, 32, 32, 32, 32, 16, 32, 32]
+    assert uar(m) == pytest.approx(test["UAR"], abs=1e-4)
+    assert json.loads((VOICE_BUNDLE / "metrics.json").read_text())["seeds"][0]["test"] == test
+    assert prov["train_settings"]["select"] == "last" and prov["splits"]["test"] == 240  # a fixed epoch count
+    root = VOICE_BUNDLE.parents[1]
+    for doc in (root / "checkpoints" / "README.md", root / "docs" / "benchmarks.md"):
+        if doc.exists():  # a source checkout (an installed wheel carries no docs)
+            assert f"{test['UAR']:.3f}" in doc.read_text(), doc
+
+
 def test_text_lines_and_plot_rows():
     voice = {"emotions": {"angry": 0.7, "sad": 0.2, "calm": 0.1}, "valence": -0.5, "arousal": 0.5}
     lines = describe(voice, None)

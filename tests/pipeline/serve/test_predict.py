@@ -273,3 +273,33 @@ def test_cli_transcript_takes_one_clip(tmp_path, clip_dir, capsys):
     t.write_text("hello")
     rc = predict_main([str(clip_dir / "talk.mp4"), str(clip_dir / "talk.mp4"), "--transcript", str(t)])
     assert rc == 2 and "one CLIP" in capsys.readouterr().err
+
+
+def test_affect_readouts_reuse_the_clip_the_extraction_decoded(tmp_path, clip_dir, monkeypatch):
+    """msa-predict decodes a clip's audio once: the voice readout reads the extraction stages' Clip
+    (its cached samples) instead of opening the file again; with every feature cached it decodes once too."""
+    from msa.pipeline.extract import clip_input
+    from msa.pipeline.serve.affect import AffectReader
+
+    decodes: list[str] = []
+    real = clip_input.load_audio
+
+    def counting(path, *args, **kwargs):
+        decodes.append(str(path))
+        return real(path, *args, **kwargs)
+
+    monkeypatch.setattr(clip_input, "load_audio", counting)
+
+    class Voice:  # reads the samples as the whisper_enc readout does
+        def read(self, clip):
+            n = clip.audio(16000).size
+            return {"emotions": {"happy": 1.0}, "valence": 0.8, "arousal": 0.5, "samples": n}, None
+
+    bundle = save_lmf_bundle(tmp_path / "b", tmp_path / "calls.log")
+    with Predictor(PredictOptions(bundle=bundle, signals=(), asr="fake_asr", affect=False)) as p:
+        p.affect = AffectReader(voice_bundle=None, face=False)
+        p.affect.voice = Voice()
+        first = p.predict(clip_dir / "talk.mp4")
+        assert len(decodes) == 1 and first.affect.voice["samples"] > 0
+        second = p.predict(clip_dir / "talk.mp4")  # features cached: only the readout needs the audio
+    assert len(decodes) == 2 and second.affect.voice == first.affect.voice

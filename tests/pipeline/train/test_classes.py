@@ -150,6 +150,26 @@ def test_the_binary_preset_through_msa_train(tmp_path: Path, capsys) -> None:
     assert metrics["metrics"] == "binary" and metrics["task"] == "binary" and metrics["classes"] == ["no", "yes"]
 
 
+def test_a_fixed_epoch_count_trains_without_a_valid_split(tmp_path: Path, capsys) -> None:
+    """select "last" (the epoch count chosen beforehand by grouped cross-validation): a file with train and
+    test only trains on all of train, keeps the final weights, and still scores test once."""
+    data = tmp_path / "feats.pkl"
+    data.write_bytes(pickle.dumps(audio_only(sizes={"train": 60, "test": 24})))
+    run = tmp_path / "run"
+    cfg = _json(tmp_path, {"train": {"select": "last", "max_epochs": 12}})
+    rc, out, err = run_cli(train_main, ["--data", str(data), "--task", "classification", "--model", "pooled_mlp",
+                                        "--preset", "tiny", "--config", cfg, "--normalize", "--out", str(run),
+                                        "--quiet"], capsys)
+    assert rc == 0, err
+    assert "best epoch 12" in out and "weights after epoch 12" in err
+    meta = load_bundle(run).meta["provenance"]
+    assert meta["splits"] == {"train": 60, "test": 24} and meta["metrics"]["valid"] == {}
+    assert meta["metrics"]["test"]["UAR"] >= 0.75
+    rc, _, err = run_cli(train_main, ["--data", str(data), "--task", "classification", "--model", "pooled_mlp",
+                                      "--preset", "tiny", "--out", str(tmp_path / "run2"), "--quiet"], capsys)
+    assert rc != 0 and "no split 'valid'" in err  # any other selection rule still needs one
+
+
 def test_an_unsplit_file_asks_for_group_by(tmp_path: Path, capsys) -> None:
     raw = audio_only(sizes={"all": 30})
     data = tmp_path / "feats.pkl"

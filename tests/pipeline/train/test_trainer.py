@@ -136,6 +136,26 @@ def test_selection_by_a_maximised_metric(fs) -> None:
         parse_select("best:Corr")
 
 
+def test_select_last_keeps_the_final_epoch_and_needs_no_valid_split(fs) -> None:
+    """``last``: a fixed epoch count (chosen beforehand, e.g. by grouped cross-validation), no early stop;
+    with a valid split it is only logged, and without one the run is the same."""
+    model, res = _run(fs, select="last", lr=0.3, early_stop=1, max_epochs=9)
+    assert res.best_epoch == res.epochs_run == 9 and res.stopped == "max_epochs"
+    assert all("val_loss" in r for r in res.history) and res.valid == {k[4:]: v for k, v in res.history[-1].items()
+                                                                       if k.startswith("val_")}
+    seed_everything(7)
+    task = make_task("mosi", fs)
+    alone = Lin(LinConfig(select="last", lr=0.3, early_stop=1, max_epochs=9), fs.dims(), task)
+    res2 = fit(alone, fs.split("train"), None, None, task, seed=7, device="cpu", progress=False, log=lambda line: None)
+    assert res2.best_epoch == 9 and res2.valid == {} and not any("val_loss" in r for r in res2.history)
+    for k, v in model.state_dict().items():
+        assert torch.equal(v, alone.state_dict()[k])  # validation never changes what is trained
+    with pytest.raises(UsageError, match="needs a valid split"):
+        fit(Lin(LinConfig(), fs.dims(), task), fs.split("train"), None, None, task, seed=7, device="cpu",
+            progress=False, log=lambda line: None)
+    assert parse_select("last") == ("last", False)
+
+
 def test_test_split_is_scored_once_after_selection_and_never_selects(fs) -> None:
     def test_split(scale: float):
         raw = make_mmsa(SynthSpec(sizes=(("test", 16),)), seed=int(scale))
