@@ -10,8 +10,10 @@ pooled per ``window`` seconds of the original timeline (hop ``window / 2``), for
 
 Sharing with ASR: :func:`shared_encoder` memoises ``WhisperModel.encode`` on the clip (``clip.memo``),
 keyed by the loaded model and the exact mel input. The ASR stage runs inside it, so when it encodes
-the same window with the same model (language detection with the multilingual base model encodes the
-first 30 s of the VAD-kept audio, padded, exactly like ``pad=True``) the encoder runs once per clip for both.
+the same window with the same model the encoder runs once per clip for both: the ``auto`` recogniser's
+language detection encodes the first 10 s of VAD-kept speech unpadded (``pad=False``, the shipped voice
+bundle's input, for clips with at most 10 s of speech), and its padded fallback, like an explicit
+``model=base``, encodes the first 30 s padded (``pad=True``).
 """
 from __future__ import annotations
 
