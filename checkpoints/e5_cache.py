@@ -21,33 +21,46 @@ MAX_TOKENS = 128
 
 
 class LowerCache:
-    """Cached (hidden states entering layer ``split``, frozen vector) by text."""
+    """Cached (hidden states entering layer ``SPLIT``, frozen vector) by token ids (``<s> query: text </s>``,
+    cut to the ``max_tokens`` asked for: the same text cut differently is another entry)."""
 
     def __init__(self, folder: Path) -> None:
         import torch
 
+        from msa.extractors.e5_port import token_ids
+
         self.folder, self.hidden, self.vecs = folder, {}, {}
         for f in sorted(folder.glob("*.pt")) if folder.is_dir() else ():
             z = torch.load(f, weights_only=True)
-            self.hidden.update(zip(z["texts"], z["hidden"]))
-            self.vecs.update(zip(z["texts"], z["vecs"]))
+            if z["split"] != SPLIT:
+                raise SystemExit(f"e5_cache: {f} holds layer {z['split']}'s input, expected {SPLIT}")
+            keys = [tuple(i) for i in z.get("ids") or token_ids(z["texts"], z["max_tokens"])]
+            self.hidden.update(zip(keys, z["hidden"]))
+            self.vecs.update(zip(keys, z["vecs"]))
 
-    def fill(self, texts: list[str], split: int = SPLIT, max_tokens: int = MAX_TOKENS, chunk: int = 512,
-             batch: int = 32, log: bool = True) -> None:
+    def keys(self, texts: list[str], max_tokens: int = MAX_TOKENS) -> list[tuple[int, ...]]:
+        from msa.extractors.e5_port import token_ids
+
+        return [tuple(i) for i in token_ids(texts, max_tokens)]
+
+    def fill(self, texts: list[str], max_tokens: int = MAX_TOKENS, chunk: int = 512, batch: int = 32,
+             log: bool = True) -> list[tuple[int, ...]]:
+        """Compute what is missing; returns the keys of ``texts``."""
         import torch
 
-        from msa.extractors.e5_port import token_ids
         from msa.models.layers.e5 import E5Encoder, pad_ids
 
-        todo = list(dict.fromkeys(t for t in texts if t not in self.hidden))
+        split = SPLIT
+        keys = self.keys(texts, max_tokens)
+        todo = list(dict.fromkeys(k for k in keys if k not in self.hidden))
         if not todo:
-            return
+            return keys
         enc = E5Encoder().eval()
         self.folder.mkdir(parents=True, exist_ok=True)
         t0 = time.time()
         for c in range(0, len(todo), chunk):
-            part = todo[c : c + chunk]
-            ids = token_ids(part, max_tokens)
+            ids = [list(k) for k in todo[c : c + chunk]]
+            part = ids
             order = sorted(range(len(part)), key=lambda i: len(ids[i]))
             hidden, vecs = [None] * len(part), [None] * len(part)
             with torch.inference_mode():
@@ -59,17 +72,18 @@ class LowerCache:
                     for j, i in enumerate(sel):
                         hidden[i] = h[j, : len(ids[i])].to(torch.float16).clone()
                         vecs[i] = v[j]
-            out = {"texts": part, "hidden": hidden, "vecs": torch.stack(vecs), "split": split,
+            out = {"texts": [], "ids": ids, "hidden": hidden, "vecs": torch.stack(vecs), "split": split,
                    "max_tokens": max_tokens}
             tmp = self.folder / f".chunk_{time.time_ns()}.tmp"
             torch.save(out, tmp)
             os.replace(tmp, tmp.with_name(tmp.name[1:].replace(".tmp", ".pt")))
-            self.hidden.update(zip(part, hidden))
-            self.vecs.update(zip(part, vecs))
+            self.hidden.update(zip(map(tuple, ids), hidden))
+            self.vecs.update(zip(map(tuple, ids), vecs))
             if log:
                 done = c + len(part)
                 print(f"e5_cache: {done}/{len(todo)} texts, {done / (time.time() - t0):.1f}/s", file=sys.stderr,
                       flush=True)
+        return keys
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -98,10 +98,8 @@ class LowerVectors:
         self.lower = lower
 
     def get(self, texts: list[str]) -> np.ndarray:
-        missing = [t for t in texts if t not in self.lower.vecs]
-        if missing:
-            self.lower.fill(missing)
-        return np.stack([self.lower.vecs[t].numpy() for t in texts]) if texts else np.zeros((0, 384), np.float32)
+        keys = self.lower.fill(texts)
+        return np.stack([self.lower.vecs[k].numpy() for k in keys]) if texts else np.zeros((0, 384), np.float32)
 
 
 def rows(texts: list[str], cache: Any, e5_ids: int = 0) -> np.ndarray:
@@ -126,8 +124,6 @@ def split_dict(texts: list[str], labels: np.ndarray, ids: list[str], cache: Any,
 
 def lower_memo(lower: Any, texts: list[str], e5_ids: int, split: int) -> dict[tuple[int, ...], Any]:
     """Token ids -> cached hidden states entering layer ``split`` (what BilingualText.lower_memo reads)."""
-    from msa.extractors.e5_port import token_ids
-
     import torch
 
     from msa.checkpoints.e5_cache import SPLIT
@@ -136,12 +132,7 @@ def lower_memo(lower: Any, texts: list[str], e5_ids: int, split: int) -> dict[tu
     if split < SPLIT:
         raise SystemExit(f"train_bilingual: the lower-layer cache holds layer {SPLIT}'s input; tuning from layer {split} "
                          "needs a cache made with a lower split")
-    missing = [t for t in texts if t not in lower.hidden]
-    if missing:
-        lower.fill(missing, max_tokens=e5_ids)
-    memo = {}
-    for t, ids in zip(texts, token_ids(texts, e5_ids), strict=True):
-        memo[tuple(ids)] = lower.hidden[t]
+    memo = {k: lower.hidden[k] for k in lower.fill(texts, max_tokens=e5_ids)}
     if split > SPLIT:  # run the extra frozen layers once over the cached states
         enc = E5Encoder().eval()
         keys = sorted(memo, key=len)

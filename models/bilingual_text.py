@@ -115,7 +115,7 @@ class BilingualText(MSAModel):
         from .layers.e5 import E5Encoder, pad_ids
 
         counts = row[:, self.latin_col + 1].round().long().tolist()
-        if min(counts, default=1) < 2:
+        if min(counts, default=2) < 2:
             raise UsageError("bilingual_text: a row sent to the tuned e5 path has no e5 token ids (Latin-script text "
                              "is not tokenised by e5_minilm; use route='script')")
         ids = row[:, self.latin_col + 2 :].round().long()
@@ -148,6 +148,8 @@ class BilingualText(MSAModel):
         route = self.config.route
         to_e5 = torch.ones_like(latin) if route == "e5" else ~latin if route == "script" else torch.zeros_like(latin)
         if self.config.tune_layers:
+            # rows without e5 ids (all-zero padding rows, such as the bundle loader's dry run) score 0
+            to_e5 = to_e5 & (row[:, self.latin_col + 1] > 0)
             e5_raw = row.new_zeros(row.shape[0])
             if to_e5.any():
                 e5_raw = e5_raw.index_put((to_e5,), self.other(self.e5_vectors(row[to_e5])).squeeze(-1))
