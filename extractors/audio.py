@@ -296,6 +296,9 @@ class _OpenSmile(Extractor):
     def weights_identity(self) -> dict[str, Any]:
         return {"package": "opensmile", "version": version("opensmile"), "feature_set": self.feature_set}
 
+    def preload(self) -> None:
+        self._smiles  # noqa: B018 - the library and config names; each call builds and frees its own instance
+
     def _functionals(self) -> bool:
         return self._levels() == ("Functionals",)
 

@@ -228,6 +228,9 @@ class FaceMeshAU(Extractor):
     def describe(self) -> tuple[int, tuple[str, ...], float | None]:
         return len(COLUMNS), COLUMNS, self.config.fps
 
+    def preload(self) -> None:
+        import_mediapipe()  # the graph itself owns threads: built lazily, in the process that uses it
+
     def _get_mesh(self) -> Any:
         if self._mesh is None:
             mp = import_mediapipe()

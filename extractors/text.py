@@ -98,6 +98,10 @@ class _TransformerText(Extractor):
 
         return vocabulary_identity(str(self._folder()))
 
+    def preload(self) -> None:
+        if self.numpy_encoder:  # numpy and a memory-mapped file: shared by forked workers (torch is left lazy)
+            _load(str(self._folder()), True)
+
     def extract(self, clip: Any) -> Features:
         transcript = getattr(clip, "transcript", None)
         if transcript is None:

@@ -1,7 +1,7 @@
 """msa-extract: raw clips -> cached per-clip features -> one MMSA-schema features file.
 
     msa-extract INPUT --out feats/ [--recipe default] [--extractors text:minilm,audio:egemaps,visual:none]
-                [--set visual.fps=5] [--jobs N] [--backend loky|dask] [--scheduler ADDR]
+                [--set visual.fps=5] [--jobs N] [--backend fork|loky|dask] [--scheduler ADDR]
                 [--max-len 50 | --max-len text=50,audio=400,vision=300] [--format pkl|npz]
                 [--limit-seconds S] [--missing error|empty] [--align]
 
@@ -33,6 +33,7 @@ PROG = "msa-extract"
 
 def build_parser() -> argparse.ArgumentParser:
     from msa.extractors import RECIPES
+    from msa.pipeline.extract.runner import BACKENDS, DEFAULT_BACKEND
 
     p = argparse.ArgumentParser(prog=PROG, description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -46,7 +47,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--set", action="append", default=[], metavar="MOD.KEY=VALUE", dest="settings",
                    help="extractor config override, e.g. visual.fps=5 (repeatable; JSON values)")
     p.add_argument("--jobs", type=int, default=1, help="clips in parallel (default 1)")
-    p.add_argument("--backend", default="loky", choices=("loky", "dask"), help="parallel engine for --jobs")
+    p.add_argument("--backend", default=DEFAULT_BACKEND, choices=BACKENDS,
+                   help=f"parallel engine for --jobs: fork (warm workers forked from this process), loky (fresh "
+                        f"interpreters) or dask (default {DEFAULT_BACKEND})")
     p.add_argument("--scheduler", default=None, metavar="ADDR", help="dask scheduler address (default: a local cluster)")
     p.add_argument("--max-len", default="", metavar="N|MOD=N,...", help="pad/truncate lengths (default: longest)")
     p.add_argument("--align", action="store_true",
