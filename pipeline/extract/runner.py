@@ -54,11 +54,13 @@ def run_all(
             for i, item in tasks:
                 rec = run_clip(i, item, plan, cached_only=True)
                 if rec.status == "todo":
-                    pending.append((i, item))
+                    pending.append((rec.duration, i, item))
                 elif rec.status != "skipped":
                     records.append(rec)
                     on_record(rec)
-            tasks = pending
+            # longest clips first (their probed durations): a long clip started last would leave the other
+            # workers idle at the end; records are put back in input order below
+            tasks = [(i, item) for _, i, item in sorted(pending, key=lambda p: (-p[0], p[1]))]
         for rec in _execute(tasks, plan, jobs, backend, scheduler) if tasks else ():
             if rec.status == "busy":
                 busy.append(rec)

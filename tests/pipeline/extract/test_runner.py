@@ -402,3 +402,14 @@ def test_ctrl_c_finishes_the_clip_in_flight_and_the_rerun_resumes(tmp_path: Path
     assert subprocess.run(argv, capture_output=True, timeout=120).returncode == 0
     assert len(calls(log)) == 4  # each clip's audio extracted exactly once across both runs
     assert len(load(out)["all"]["id"]) == 4
+
+
+def test_parallel_runs_start_the_longest_clips_first(tmp_path: Path, clips: dict) -> None:
+    """With --jobs, clips are dispatched by probed duration, longest first; the output keeps input order."""
+    inp = folder(tmp_path, clips, ("av", "av2"))  # 1.0 s, 1.2 s
+    shutil.copy(clips["wav"], inp / "a0.wav")  # 0.8 s, first in input order
+    log = tmp_path / "calls.log"
+    assert extract(inp, tmp_path / "out", log, "--set", "audio.sleep=0.3", "--jobs", "2", "--missing", "empty") == 0
+    audio = [c.split()[1] for c in calls(log) if c.startswith("fake_audio")]
+    assert sorted(audio[:2]) == ["av", "av2"] and audio[2] == "a0"
+    assert list(load(tmp_path / "out")["all"]["id"]) == ["in$_$a0", "in$_$av", "in$_$av2"]
