@@ -32,7 +32,8 @@ __all__ = ["BACKENDS", "DEFAULT_BACKEND", "STAGES", "ExtractorRef", "Plan", "Rec
 
 log = logging.getLogger("msa.runner")
 BACKENDS = ("fork", "loky", "dask")
-DEFAULT_BACKEND = "fork" if "fork" in multiprocessing.get_all_start_methods() else "loky"
+# fork only where it is the platform's own default (Linux): macOS system libraries are not fork-safe
+DEFAULT_BACKEND = "fork" if sys.platform.startswith("linux") else "loky"
 
 
 def run_all(
@@ -107,7 +108,8 @@ def _execute_forked(tasks: list[tuple[int, Item]], plan: Plan, jobs: int) -> Ite
     from concurrent.futures import ProcessPoolExecutor, as_completed
 
     preload(plan)
-    pool = ProcessPoolExecutor(min(jobs, len(tasks)), mp_context=multiprocessing.get_context("fork"))
+    pool = ProcessPoolExecutor(min(jobs, len(tasks)), mp_context=multiprocessing.get_context("fork"),
+                               initializer=signal.signal, initargs=(signal.SIGINT, signal.SIG_IGN))  # Ctrl-C: main decides
     try:
         futures = [pool.submit(run_clip, i, item, plan) for i, item in tasks]
         for future in as_completed(futures):

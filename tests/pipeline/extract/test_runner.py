@@ -376,12 +376,13 @@ def test_two_processes_on_one_output_folder_share_the_work(tmp_path: Path, clips
     assert not list((out / "cache").rglob("*.tmp")) and not list((out / "cache" / "locks").iterdir())
 
 
-def test_ctrl_c_finishes_the_clip_in_flight_and_the_rerun_resumes(tmp_path: Path, clips: dict) -> None:
+@pytest.mark.parametrize("jobs", ["1", "2"])
+def test_ctrl_c_finishes_the_clip_in_flight_and_the_rerun_resumes(tmp_path: Path, clips: dict, jobs: str) -> None:
     inp = folder(tmp_path, clips, ("av", "av2", "wav"))
     shutil.copy(clips["av"], inp / "av_copy2.mp4")
     (inp / "av_copy2.mp4").write_bytes((inp / "av_copy2.mp4").read_bytes() + b"\0")  # distinct bytes
     out, log = tmp_path / "out", tmp_path / "calls.log"
-    argv = fake_cli(inp, out, log, "--set", "audio.sleep=0.6")
+    argv = fake_cli(inp, out, log, "--set", "audio.sleep=0.6", "--jobs", jobs)
     proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         deadline = time.monotonic() + 60
