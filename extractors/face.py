@@ -88,9 +88,16 @@ class Frame:
     time: float
 
 
-def iter_frames(clip: Any, fps: float | None, max_side: int | None, batch: int = 32) -> Iterator[Frame]:
-    """Frames of ``clip`` resampled to ``fps`` (None: native rate), longest side capped at ``max_side``."""
-    for fb in clip.frames(fps=fps, batch=batch, max_side=max_side):
+def iter_frames(clip: Any, fps: float | None, max_side: int | None, batch: int = 32,
+                reuse: bool = False) -> Iterator[Frame]:
+    """Frames of ``clip`` resampled to ``fps`` (None: native rate), longest side capped at ``max_side``.
+
+    ``reuse``: a frame's pixels are only valid until the next frame is asked for (the decoding buffers
+    take turns); for callers that use each frame at once and keep nothing of it.
+    """
+    frames = clip.frames(fps=fps, batch=batch, max_side=max_side, reuse=True) if reuse else \
+        clip.frames(fps=fps, batch=batch, max_side=max_side)
+    for fb in frames:
         for image, t in zip(fb.frames, fb.times):
             yield Frame(np.ascontiguousarray(image), float(t))
 

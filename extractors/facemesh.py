@@ -285,7 +285,8 @@ class FaceMeshAU(Extractor):
             parts.append(rows)
             chunk.clear()
 
-        for frame in iter_frames(clip, self.config.fps, self.config.max_side, batch=8):  # frames are used one by one
+        # frames are used one by one and never kept (landmarks only): the decoding buffers are reused
+        for frame in iter_frames(clip, self.config.fps, self.config.max_side, batch=8, reuse=True):
             chunk.append(self.landmarks(frame.image))
             times.append(frame.time)
             if len(chunk) == 64:

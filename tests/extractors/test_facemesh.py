@@ -189,7 +189,7 @@ def _face_clip(x0: int, n: int = 12) -> SimpleNamespace:
     for i in range(n):
         frames[i, 80 : 80 + face.shape[0], x0 + 2 * i : x0 + 2 * i + face.shape[1]] = face
     times = np.arange(n) / 10.0
-    return SimpleNamespace(frames=lambda fps, batch, max_side: iter([FrameBatch(frames, times)]))
+    return SimpleNamespace(frames=lambda fps, batch, max_side, reuse=False: iter([FrameBatch(frames, times)]))
 
 
 def test_tracking_never_carries_over_from_the_previous_clip() -> None:
