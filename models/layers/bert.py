@@ -20,7 +20,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from .bert_np import BertShape
-from .wordpiece import BertTokenizerLite, load_tokenizer  # noqa: F401  (re-exported: torch-free home)
+from .wordpiece import BertTokenizerLite, load_tokenizer  # re-exported: their torch-free home
+
+__all__ = ["BertEncoder", "BertLayer", "BertShape", "Embeddings", "BertTokenizerLite", "load_bert", "load_tokenizer"]
 
 
 class Embeddings(nn.Module):
