@@ -67,7 +67,22 @@ def main(argv: list[str] | None = None) -> int:
     # many small forward passes (one short transcript each), where spinning cost MiniLM 16x the CPU
     # seconds for the same wall time on the shared 2-core machine. Set before torch loads; workers inherit it.
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    _one_blas_thread()
     return common.run(PROG, build_parser(), _main, argv)
+
+
+def _one_blas_thread() -> None:
+    """numpy's BLAS on one thread (unless OPENBLAS_NUM_THREADS says otherwise). Extraction's BLAS work is
+    small (MiniLM on short windows, the face geometry's 3x3 SVDs) and an idle second BLAS thread spins
+    after every call while a core is free: 1.7 of 16.4 CPU-s for the 12 clips of bench/vs_fet.py.
+    Workers forked later inherit the limit; fresh interpreters (loky, dask) read the variable."""
+    n = os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+    try:
+        from threadpoolctl import threadpool_limits  # numpy is loaded already: set its pool's size directly
+    except ImportError:
+        return
+    if n.isdigit() and int(n) > 0:
+        threadpool_limits(int(n), user_api="blas")
 
 
 def _main(args: argparse.Namespace) -> int:
