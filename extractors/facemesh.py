@@ -228,6 +228,9 @@ class FaceMeshAU(Extractor):
     def describe(self) -> tuple[int, tuple[str, ...], float | None]:
         return len(COLUMNS), COLUMNS, self.config.fps
 
+    def preload(self) -> None:
+        import_mediapipe()  # the graph itself owns threads: built lazily, in the process that uses it
+
     def _get_mesh(self) -> Any:
         if self._mesh is None:
             mp = import_mediapipe()
@@ -282,7 +285,8 @@ class FaceMeshAU(Extractor):
             parts.append(rows)
             chunk.clear()
 
-        for frame in iter_frames(clip, self.config.fps, self.config.max_side, batch=8):  # frames are used one by one
+        # frames are used one by one and never kept (landmarks only): the decoding buffers are reused
+        for frame in iter_frames(clip, self.config.fps, self.config.max_side, batch=8, reuse=True):
             chunk.append(self.landmarks(frame.image))
             times.append(frame.time)
             if len(chunk) == 64:

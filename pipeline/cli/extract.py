@@ -2,7 +2,7 @@
 
     msa-extract INPUT --out feats/ [--recipe default | --dataset sims] [--text-encoder DIR]
                 [--extractors text:minilm,audio:egemaps,visual:none]
-                [--set visual.fps=5] [--jobs N] [--backend loky|dask] [--scheduler ADDR]
+                [--set visual.fps=5] [--jobs N] [--backend fork|loky|dask] [--scheduler ADDR]
                 [--max-len 50 | --max-len text=50,audio=400,vision=300] [--format pkl|npz]
                 [--limit-seconds S] [--missing error|empty] [--align]
 
@@ -36,6 +36,7 @@ PROG = "msa-extract"
 
 def build_parser() -> argparse.ArgumentParser:
     from msa.extractors import DATASET_RECIPES, RECIPES
+    from msa.pipeline.extract.runner import BACKENDS, DEFAULT_BACKEND
 
     p = argparse.ArgumentParser(prog=PROG, description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -56,7 +57,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--set", action="append", default=[], metavar="MOD.KEY=VALUE", dest="settings",
                    help="extractor config override, e.g. visual.fps=5 (repeatable; JSON values)")
     p.add_argument("--jobs", type=int, default=1, help="clips in parallel (default 1)")
-    p.add_argument("--backend", default="loky", choices=("loky", "dask"), help="parallel engine for --jobs")
+    p.add_argument("--backend", default=DEFAULT_BACKEND, choices=BACKENDS,
+                   help=f"parallel engine for --jobs: fork (warm workers forked from this process), loky (fresh "
+                        f"interpreters) or dask (default {DEFAULT_BACKEND})")
     p.add_argument("--scheduler", default=None, metavar="ADDR", help="dask scheduler address (default: a local cluster)")
     p.add_argument("--max-len", default="", metavar="N|MOD=N,...", help="pad/truncate lengths (default: longest)")
     p.add_argument("--align", action="store_true",
@@ -74,7 +77,22 @@ def main(argv: list[str] | None = None) -> int:
     # many small forward passes (one short transcript each), where spinning cost MiniLM 16x the CPU
     # seconds for the same wall time on the shared 2-core machine. Set before torch loads; workers inherit it.
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    _one_blas_thread()
     return common.run(PROG, build_parser(), _main, argv)
+
+
+def _one_blas_thread() -> None:
+    """numpy's BLAS on one thread (unless OPENBLAS_NUM_THREADS says otherwise). Extraction's BLAS work is
+    small (MiniLM on short windows, the face geometry's 3x3 SVDs) and an idle second BLAS thread spins
+    after every call while a core is free: 1.7 of 16.4 CPU-s for the 12 clips of bench/vs_fet.py.
+    Workers forked later inherit the limit; fresh interpreters (loky, dask) read the variable."""
+    n = os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+    try:
+        from threadpoolctl import threadpool_limits  # numpy is loaded already: set its pool's size directly
+    except ImportError:
+        return
+    if n.isdigit() and int(n) > 0:
+        threadpool_limits(int(n), user_api="blas")
 
 
 def _main(args: argparse.Namespace) -> int:

@@ -67,11 +67,13 @@ class Clip:
             self._audio[sr] = samples
         return self._audio[sr]
 
-    def frames(self, fps: float | None = None, batch: int = 32, max_side: int | None = None) -> Iterator[FrameBatch]:
-        """RGB frame batches at ``fps`` (default: the clip's nominal rate), streamed from ffmpeg."""
+    def frames(self, fps: float | None = None, batch: int = 32, max_side: int | None = None,
+               reuse: bool = False) -> Iterator[FrameBatch]:
+        """RGB frame batches at ``fps`` (default: the clip's nominal rate), streamed from ffmpeg
+        (``reuse``: a batch is overwritten once the next one is asked for; see ``media.iter_frames``)."""
         if self.path is None or self.info is None:
             raise MediaError(f"clip {self.clip_id}: text-only clip has no video", reason="no_video")
-        return iter_frames(self.path, fps=fps, batch=batch, max_side=max_side, info=self.info)
+        return iter_frames(self.path, fps=fps, batch=batch, max_side=max_side, info=self.info, reuse=reuse)
 
     def __repr__(self) -> str:
         where = str(self.path) if self.path is not None else "text-only"

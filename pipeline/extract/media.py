@@ -338,11 +338,14 @@ def iter_frames(
     max_side: int | None = None,
     *,
     info: MediaInfo | None = None,
+    reuse: bool = False,
 ) -> Iterator[FrameBatch]:
     """RGB frames at ``fps`` (default: the nominal rate) in batches of at most ``batch``.
 
     Raises ``MediaError`` here (not on first ``next``) when the file has no video. The ffmpeg child
-    is killed when the iterator is closed, garbage-collected or fails.
+    is killed when the iterator is closed, garbage-collected or fails. ``reuse``: two buffers take
+    turns, so a batch's frames are overwritten as soon as the caller asks for the next batch; for
+    callers that are done with a batch by then (no fresh memory to fault in and zero for each batch).
     """
     path = Path(path)
     info = info or probe(path)
@@ -366,18 +369,20 @@ def iter_frames(
         .filter("scale", w, h, flags="area")
         .output("pipe:", **out_kw)
     )
-    return _frames(_compile(stream), path, w, h, float(rate), batch, info.duration)
+    return _frames(_compile(stream), path, w, h, float(rate), batch, info.duration, reuse)
 
 
 def _frames(
-    cmd: list[str], path: Path, w: int, h: int, rate: float, batch: int, expected_s: float | None
+    cmd: list[str], path: Path, w: int, h: int, rate: float, batch: int, expected_s: float | None,
+    reuse: bool = False,
 ) -> Iterator[FrameBatch]:
     """Batches read from ffmpeg's pipe; the next batch is read in a thread while the caller works on
     this one, so decoding overlaps the caller's inference (at most two batches exist at once)."""
     frame_bytes = w * h * 3
+    spare: list[bytearray] = []  # reuse: the buffer of the batch before the one the caller holds
 
     def read(stdout: IO[bytes]) -> tuple[bytearray, int]:
-        buf = bytearray(frame_bytes * batch)
+        buf = spare.pop() if spare else bytearray(frame_bytes * batch)
         return buf, _read_full(stdout, memoryview(buf), path)
 
     with tempfile.TemporaryFile() as err, ThreadPoolExecutor(1, thread_name_prefix="msa-frames") as reader:
@@ -386,12 +391,16 @@ def _frames(
         done = 0
         try:
             ahead = reader.submit(read, proc.stdout)  # type: ignore[arg-type]
+            held: bytearray | None = None  # the buffer behind the batch the caller holds
             while ahead is not None:
                 buf, got = ahead.result()
+                if reuse and held is not None:
+                    spare.append(held)  # the caller asked for this batch: it is done with the previous one
                 ahead = reader.submit(read, proc.stdout) if got == len(buf) else None  # type: ignore[arg-type]
                 n = got // frame_bytes
                 if n:
                     frames = np.frombuffer(buf, dtype=np.uint8, count=n * frame_bytes).reshape(n, h, w, 3)
+                    held = buf
                     yield FrameBatch(frames, (done + np.arange(n, dtype=np.float64)) / rate)
                     done += n
             rc = proc.wait(timeout=STALL_TIMEOUT_S)

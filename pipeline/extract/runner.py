@@ -1,4 +1,10 @@
-"""Run many clips through ``stages.run_clip``: in this process, on joblib/loky workers, or on dask.
+"""Run many clips through ``stages.run_clip``: in this process, on warm forked workers, on joblib/loky
+workers, or on dask.
+
+``fork`` (the default where the platform has it) imports the extractors' backends and loads their
+fork-safe parts here, once, then forks the workers: none of them imports mediapipe or loads MiniLM
+again (loky's workers start from a fresh interpreter and pay it each). Models that own threads
+(MediaPipe's graph, Whisper) still load in each worker, on first use.
 
 Clips claimed by another msa-extract on the same output folder are retried at the end (waiting for
 the claim), so two processes never extract the same clip. The first Ctrl-C lets the clips in flight
@@ -8,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import multiprocessing
 import os
 import signal
 import sys
@@ -16,13 +23,17 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
-from msa.pipeline.extract.stages import STAGES, ExtractorRef, Plan, Record, StorageError, run_clip
+from msa.pipeline.extract.stages import STAGES, ExtractorRef, Plan, Record, StorageError, preload, run_clip
 from msa.pipeline.extract.sources import Item
 
 # the runner's public API (the per-clip part lives in stages.py)
-__all__ = ["STAGES", "ExtractorRef", "Plan", "Record", "StorageError", "run_all", "run_clip"]
+__all__ = ["BACKENDS", "DEFAULT_BACKEND", "STAGES", "ExtractorRef", "Plan", "Record", "StorageError", "run_all",
+           "run_clip"]
 
 log = logging.getLogger("msa.runner")
+BACKENDS = ("fork", "loky", "dask")
+# fork only where it is the platform's own default (Linux): macOS system libraries are not fork-safe
+DEFAULT_BACKEND = "fork" if sys.platform.startswith("linux") else "loky"
 
 
 def run_all(
@@ -30,7 +41,7 @@ def run_all(
     plan: Plan,
     *,
     jobs: int = 1,
-    backend: str = "loky",
+    backend: str = DEFAULT_BACKEND,
     scheduler: str | None = None,
     on_record: Callable[[Record], None] = lambda r: None,
 ) -> tuple[list[Record], bool]:
@@ -39,16 +50,18 @@ def run_all(
     busy: list[Record] = []
     tasks = list(enumerate(items))
     with _graceful_stop(plan.stop_file) as stop:
-        if jobs > 1 or backend != "loky":  # cached clips are settled here: no worker pool for a cached rerun
+        if jobs > 1 or backend == "dask":  # cached clips are settled here: no worker pool for a cached rerun
             pending = []
             for i, item in tasks:
                 rec = run_clip(i, item, plan, cached_only=True)
                 if rec.status == "todo":
-                    pending.append((i, item))
+                    pending.append((rec.duration, i, item))
                 elif rec.status != "skipped":
                     records.append(rec)
                     on_record(rec)
-            tasks = pending
+            # longest clips first (their probed durations): a long clip started last would leave the other
+            # workers idle at the end; records are put back in input order below
+            tasks = [(i, item) for _, i, item in sorted(pending, key=lambda p: (-p[0], p[1]))]
         for rec in _execute(tasks, plan, jobs, backend, scheduler) if tasks else ():
             if rec.status == "busy":
                 busy.append(rec)
@@ -69,11 +82,14 @@ def run_all(
 
 def _execute(tasks: list[tuple[int, Item]], plan: Plan, jobs: int, backend: str,
              scheduler: str | None) -> Iterator[Record]:
-    if backend == "loky" and jobs <= 1:
+    if backend in ("fork", "loky") and jobs <= 1:
         for i, item in tasks:
             if plan.stop_file and os.path.exists(plan.stop_file):
                 return
             yield run_clip(i, item, plan)
+        return
+    if backend == "fork":
+        yield from _execute_forked(tasks, plan, jobs)
         return
     if backend == "loky":
         from joblib import Parallel, delayed
@@ -84,6 +100,22 @@ def _execute(tasks: list[tuple[int, Item]], plan: Plan, jobs: int, backend: str,
     if backend != "dask":
         raise ValueError(f"unknown backend {backend!r}")
     yield from _execute_dask(tasks, plan, jobs, scheduler)
+
+
+def _execute_forked(tasks: list[tuple[int, Item]], plan: Plan, jobs: int) -> Iterator[Record]:
+    """One task per clip on ``jobs`` processes forked from this one after ``preload``. The pool starts no
+    thread before its workers exist (the executor forks them all on the first submit)."""
+    from concurrent.futures import ProcessPoolExecutor, as_completed
+
+    preload(plan)
+    pool = ProcessPoolExecutor(min(jobs, len(tasks)), mp_context=multiprocessing.get_context("fork"),
+                               initializer=signal.signal, initargs=(signal.SIGINT, signal.SIG_IGN))  # Ctrl-C: main decides
+    try:
+        futures = [pool.submit(run_clip, i, item, plan) for i, item in tasks]
+        for future in as_completed(futures):
+            yield future.result()
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
 
 
 def _execute_dask(tasks: list[tuple[int, Item]], plan: Plan, jobs: int, scheduler: str | None) -> Iterator[Record]:

@@ -112,6 +112,13 @@ def _instance(ref: ExtractorRef) -> Extractor:
     return cache[key]
 
 
+def preload(plan: Plan) -> None:
+    """Build this thread's extractor instances and let each import its backend (``Extractor.preload``):
+    done once before forking workers, which inherit both."""
+    for ref in (*plan.extractors, *((plan.asr,) if plan.asr is not None else ())):
+        _instance(ref).preload()
+
+
 def _worker_setup(plan: Plan) -> None:
     """In a worker: let the main process decide about Ctrl-C; cap torch threads (before torch loads)."""
     if not getattr(_local, "ready", False):

@@ -242,3 +242,32 @@ def test_sigkill_midway_then_rerun_equals_an_uninterrupted_run(first_run: Path, 
     cli(str(dataset), "--out", str(out))
     assert summary(out)["clips"]["cached"] >= 1
     assert (out / "features.pkl").read_bytes() == (first_run / "features.pkl").read_bytes()
+
+
+@pytest.mark.parametrize("jobs", ["1", "2"])
+def test_default_recipe_with_given_transcripts_never_imports_torch(dataset: Path, tmp_path: Path, jobs: str) -> None:
+    """MiniLM runs on the numpy encoder and openSMILE without its pandas layer: with transcripts given (no
+    ASR), extraction imports neither torch nor transformers nor pandas, in the main process or a worker."""
+    code = (
+        "import os, sys\n"
+        "from msa.pipeline.cli.extract import main\n"
+        "import msa.pipeline.extract.stages as stages\n"
+        "run_clip = stages.run_clip\n"
+        "def traced(*a, **k):\n"  # fork workers inherit this wrapper: each reports its own modules
+        "    rec = run_clip(*a, **k)\n"
+        "    heavy = sorted(m for m in ('torch', 'transformers', 'pandas') if m in sys.modules)\n"
+        "    with open(sys.argv[1], 'a') as f: f.write(f'{os.getpid()} {heavy}\\n')\n"
+        "    return rec\n"
+        "stages.run_clip = traced\n"
+        "import msa.pipeline.extract.runner as runner; runner.run_clip = traced\n"
+        "rc = main(sys.argv[2:])\n"
+        "heavy = sorted(m for m in ('torch', 'transformers', 'pandas') if m in sys.modules)\n"
+        "print(rc, heavy)\n"
+    )
+    log = tmp_path / "modules.log"
+    proc = subprocess.run([sys.executable, "-c", code, str(log), str(dataset), "--out", str(tmp_path / "out"),
+                           "--quiet", "--jobs", jobs], capture_output=True, text=True, timeout=TIMEOUT_S, env=ENV)
+    assert proc.stdout.strip().splitlines()[-1] == "0 []", proc.stdout + proc.stderr[-2000:]
+    lines = log.read_text().splitlines()
+    assert len(lines) >= len(ROWS) and all(line.endswith(" []") for line in lines), lines
+    assert summary(tmp_path / "out")["clips"]["extracted"] == 3  # the corrupt and the silent clip fail

@@ -189,7 +189,7 @@ def _face_clip(x0: int, n: int = 12) -> SimpleNamespace:
     for i in range(n):
         frames[i, 80 : 80 + face.shape[0], x0 + 2 * i : x0 + 2 * i + face.shape[1]] = face
     times = np.arange(n) / 10.0
-    return SimpleNamespace(frames=lambda fps, batch, max_side: iter([FrameBatch(frames, times)]))
+    return SimpleNamespace(frames=lambda fps, batch, max_side, reuse=False: iter([FrameBatch(frames, times)]))
 
 
 def test_tracking_never_carries_over_from_the_previous_clip() -> None:
@@ -232,3 +232,20 @@ def test_mediapipe_loads_without_matplotlib_and_leaves_the_real_one_importable()
             "assert 'matplotlib' not in sys.modules and mp.solutions.face_mesh.FaceMesh; "
             "import matplotlib.pyplot as plt; assert callable(plt.figure)")
     subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, timeout=120)
+
+
+def test_mediapipe_loads_without_its_tasks_api_and_leaves_it_importable() -> None:
+    """The Tasks API (sounddevice, PortAudio), drawing helpers (cv2) and other solutions are not loaded
+    by import_mediapipe; face mesh and face detection work, and the skipped modules import for real later."""
+    import subprocess
+    import sys
+
+    code = ("import sys; from msa.extractors.face import import_mediapipe; mp = import_mediapipe(); "
+            "skipped = [m for m in ('sounddevice', 'cv2', 'mediapipe.tasks.python', "
+            "'mediapipe.python.solutions.hands') if m in sys.modules]; assert not skipped, skipped; "
+            "mp.solutions.face_mesh.FaceMesh(refine_landmarks=True).close(); "
+            "mp.solutions.face_detection.FaceDetection().close(); "
+            "from mediapipe.tasks.python import vision; assert vision.FaceLandmarker; "
+            "import mediapipe.python.solutions.hands as hands; assert hands.Hands")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]

@@ -98,6 +98,26 @@ def test_frames_requested_fps_and_downscale(av_clip: Path) -> None:
     assert np.abs(small_from_full - frames).mean() < 30
 
 
+def test_reused_buffers_give_the_same_frames(av_clip: Path) -> None:
+    """reuse=True: two buffers take turns (no fresh memory per batch); a batch used before the next one is
+    asked for holds exactly the frames of a plain decode."""
+    plain = [(b.frames.copy(), b.times.copy()) for b in iter_frames(av_clip, fps=10, batch=3)]
+    reused, buffers = [], []
+    for b in iter_frames(av_clip, fps=10, batch=3, reuse=True):
+        reused.append((b.frames.copy(), b.times.copy()))
+        owner = b.frames
+        while isinstance(owner, np.ndarray):  # down to the bytearray the frames were read into
+            owner = owner.base
+        owner = owner.obj if isinstance(owner, memoryview) else owner
+        if not any(owner is seen for seen in buffers):
+            buffers.append(owner)
+    assert len(plain) == len(reused) >= 5
+    for (f0, t0), (f1, t1) in zip(plain, reused, strict=True):
+        np.testing.assert_array_equal(f1, f0)
+        np.testing.assert_array_equal(t1, t0)
+    assert len(buffers) == 2  # two buffers in turn, not one per batch
+
+
 def test_frames_are_rgb(tmp_path: Path, ffmpeg_exe: str) -> None:
     red = tmp_path / "red.mp4"
     subprocess.run([ffmpeg_exe, "-nostdin", "-loglevel", "error", "-f", "lavfi", "-i", "color=red:s=64x48:d=0.5",

@@ -292,24 +292,61 @@ def test_clip_claimed_by_another_process_is_waited_for_not_duplicated(tmp_path: 
     assert calls(log)[-1].endswith(" av")  # av2 went first; av was done after the claim was released
 
 
-def test_parallel_loky_and_dask_match_sequential(tmp_path: Path, clips: dict) -> None:
+def test_parallel_fork_loky_and_dask_match_sequential(tmp_path: Path, clips: dict) -> None:
     from dask.distributed import LocalCluster
 
     inp = folder(tmp_path, clips, ("av", "av2", "wav"), corrupt=True)
     log = tmp_path / "calls.log"
     assert extract(inp, tmp_path / "seq", log, "--missing", "empty") == 0
-    assert extract(inp, tmp_path / "loky", log, "--missing", "empty", "--jobs", "2") == 0
+    assert extract(inp, tmp_path / "fork", log, "--missing", "empty", "--jobs", "2", "--backend", "fork") == 0
+    assert extract(inp, tmp_path / "loky", log, "--missing", "empty", "--jobs", "2", "--backend", "loky") == 0
     with LocalCluster(n_workers=1, threads_per_worker=2, processes=False, dashboard_address=None) as cluster:
         assert extract(inp, tmp_path / "dask", log, "--missing", "empty", "--backend", "dask",
                        "--scheduler", cluster.scheduler_address) == 0
     seq = (tmp_path / "seq" / "features.pkl").read_bytes()
-    for name in ("loky", "dask"):
+    for name in ("fork", "loky", "dask"):
         assert (tmp_path / name / "features.pkl").read_bytes() == seq, name
         assert errors(tmp_path / name) == errors(tmp_path / "seq")
         assert summary(tmp_path / name)["clips"]["extracted"] == 3
     n = len(calls(log))
     assert extract(inp, tmp_path / "loky", log, "--missing", "empty", "--jobs", "2") == 0
     assert summary(tmp_path / "loky")["clips"]["cached"] == 3 and len(calls(log)) == n
+
+
+class _WarmProbe(extract_fakes.FakeText):
+    """FakeText that records, per clip, which process extracted it and which process ran its preload."""
+
+    name = "warm_probe"
+    probe_log = ""  # set by the test; forked workers inherit it
+    preloaded_by = 0
+
+    def preload(self) -> None:
+        type(self).preloaded_by = os.getpid()
+
+    def extract(self, clip: Any) -> Any:
+        with open(self.probe_log, "a") as f:
+            f.write(f"{os.getpid()} {type(self).preloaded_by}\n")
+        return super().extract(clip)
+
+
+def test_forked_workers_start_warm(tmp_path: Path, clips: dict, monkeypatch: pytest.MonkeyPatch) -> None:
+    """--backend fork preloads every extractor once in this process; the workers inherit it (no reload)."""
+    from msa.extractors import EXTRACTORS
+
+    if "fork" not in __import__("multiprocessing").get_all_start_methods():
+        pytest.skip("no fork on this platform")
+    if "warm_probe" not in EXTRACTORS.names():
+        EXTRACTORS.register("warm_probe", _WarmProbe)
+    monkeypatch.setattr(_WarmProbe, "probe_log", str(tmp_path / "probe.log"))
+    monkeypatch.setattr(_WarmProbe, "preloaded_by", 0)
+    inp = folder(tmp_path, clips, ("av", "av2", "silent_video"))
+    for name in ("av", "av2", "silent_video"):
+        (inp / f"{name}.txt").write_text(f"the transcript of {name}")
+    assert main([str(inp), "--out", str(tmp_path / "out"), "--extractors", "asr:none,text:warm_probe,audio:none,visual:none",
+                 "--quiet", "--jobs", "2", "--backend", "fork"]) == 0
+    rows = [line.split() for line in (tmp_path / "probe.log").read_text().splitlines()]
+    assert len(rows) == 3
+    assert all(int(worker) != os.getpid() and int(preloaded) == os.getpid() for worker, preloaded in rows), rows
 
 
 def fake_cli(inp: Path, out: Path, log: Path, *extra: str) -> list[str]:
@@ -339,12 +376,13 @@ def test_two_processes_on_one_output_folder_share_the_work(tmp_path: Path, clips
     assert not list((out / "cache").rglob("*.tmp")) and not list((out / "cache" / "locks").iterdir())
 
 
-def test_ctrl_c_finishes_the_clip_in_flight_and_the_rerun_resumes(tmp_path: Path, clips: dict) -> None:
+@pytest.mark.parametrize("jobs", ["1", "2"])
+def test_ctrl_c_finishes_the_clip_in_flight_and_the_rerun_resumes(tmp_path: Path, clips: dict, jobs: str) -> None:
     inp = folder(tmp_path, clips, ("av", "av2", "wav"))
     shutil.copy(clips["av"], inp / "av_copy2.mp4")
     (inp / "av_copy2.mp4").write_bytes((inp / "av_copy2.mp4").read_bytes() + b"\0")  # distinct bytes
     out, log = tmp_path / "out", tmp_path / "calls.log"
-    argv = fake_cli(inp, out, log, "--set", "audio.sleep=0.6")
+    argv = fake_cli(inp, out, log, "--set", "audio.sleep=0.6", "--jobs", jobs)
     proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         deadline = time.monotonic() + 60
@@ -365,3 +403,14 @@ def test_ctrl_c_finishes_the_clip_in_flight_and_the_rerun_resumes(tmp_path: Path
     assert subprocess.run(argv, capture_output=True, timeout=120).returncode == 0
     assert len(calls(log)) == 4  # each clip's audio extracted exactly once across both runs
     assert len(load(out)["all"]["id"]) == 4
+
+
+def test_parallel_runs_start_the_longest_clips_first(tmp_path: Path, clips: dict) -> None:
+    """With --jobs, clips are dispatched by probed duration, longest first; the output keeps input order."""
+    inp = folder(tmp_path, clips, ("av", "av2"))  # 1.0 s, 1.2 s
+    shutil.copy(clips["wav"], inp / "a0.wav")  # 0.8 s, first in input order
+    log = tmp_path / "calls.log"
+    assert extract(inp, tmp_path / "out", log, "--set", "audio.sleep=0.3", "--jobs", "2", "--missing", "empty") == 0
+    audio = [c.split()[1] for c in calls(log) if c.startswith("fake_audio")]
+    assert sorted(audio[:2]) == ["av", "av2"] and audio[2] == "a0"
+    assert list(load(tmp_path / "out")["all"]["id"]) == ["in$_$a0", "in$_$av", "in$_$av2"]
