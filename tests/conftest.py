@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import random
 import subprocess
+import sys
 from pathlib import Path
 from typing import Callable, Iterator
 
@@ -91,6 +92,17 @@ def _generate(out: Path, *, duration: float, fps: float, size: tuple[int, int], 
     plain = out.with_name(f"norot_{out.name}")
     _ffmpeg(*args, str(plain))
     _ffmpeg("-display_rotation", str(rotation), "-i", str(plain), "-c", "copy", str(out))
+
+
+@pytest.fixture
+def fresh_python() -> Callable[[str], str]:
+    """Run code in a new interpreter (so imports start from nothing); its stdout, after asserting exit 0."""
+    def run(code: str) -> str:
+        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+        assert out.returncode == 0, out.stderr[-2000:]
+        return out.stdout
+
+    return run
 
 
 @pytest.fixture

@@ -2,8 +2,6 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -89,7 +87,7 @@ def test_folders_it_does_not_cover_fall_back(tmp_path: Path) -> None:
     assert load_tokenizer(tmp_path) is None
 
 
-def test_minilm_text_path_never_imports_transformers() -> None:
+def test_minilm_text_path_never_imports_transformers(fresh_python) -> None:
     """The default extractor and the default bundle's model load without transformers (cold start)."""
     code = (
         "import sys\n"
@@ -103,6 +101,5 @@ def test_minilm_text_path_never_imports_transformers() -> None:
         "cls(build_config('text_regressor', 'mosi', 'default', {}), Dims(384, 1, 1, 64, 1, 1), Task('mosi', -3.0, 3.0, 'mosi'))\n"
         "print(sorted(m for m in sys.modules if m.split('.')[0] == 'transformers'))\n"
     )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
-    assert out.returncode == 0, out.stderr[-2000:]
-    assert out.stdout.strip() == "[]", out.stdout
+    out = fresh_python(code)
+    assert out.strip() == "[]", out

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import json
 import math
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -96,7 +94,7 @@ def test_backend_is_not_part_of_the_spec() -> None:
     assert MiniLMText().spec().spec_hash == torch_path.spec().spec_hash
 
 
-def test_minilm_extraction_never_imports_torch() -> None:
+def test_minilm_extraction_never_imports_torch(fresh_python) -> None:
     code = (
         "import sys\n"
         "from msa.extractors.base import Transcript\n"
@@ -107,9 +105,8 @@ def test_minilm_extraction_never_imports_torch() -> None:
         "assert f.data.shape == (402, 384), f.data.shape\n"
         "print(sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'transformers')))\n"
     )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
-    assert out.returncode == 0, out.stderr[-2000:]
-    assert out.stdout.strip() == "[]", out.stdout
+    out = fresh_python(code)
+    assert out.strip() == "[]", out
 
 
 def test_unsupported_folders_give_none(tmp_path: Path) -> None:

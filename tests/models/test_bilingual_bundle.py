@@ -83,8 +83,8 @@ def test_chinese_figures_from_the_saved_bundle(tb, bundle) -> None:
     assert pred[labels > 0].mean() > 0.5 > -0.5 > pred[labels < 0].mean()  # both sides leave the neutral band
 
 
-@pytest.mark.slow
-def test_train_bilingual_on_tiny_data(tb, tmp_path: Path) -> None:
+def _tiny_english_bundle(tmp_path: Path) -> tuple[Path, Path]:
+    """A tiny MOSI/VADER data root and an English bundle trained on it (tiny random encoder), for --init."""
     pytest.importorskip("snownlp")
     root = tmp_path / "data"
     (root / "mosi").mkdir(parents=True)
@@ -99,6 +99,12 @@ def test_train_bilingual_on_tiny_data(tb, tmp_path: Path) -> None:
     en = tmp_path / "en"
     assert _script("train_default").main(["--data-root", str(root), "--config", tiny, "--vader", "tweets",
                                           "--epochs", "1", "0", "--threads", "1", "--out", str(en)]) == 0
+    return root, en
+
+
+@pytest.mark.slow
+def test_train_bilingual_on_tiny_data(tb, tmp_path: Path) -> None:
+    root, en = _tiny_english_bundle(tmp_path)
     out = tmp_path / "bi"
     assert tb.main(["--data-root", str(root), "--init", str(en), "--zh-hold", "4", "--zh-train", "6",
                     "--vader-n", "2", "--threads", "1", "--config", json.dumps({"text_encoder": "tiny-random",
@@ -118,20 +124,7 @@ def test_train_bilingual_on_tiny_data(tb, tmp_path: Path) -> None:
 @pytest.mark.slow
 def test_train_bilingual_tuned_e5_on_tiny_data(tb, tmp_path: Path) -> None:
     """tune_layers=1: lower layers cached once (--lower-cache), the top layer saved; the bundle scores a text."""
-    pytest.importorskip("snownlp")
-    root = tmp_path / "data"
-    (root / "mosi").mkdir(parents=True)
-    (root / "text_sentiment").mkdir()
-    words = ["great", "awful", "fine", "terrible"]
-    rows = ["video_id,clip_id,text,label,mode"]
-    rows += [f"v{i},{i},it was {words[i % 4]},{2.0 if i % 2 == 0 else -2.0},{'train' if i < 8 else 'valid'}"
-             for i in range(12)]
-    (root / "mosi" / "mosi_train_valid.csv").write_text("\n".join(rows) + "\n")
-    (root / "text_sentiment" / "vader_icwsm2014_tweets_GroundTruth.txt").write_text("1\t2.0\tso good\n2\t-2.0\tso bad\n")
-    tiny = json.dumps({"text_encoder": "tiny-random", "train_layers": 1, "cache_frozen": False})
-    en = tmp_path / "en"
-    assert _script("train_default").main(["--data-root", str(root), "--config", tiny, "--vader", "tweets",
-                                          "--epochs", "1", "0", "--threads", "1", "--out", str(en)]) == 0
+    root, en = _tiny_english_bundle(tmp_path)
     out = tmp_path / "bi"
     cfg = {"text_encoder": "tiny-random", "tune_layers": 1, "train": {"max_epochs": 1}}
     assert tb.main(["--data-root", str(root), "--init", str(en), "--zh-hold", "4", "--zh-train", "6",
