@@ -11,7 +11,6 @@ in numpy for extraction. tests/models/test_bert_lite.py checks outputs and ids a
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -19,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .bert_np import BertShape
+from .bert_np import BertShape, bert_folder
 from .wordpiece import BertTokenizerLite, load_tokenizer  # re-exported: their torch-free home
 
 __all__ = ["BertEncoder", "BertLayer", "BertShape", "Embeddings", "BertTokenizerLite", "load_bert", "load_tokenizer"]
@@ -137,13 +136,10 @@ class BertEncoder(nn.Module):
 
 def load_bert(folder: str | Path) -> BertEncoder | None:
     """A plain BERT from ``config.json`` + ``model.safetensors`` in eval mode, or None if not covered."""
-    folder = Path(folder)
-    cfg, weights = folder / "config.json", folder / "model.safetensors"
-    if not (cfg.is_file() and weights.is_file()):
+    found = bert_folder(folder)
+    if found is None:
         return None
-    shape = BertShape.from_config(json.loads(cfg.read_text()))
-    if shape is None:
-        return None
+    shape, weights = found
     from safetensors.torch import load_file
 
     skip = ("pooler.", "cls.", "embeddings.position_ids", "embeddings.token_type_ids")

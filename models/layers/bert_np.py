@@ -179,15 +179,25 @@ def _needed(shape: BertShape) -> list[str]:
     return names
 
 
-def load_bert_np(folder: str | Path) -> NumpyBert | None:
-    """The numpy encoder of a plain BERT folder (``config.json`` + ``model.safetensors``), or None if not covered."""
+def bert_folder(folder: str | Path) -> tuple[BertShape, Path] | None:
+    """The shape and weights file of a plain BERT folder (``config.json`` + ``model.safetensors``), or None
+    if either file is missing or the config is not one these encoders cover (numpy here, torch in bert.py)."""
     folder = Path(folder)
     cfg, weights = folder / "config.json", folder / "model.safetensors"
     if not (cfg.is_file() and weights.is_file()):
         return None
     shape = BertShape.from_config(json.loads(cfg.read_text()))
-    tensors = read_safetensors(weights) if shape is not None else None
-    if shape is None or tensors is None:
+    return None if shape is None else (shape, weights)
+
+
+def load_bert_np(folder: str | Path) -> NumpyBert | None:
+    """The numpy encoder of a plain BERT folder (``config.json`` + ``model.safetensors``), or None if not covered."""
+    found = bert_folder(folder)
+    if found is None:
+        return None
+    shape, weights = found
+    tensors = read_safetensors(weights)
+    if tensors is None:
         return None
     tensors = {k.removeprefix("bert."): v for k, v in tensors.items()}
     needed = _needed(shape)

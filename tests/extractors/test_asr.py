@@ -239,21 +239,12 @@ def test_generated_german_is_detected_and_transcribed_by_base() -> None:
     assert {"film", "wirklich", "spannend"} <= {w.strip(".,").lower() for w in tr.text.split()}, tr.text
 
 
-def test_default_detection_shares_its_encoder_run_with_whisper_enc(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_default_detection_shares_its_encoder_run_with_whisper_enc(encode_calls: list) -> None:
     """auto + whisper_enc (pad=False) on one clip with <= 10 s of speech: the unpadded detection window is
     whisper_enc's input, so whisper_enc encodes nothing more (msa-predict runs both on every clip)."""
-    import faster_whisper
-
     from msa.extractors.whisper_enc import WhisperEnc
 
-    calls: list[tuple[int, ...]] = []
-    real = faster_whisper.WhisperModel.encode
-
-    def counting(self: object, features: np.ndarray) -> object:
-        calls.append(tuple(np.shape(features)))
-        return real(self, features)
-
-    monkeypatch.setattr(faster_whisper.WhisperModel, "encode", counting)
+    calls = encode_calls
     clip = Clip.from_path(GERMAN)
     assert WhisperASR().transcribe(clip).language == "de"
     assert calls[0][-1] < 3000  # detection: unpadded, no 30 s window

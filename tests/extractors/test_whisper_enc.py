@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pytest
@@ -21,22 +20,6 @@ from test_audio import ArrayClip, tone_burst  # tests/extractors is on sys.path 
 @pytest.fixture(scope="module")
 def speech(shared_data: Path) -> Path:
     return shared_data / "audio" / "one_two_three_en.wav"
-
-
-@pytest.fixture()
-def encode_calls(monkeypatch: pytest.MonkeyPatch) -> list[tuple[int, ...]]:
-    """Every real Whisper encoder run (the memo wrapper calls the class's method)."""
-    import faster_whisper
-
-    calls: list[tuple[int, ...]] = []
-    real = faster_whisper.WhisperModel.encode
-
-    def counting(self: Any, features: np.ndarray) -> Any:
-        calls.append(tuple(np.shape(features)))
-        return real(self, features)
-
-    monkeypatch.setattr(faster_whisper.WhisperModel, "encode", counting)
-    return calls
 
 
 def test_speech_clip_gives_one_pooled_row(speech: Path) -> None:
