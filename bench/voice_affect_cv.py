@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from voice_affect import FOUR, scores, uar  # noqa: E402,F401 - the figures' definitions
+from voice_affect import scores, uar  # noqa: E402 - the figures' definitions (bench/voice_affect.py)
 
 FOLDS = tuple(tuple(range(a, a + 4)) for a in range(1, 21, 4))
 REPORT_EPOCHS = (25, 50, 75, 100, 150, 200, 300)
