@@ -34,7 +34,7 @@ from msa.core.errors import UsageError
 from .base import Batch, Dims, LossOut, MSAModel, ParamGroup, Task, TrainSettings
 from .layers.e5 import E5Layer
 from .layers.text import MINILM
-from .text_regressor import STORE_DTYPES, TextRegressor, TextRegressorConfig, _store_as
+from .text_regressor import STORE_DTYPES, TextRegressor, TextRegressorConfig, store_as
 
 ROUTES = ("script", "e5", "minilm")
 VECTOR_DIM = 384  # e5-small's width
@@ -86,7 +86,7 @@ class BilingualText(MSAModel):
         if c.tune_layers:
             self.e5_top = nn.ModuleList(E5Layer(VECTOR_DIM, 12, 1536, 1e-12) for _ in range(c.tune_layers))
             if c.store_dtype != "float32":  # as the English path: tuned layers stored rounded (bundle size)
-                self.e5_top.register_state_dict_post_hook(_store_as(STORE_DTYPES[c.store_dtype]))
+                self.e5_top.register_state_dict_post_hook(store_as(STORE_DTYPES[c.store_dtype]))
         en_cfg = TextRegressorConfig(text_encoder=c.text_encoder, train_layers=6 if c.text_encoder == MINILM else 1,
                                      max_tokens=c.max_tokens, store_dtype=c.store_dtype, cache_frozen=False)
         self.english = TextRegressor(en_cfg, dims, task)

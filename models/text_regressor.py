@@ -89,7 +89,7 @@ def _run_layer(layer: nn.Module, h: torch.Tensor, additive_mask: torch.Tensor) -
     return out[0] if isinstance(out, tuple) else out  # transformers 4.x returns a tuple
 
 
-def _store_as(dtype: torch.dtype) -> Any:
+def store_as(dtype: torch.dtype) -> Any:
     """A state_dict post-hook that stores a module's floating tensors in ``dtype`` (loading casts back)."""
 
     def hook(module: nn.Module, state: dict[str, Any], prefix: str, local_metadata: Any) -> None:
@@ -147,7 +147,7 @@ class TextRegressor(MSAModel):
         self.frozen = _FrozenBottom(bert.embeddings, layers[:n_frozen], _encoder_identity(c.text_encoder, n_frozen))
         self.top = nn.ModuleList(layers[n_frozen:])
         if c.store_dtype != "float32":
-            self.top.register_state_dict_post_hook(_store_as(STORE_DTYPES[c.store_dtype]))
+            self.top.register_state_dict_post_hook(store_as(STORE_DTYPES[c.store_dtype]))
         self.drop = nn.Dropout(c.dropout)
         if c.head_hidden > 0:
             self.head: nn.Module = nn.Sequential(nn.Linear(self.hidden_size, c.head_hidden), nn.GELU(),
