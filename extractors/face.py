@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import importlib.metadata
+import io
 import os
 import sys
 import types
@@ -71,14 +72,41 @@ def import_mediapipe() -> Any:
     return mp
 
 
+_apart: list[bool] = []  # set once Python's stderr no longer writes to fd 2 itself
+
+
+def _python_stderr_apart() -> None:
+    """Point Python's own stderr (print, warnings, logging's last-resort handler) at a duplicate of fd 2.
+
+    Muting fd 2 is process-wide: while one thread runs the face mesh muted, another one's Python lines
+    (a decoding warning, an error message) would be lost too. Once Python writes through its own copy
+    of the descriptor, only what native code writes to fd 2 itself is muted. Done once; nothing changes
+    where sys.stderr is not fd 2 (a test's capture, a redirected stream).
+    """
+    if _apart:
+        return
+    _apart.append(True)
+    stream = sys.stderr
+    try:
+        if stream is None or stream.fileno() != 2:
+            return
+    except (AttributeError, OSError, ValueError):
+        return
+    stream.flush()
+    sys.stderr = io.TextIOWrapper(io.FileIO(os.dup(2), "w"), encoding=stream.encoding, errors=stream.errors,
+                                  line_buffering=True, write_through=True)
+
+
 @contextlib.contextmanager
 def native_log_muted() -> Iterator[None]:
     """Send what native code writes straight to file descriptor 2 (MediaPipe's absl warnings, TFLite's
-    "Created TensorFlow Lite XNNPACK delegate") to /dev/null meanwhile; Python exceptions still raise.
+    "Created TensorFlow Lite XNNPACK delegate") to /dev/null meanwhile; Python exceptions still raise,
+    and Python's own stderr lines, from any thread, still show (``_python_stderr_apart``).
 
     Those lines appear on every run and say nothing the user can act on; environment variables such as
     GLOG_minloglevel do not silence them in mediapipe 0.10.21. Costs three system calls per use.
     """
+    _python_stderr_apart()
     try:
         saved = os.dup(2)
     except OSError:  # no stderr at all

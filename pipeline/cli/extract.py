@@ -124,6 +124,7 @@ def _main(args: argparse.Namespace) -> int:
         missing=args.missing,
         align=args.align,
         torch_threads=max(1, (os.cpu_count() or 1) // args.jobs) if args.jobs > 1 else 0,
+        overlap=2 * args.jobs <= (os.cpu_count() or 1),  # a core per job to spare: visual beside the transcript
         stop_file=str(out / "cache" / f".stop-{os.getpid()}"),
         main_pid=os.getpid(),
     )

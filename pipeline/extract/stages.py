@@ -16,6 +16,7 @@ import signal
 import sys
 import threading
 import time
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -69,6 +70,8 @@ class Plan:
     torch_threads: int = 0  # cap per worker (0: leave as is)
     stop_file: str = ""
     main_pid: int = 0
+    # the visual stage runs on a second thread while the transcript is computed (a core to spare)
+    overlap: bool = False
 
     def spec_hash(self, modality: str) -> str:
         return str(self.specs[modality]["spec_hash"])
@@ -233,14 +236,15 @@ class _ClipJob:
             if lock is None:
                 self.rec.status = "busy"
                 return
-            with lock:
+            with lock, ThreadPoolExecutor(1, thread_name_prefix="msa-visual") as side:
                 before = self.saves
+                ahead = self._visual_ahead(side, sha, info, transcript, found, active)
                 transcript = self._transcript(sha, info, compute=True)
                 self._check_align(transcript)
                 found = self._lookup(sha, transcript, active)  # another process may have finished it
                 for ref in self.plan.extractors:
                     if ref.modality in active and ref.modality not in found:
-                        found[ref.modality] = self._extract(ref, sha, transcript, info)
+                        found[ref.modality] = self._extract(ref, sha, transcript, info, ahead)
                 # "cached" when the process that held the claim left nothing to do
                 self.rec.status = "extracted" if self.saves > before else "cached"
         assert transcript is not None
@@ -343,7 +347,25 @@ class _ClipJob:
                     found[ref.modality] = (feats, key)
         return found
 
-    def _extract(self, ref: ExtractorRef, sha: str, transcript: Transcript, info: Any) -> tuple[Features, str]:
+    def _visual_ahead(self, side: ThreadPoolExecutor, sha: str, info: Any, transcript: Transcript | None,
+                      found: dict[str, tuple[Any, str]], active: set[str]) -> Future[tuple[Features, float]] | None:
+        """Start the visual extractor on ``side`` when the transcript is still to be computed (it reads
+        frames only: its result cannot depend on the transcript). The features are saved, and an error
+        raised, when the stage loop reaches ``visual``, as if it had run there."""
+        ref = next((r for r in self.plan.extractors if r.modality == "visual"), None)
+        if not self.plan.overlap or transcript is not None or ref is None or "visual" not in active \
+                or "visual" in found:
+            return None
+        extractor, clip = _instance(ref), self._clip(info)  # this thread's instance, handed over
+
+        def run() -> tuple[Features, float]:
+            t0 = time.perf_counter()
+            return extractor.extract(clip), time.perf_counter() - t0
+
+        return side.submit(run)
+
+    def _extract(self, ref: ExtractorRef, sha: str, transcript: Transcript, info: Any,
+                 ahead: Future[tuple[Features, float]] | None = None) -> tuple[Features, str]:
         key = self._key(ref.modality, sha, transcript)
         assert key is not None
         if ref.modality == "audio":
@@ -351,7 +373,14 @@ class _ClipJob:
         clip = _TextClip(self.item.clip_id, transcript) if ref.modality == "text" else self._clip(info, transcript)
         extractor = _instance(ref)
         with self._timed(ref.modality):
-            feats = extractor.extract(clip)
+            if ref.modality == "visual" and ahead is not None:
+                t0 = time.perf_counter()
+                feats, seconds = ahead.result()  # its error, if any, is raised here: at this stage
+                # the stage's time is the extractor's own (on the side thread), not this wait for it
+                self.rec.seconds[ref.modality] = self.rec.seconds.get(ref.modality, 0.0) + seconds - (
+                    time.perf_counter() - t0)
+            else:
+                feats = extractor.extract(clip)
             self._save(ref.cls.name, self.plan.spec_hash(ref.modality), key, feats, spec=self.plan.specs[ref.modality])
         return feats, key
 

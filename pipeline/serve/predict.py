@@ -225,7 +225,7 @@ class Predictor:
             extractors=tuple(ExtractorRef(m, type(extractors[m]), extractors[m].config)
                              for m in ("text", "audio", "visual") if m in extractors),
             specs=self.specs, asr=ExtractorRef("asr", asr_cls, asr_config), missing="empty",
-            main_pid=os.getpid(),
+            main_pid=os.getpid(), overlap=(os.cpu_count() or 1) >= 2,
         )
         self.load_seconds = time.perf_counter() - t0
 

@@ -136,7 +136,8 @@ class _FakeMesh:
         return SimpleNamespace(multi_face_landmarks=[face(1.0, 0.3), face(2.0, 0.6)])
 
 
-def test_the_largest_face_is_described() -> None:
+def test_the_largest_face_is_described(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(fm, "_face_landmarks", lambda mesh, image: mesh.process(image).multi_face_landmarks)
     ex = fm.FaceMeshAU()
     ex._mesh = _FakeMesh()
     pts = ex.landmarks(np.zeros((100, 200, 3), np.uint8))
@@ -203,6 +204,18 @@ def test_tracking_never_carries_over_from_the_previous_clip() -> None:
     assert np.array_equal(ex.extract(right).data, alone.data)
 
 
+def test_reading_the_graph_directly_gives_what_process_gives() -> None:
+    # two graphs, the same frames: MediaPipe's own process() and the lean reader the extractor uses
+    frames = next(_face_clip(140).frames(10, 8, None)).frames
+    theirs, ours = fm.FaceMeshAU()._get_mesh(), fm.FaceMeshAU()._get_mesh()
+    for frame in (*frames, np.zeros_like(frames[0]), frames[0]):  # a frame without a face, then one again
+        want, got = theirs.process(frame).multi_face_landmarks, fm._face_landmarks(ours, frame)
+        assert (want is None) == (got is None)
+        for a, b in zip(want or (), got or (), strict=True):
+            assert [(p.x, p.y, p.z) for p in a.landmark] == [(p.x, p.y, p.z) for p in b.landmark]
+    assert got is not None and len(got[0].landmark) == 478
+
+
 def test_tracking_and_static_mode_find_the_same_face() -> None:
     clip = _face_clip(140)
     tracked, static = fm.FaceMeshAU().extract(clip), fm.FaceMeshAU(tracking=False).extract(clip)
@@ -249,3 +262,28 @@ def test_mediapipe_loads_without_its_tasks_api_and_leaves_it_importable() -> Non
             "import mediapipe.python.solutions.hands as hands; assert hands.Hands")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr[-2000:]
+
+
+def test_muting_native_logs_never_swallows_a_python_line_from_another_thread() -> None:
+    import subprocess
+    import sys
+
+    code = """
+import logging, os, sys, threading, time
+from msa.extractors.face import native_log_muted
+muted, said = threading.Event(), threading.Event()
+def native():
+    with native_log_muted():
+        muted.set()
+        os.write(2, b"NATIVE NOISE\\\\n")
+        said.wait(5)
+t = threading.Thread(target=native); t.start(); muted.wait(5)
+print("PYTHON LINE", file=sys.stderr)
+logging.getLogger("msa.test").warning("LOGGED LINE")
+said.set(); t.join()
+os.write(2, b"NATIVE AFTER\\\\n")
+"""
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert "NATIVE NOISE" not in proc.stderr
+    assert "PYTHON LINE" in proc.stderr and "LOGGED LINE" in proc.stderr and "NATIVE AFTER" in proc.stderr

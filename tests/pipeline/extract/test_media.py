@@ -385,3 +385,19 @@ def test_real_media_decodes_as_probed(shared_data: Path, name: str) -> None:
     elif Path(name).name in REAL_FACTS:
         fps, width, height = REAL_FACTS[Path(name).name]
         assert info.fps == pytest.approx(fps, abs=0.01) and (info.width, info.height) == (width, height)
+
+
+@pytest.mark.skipif(not hasattr(__import__("fcntl"), "F_GETPIPE_SZ"), reason="pipe sizes are Linux only")
+def test_the_frames_pipe_is_widened() -> None:
+    import fcntl
+
+    limit = int(Path("/proc/sys/fs/pipe-max-size").read_text())
+    r, w = os.pipe()
+    try:
+        with os.fdopen(r, "rb", buffering=0) as pipe:
+            before = fcntl.fcntl(pipe.fileno(), fcntl.F_GETPIPE_SZ)
+            media._widen_pipe(pipe)
+            after = fcntl.fcntl(pipe.fileno(), fcntl.F_GETPIPE_SZ)
+    finally:
+        os.close(w)
+    assert after == (media.PIPE_BYTES if limit >= media.PIPE_BYTES else before)

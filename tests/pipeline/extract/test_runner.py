@@ -414,3 +414,77 @@ def test_parallel_runs_start_the_longest_clips_first(tmp_path: Path, clips: dict
     audio = [c.split()[1] for c in calls(log) if c.startswith("fake_audio")]
     assert sorted(audio[:2]) == ["av", "av2"] and audio[2] == "a0"
     assert list(load(tmp_path / "out")["all"]["id"]) == ["in$_$a0", "in$_$av", "in$_$av2"]
+
+
+class _SlowASR(extract_fakes.FakeASR):
+    """FakeASR that takes a while and notes when it ran."""
+
+    name = "slow_asr"
+    trace = ""  # set by the test
+
+    def transcribe(self, clip: Any) -> Any:
+        t0 = time.monotonic()
+        time.sleep(0.4)
+        with open(self.trace, "a") as f:
+            f.write(f"asr {clip.clip_id} {t0} {time.monotonic()} {threading.current_thread().name}\n")
+        return super().transcribe(clip)
+
+
+class _TracedVisual(extract_fakes.FakeVisual):
+    """FakeVisual that notes when and on which thread it ran; ``fail`` makes it raise."""
+
+    name = "traced_visual"
+    trace = ""
+    fail = False
+
+    def extract(self, clip: Any) -> Any:
+        t0 = time.monotonic()
+        if self.fail:
+            raise RuntimeError("the visual model broke")
+        feats = super().extract(clip)
+        with open(self.trace, "a") as f:
+            f.write(f"visual {clip.clip_id} {t0} {time.monotonic()} {threading.current_thread().name}\n")
+        return feats
+
+
+def _traced_run(tmp_path: Path, inp: Path, name: str, cpus: int, monkeypatch: pytest.MonkeyPatch) -> list[list[str]]:
+    from msa.extractors import EXTRACTORS
+
+    for cls in (_SlowASR, _TracedVisual):
+        if cls.name not in EXTRACTORS.names():
+            EXTRACTORS.register(cls.name, cls)
+    trace = tmp_path / f"{name}.trace"
+    monkeypatch.setattr(_SlowASR, "trace", str(trace))
+    monkeypatch.setattr(_TracedVisual, "trace", str(trace))
+    monkeypatch.setattr(os, "cpu_count", lambda: cpus)
+    main([str(inp), "--out", str(tmp_path / name), "--quiet", "--extractors",
+          "asr:slow_asr,text:fake_text,audio:fake_audio,visual:traced_visual"])
+    return [line.split() for line in trace.read_text().splitlines()] if trace.exists() else []
+
+
+def test_the_visual_stage_runs_beside_the_transcript_when_a_core_is_spare(
+        tmp_path: Path, clips: dict, monkeypatch: pytest.MonkeyPatch) -> None:
+    inp = folder(tmp_path, clips, ("av", "av2"))
+    side = _traced_run(tmp_path, inp, "two_cpus", 2, monkeypatch)
+    alone = _traced_run(tmp_path, inp, "one_cpu", 1, monkeypatch)
+    for clip in ("av", "av2"):
+        (asr,) = [r for r in side if r[:2] == ["asr", clip]]
+        (vis,) = [r for r in side if r[:2] == ["visual", clip]]
+        assert vis[4].startswith("msa-visual") and asr[4] == "MainThread"
+        assert float(vis[2]) < float(asr[3])  # visual began before the transcript was done
+    assert {r[4] for r in alone} == {"MainThread"}  # one core: one thread, in order
+    assert (tmp_path / "two_cpus" / "features.pkl").read_bytes() == (tmp_path / "one_cpu" / "features.pkl").read_bytes()
+    assert summary(tmp_path / "two_cpus")["stage_seconds"]["visual"] < 0.4 * 2  # its own time, not the wait
+
+
+def test_a_visual_error_beside_the_transcript_fails_the_clip_at_the_visual_stage(
+        tmp_path: Path, clips: dict, monkeypatch: pytest.MonkeyPatch) -> None:
+    inp = folder(tmp_path, clips, ("av",))
+    monkeypatch.setattr(_TracedVisual, "fail", True)
+    _traced_run(tmp_path, inp, "out", 2, monkeypatch)
+    (err,) = errors(tmp_path / "out")
+    assert (err["stage"], err["reason"]) == ("visual", "extractor_crash") and "visual model broke" in err["message"]
+    monkeypatch.setattr(_TracedVisual, "fail", False)
+    (tmp_path / "out.trace").unlink()
+    rows = _traced_run(tmp_path, inp, "out", 2, monkeypatch)
+    assert [r[0] for r in rows] == ["visual"]  # the transcript was kept: ASR did not run again
