@@ -238,7 +238,7 @@ class _ClipJob:
                 return
             with lock, ThreadPoolExecutor(1, thread_name_prefix="msa-visual") as side:
                 before = self.saves
-                ahead = self._visual_ahead(side, sha, info, transcript, found, active)
+                ahead = self._visual_ahead(side, info, transcript, found, active)
                 transcript = self._transcript(sha, info, compute=True)
                 self._check_align(transcript)
                 found = self._lookup(sha, transcript, active)  # another process may have finished it
@@ -347,7 +347,7 @@ class _ClipJob:
                     found[ref.modality] = (feats, key)
         return found
 
-    def _visual_ahead(self, side: ThreadPoolExecutor, sha: str, info: Any, transcript: Transcript | None,
+    def _visual_ahead(self, side: ThreadPoolExecutor, info: Any, transcript: Transcript | None,
                       found: dict[str, tuple[Any, str]], active: set[str]) -> Future[tuple[Features, float]] | None:
         """Start the visual extractor on ``side`` when the transcript is still to be computed (it reads
         frames only: its result cannot depend on the transcript). The features are saved, and an error
