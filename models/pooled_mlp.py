@@ -5,6 +5,15 @@ short sequences: audio and vision are pooled over their true lengths, text over 
 (rows that are not all zero). A modality of width 0 (absent from the features file) is skipped, so an
 audio-only file trains an audio-only model. Classification (``Task.classes``) gives one logit per class;
 regression a single value trained with L1, as the other baselines.
+
+``members`` > 1 makes the model a small ensemble: that many MLPs, initialised independently, trained side
+by side on the same batches (the loss is the sum of the members' own losses, so each member gets exactly
+the gradient it would get alone), and averaged at the output (class probabilities, or regression values).
+The first member keeps the single model's parameter names (``mlp``, ``head``), so a one-member bundle
+loads unchanged. ``store_dtype`` rounds the stored weights (``float16``: half the bundle size).
+``clip_norm`` standardises each clip's pooled vector over its dimensions (in training and at prediction);
+class tasks may also use ``label_smoothing`` and ``mixup`` (training only: the pooled inputs of pairs of
+clips in a batch mixed with a Beta(mixup, mixup) weight, and each member's loss mixed alike).
 """
 from __future__ import annotations
 
@@ -14,12 +23,13 @@ from typing import Annotated, Any, ClassVar
 import torch
 from torch import nn
 
-from msa.core.config import Checked, Count, Dropout, NonNegative, Positive, Size, one_of
+from msa.core.config import Checked, Count, Dropout, Fraction, NonNegative, Positive, Size, one_of
 from msa.core.errors import DataError
 
 from .base import Batch, Dims, LossOut, MSAModel, ParamGroup, Task, TrainSettings
-from .layers.classify import head_outputs, head_size, l1_or_class_loss
+from .layers.classify import class_outputs, head_outputs, head_size, l1_or_class_loss
 from .layers.seq import clean_lengths
+from .text_regressor import STORE_DTYPES, store_as
 
 BATCH_LENGTHS = {"audio": "audio_lengths", "vision": "vision_lengths"}
 
@@ -32,6 +42,11 @@ class PooledMLPConfig(Checked):
     dropout: Dropout = 0.3
     lr: Positive = 1e-3
     weight_decay: NonNegative = 1e-4
+    clip_norm: bool = False  # standardise each clip's pooled vector over its dimensions (no learned scale)
+    label_smoothing: Fraction = 0.0  # class-label tasks: share of each target spread over all classes
+    mixup: NonNegative = 0.0  # class-label training: mix pairs of pooled inputs, weight ~ Beta(mixup, mixup); 0 = off
+    members: Size = 1  # independently initialised MLPs trained together, outputs averaged (an ensemble)
+    store_dtype: Annotated[str, one_of(*STORE_DTYPES)] = "float32"  # precision of the weights in state_dict
     # select auto: the best validation UAR for class-label tasks, else the validation loss
     train: TrainSettings = TrainSettings(optimizer="adamw", batch_size=32, early_stop=10, max_epochs=100,
                                          select="auto")
@@ -64,13 +79,21 @@ class PooledMLP(MSAModel):
         self.modalities = tuple(m for m, d in widths.items() if d > 0)  # recorded in the bundle
         if not self.modalities:
             raise DataError("pooled_mlp: every modality has width 0; nothing to learn from")
-        size = sum(widths[m] for m in self.modalities) * (2 if c.pooling == "mean_std" else 1)
+        width = sum(widths[m] for m in self.modalities) * (2 if c.pooling == "mean_std" else 1)
+        self.mlp, self.head = self._member(width)
+        self.more = nn.ModuleList(nn.Sequential(*self._member(width)) for _ in range(c.members - 1))
+        if c.store_dtype != "float32":
+            self.register_state_dict_post_hook(store_as(STORE_DTYPES[c.store_dtype]))
+
+    def _member(self, size: int) -> tuple[nn.Module, nn.Module]:
+        """One member: the hidden layers (or input dropout for a linear head) and the output layer."""
+        c = self.config
         blocks: list[nn.Module] = []
         for _ in range(c.layers):
             blocks += [nn.Linear(size, c.hidden), nn.ReLU(), nn.Dropout(c.dropout)]
             size = c.hidden
-        self.mlp = nn.Sequential(nn.Dropout(c.dropout) if c.layers == 0 else nn.Identity(), *blocks)
-        self.head = nn.Linear(size, head_size(task))
+        return nn.Sequential(nn.Dropout(c.dropout) if c.layers == 0 else nn.Identity(), *blocks), nn.Linear(
+            size, head_size(self.task))
 
     def pooled(self, batch: Batch) -> torch.Tensor:
         """(B, sum of widths [x2 with std]) pooled features of the present modalities."""
@@ -86,10 +109,39 @@ class PooledMLP(MSAModel):
         return torch.cat(parts, dim=-1)
 
     def forward(self, batch: Batch) -> dict[str, torch.Tensor]:
-        return head_outputs(self.head(self.mlp(self.pooled(batch))), self.task)
+        x = self.pooled(batch)
+        if self.config.clip_norm:
+            x = nn.functional.layer_norm(x, x.shape[-1:])
+        mix: dict[str, torch.Tensor] = {}
+        if self.training and self.config.mixup > 0 and self.task.is_classes:
+            a = torch.tensor(float(self.config.mixup))
+            lam = torch.distributions.Beta(a, a).sample()
+            perm = torch.randperm(x.shape[0], device=x.device)
+            x = lam.to(x) * x + (1 - lam.to(x)) * x[perm]
+            mix = {"mix_weight": lam, "mix_perm": perm}
+        first = self.head(self.mlp(x))
+        if not len(self.more):
+            return {**head_outputs(first, self.task), **mix}
+        ys = torch.stack([first, *(m(x) for m in self.more)])  # (members, B, head_size)
+        if self.task.is_classes:  # mean of the members' probabilities; logits = its log, so softmax gives it back
+            out = class_outputs(ys.float().softmax(dim=-1).mean(dim=0).clamp_min(1e-12).log())
+        else:
+            out = {"pred": ys.mean(dim=0).squeeze(-1)}
+        return {**out, "members": ys, **mix}
 
     def loss(self, out: dict[str, torch.Tensor], batch: Batch, epoch: int, stage: str = "main") -> LossOut:
-        return LossOut(l1_or_class_loss(out, batch, self.task))
+        outs = [head_outputs(y, self.task) for y in out["members"]] if "members" in out else [out]
+        return LossOut(sum(self._loss(o, batch, out) for o in outs))
+
+    def _loss(self, one: dict[str, torch.Tensor], batch: Batch, out: dict[str, torch.Tensor]) -> torch.Tensor:
+        """One member's loss; on mixed inputs the same mix of the two clips' losses (mixup)."""
+        s = self.config.label_smoothing
+        loss = l1_or_class_loss(one, batch, self.task, s)
+        if "mix_perm" not in out:
+            return loss
+        other = {**batch, "labels": batch["labels"].reshape(-1)[out["mix_perm"]]}
+        lam = out["mix_weight"].to(loss)
+        return lam * loss + (1 - lam) * l1_or_class_loss(one, other, self.task, s)
 
     def param_groups(self) -> list[ParamGroup]:
         return [ParamGroup("all", [p for p in self.parameters() if p.requires_grad], self.config.lr,
