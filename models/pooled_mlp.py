@@ -11,9 +11,6 @@ by side on the same batches (the loss is the sum of the members' own losses, so 
 the gradient it would get alone), and averaged at the output (class probabilities, or regression values).
 The first member keeps the single model's parameter names (``mlp``, ``head``), so a one-member bundle
 loads unchanged. ``store_dtype`` rounds the stored weights (``float16``: half the bundle size).
-``clip_norm`` standardises each clip's pooled vector over its dimensions (in training and at prediction);
-class tasks may also use ``label_smoothing`` and ``mixup`` (training only: the pooled inputs of pairs of
-clips in a batch mixed with a Beta(mixup, mixup) weight, and each member's loss mixed alike).
 """
 from __future__ import annotations
 
@@ -23,7 +20,7 @@ from typing import Annotated, Any, ClassVar
 import torch
 from torch import nn
 
-from msa.core.config import Checked, Count, Dropout, Fraction, NonNegative, Positive, Size, one_of
+from msa.core.config import Checked, Count, Dropout, NonNegative, Positive, Size, one_of
 from msa.core.errors import DataError
 
 from .base import Batch, Dims, LossOut, MSAModel, ParamGroup, Task, TrainSettings
@@ -42,9 +39,6 @@ class PooledMLPConfig(Checked):
     dropout: Dropout = 0.3
     lr: Positive = 1e-3
     weight_decay: NonNegative = 1e-4
-    clip_norm: bool = False  # standardise each clip's pooled vector over its dimensions (no learned scale)
-    label_smoothing: Fraction = 0.0  # class-label tasks: share of each target spread over all classes
-    mixup: NonNegative = 0.0  # class-label training: mix pairs of pooled inputs, weight ~ Beta(mixup, mixup); 0 = off
     members: Size = 1  # independently initialised MLPs trained together, outputs averaged (an ensemble)
     store_dtype: Annotated[str, one_of(*STORE_DTYPES)] = "float32"  # precision of the weights in state_dict
     # select auto: the best validation UAR for class-label tasks, else the validation loss
@@ -110,38 +104,20 @@ class PooledMLP(MSAModel):
 
     def forward(self, batch: Batch) -> dict[str, torch.Tensor]:
         x = self.pooled(batch)
-        if self.config.clip_norm:
-            x = nn.functional.layer_norm(x, x.shape[-1:])
-        mix: dict[str, torch.Tensor] = {}
-        if self.training and self.config.mixup > 0 and self.task.is_classes:
-            a = torch.tensor(float(self.config.mixup))
-            lam = torch.distributions.Beta(a, a).sample()
-            perm = torch.randperm(x.shape[0], device=x.device)
-            x = lam.to(x) * x + (1 - lam.to(x)) * x[perm]
-            mix = {"mix_weight": lam, "mix_perm": perm}
         first = self.head(self.mlp(x))
         if not len(self.more):
-            return {**head_outputs(first, self.task), **mix}
+            return head_outputs(first, self.task)
         ys = torch.stack([first, *(m(x) for m in self.more)])  # (members, B, head_size)
         if self.task.is_classes:  # mean of the members' probabilities; logits = its log, so softmax gives it back
             out = class_outputs(ys.float().softmax(dim=-1).mean(dim=0).clamp_min(1e-12).log())
         else:
             out = {"pred": ys.mean(dim=0).squeeze(-1)}
-        return {**out, "members": ys, **mix}
+        return {**out, "members": ys}
 
     def loss(self, out: dict[str, torch.Tensor], batch: Batch, epoch: int, stage: str = "main") -> LossOut:
+        """The sum of the members' own losses: each member gets the gradient it would get alone."""
         outs = [head_outputs(y, self.task) for y in out["members"]] if "members" in out else [out]
-        return LossOut(sum(self._loss(o, batch, out) for o in outs))
-
-    def _loss(self, one: dict[str, torch.Tensor], batch: Batch, out: dict[str, torch.Tensor]) -> torch.Tensor:
-        """One member's loss; on mixed inputs the same mix of the two clips' losses (mixup)."""
-        s = self.config.label_smoothing
-        loss = l1_or_class_loss(one, batch, self.task, s)
-        if "mix_perm" not in out:
-            return loss
-        other = {**batch, "labels": batch["labels"].reshape(-1)[out["mix_perm"]]}
-        lam = out["mix_weight"].to(loss)
-        return lam * loss + (1 - lam) * l1_or_class_loss(one, other, self.task, s)
+        return LossOut(sum(l1_or_class_loss(o, batch, self.task) for o in outs))
 
     def param_groups(self) -> list[ParamGroup]:
         return [ParamGroup("all", [p for p in self.parameters() if p.requires_grad], self.config.lr,

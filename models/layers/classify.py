@@ -24,12 +24,11 @@ def class_outputs(logits: torch.Tensor) -> dict[str, torch.Tensor]:
     return {"logits": logits, "probs": logits.float().softmax(dim=-1), "pred": logits.argmax(dim=-1).to(logits.dtype)}
 
 
-def class_loss(out: dict[str, torch.Tensor], batch: Batch, task: Task, smoothing: float = 0.0) -> torch.Tensor:
-    """Cross-entropy of ``out["logits"]`` against the class indices in ``batch["labels"]``; ``smoothing``
-    moves that share of each target uniformly onto all classes (label smoothing)."""
+def class_loss(out: dict[str, torch.Tensor], batch: Batch, task: Task) -> torch.Tensor:
+    """Cross-entropy of ``out["logits"]`` against the class indices in ``batch["labels"]``."""
     logits = out["logits"].float()
     weight = torch.tensor(task.class_weights, dtype=torch.float32, device=logits.device) if task.class_weights else None
-    return F.cross_entropy(logits, batch["labels"].reshape(-1).long(), weight=weight, label_smoothing=smoothing)
+    return F.cross_entropy(logits, batch["labels"].reshape(-1).long(), weight=weight)
 
 
 def head_outputs(y: torch.Tensor, task: Task) -> dict[str, torch.Tensor]:
@@ -37,9 +36,8 @@ def head_outputs(y: torch.Tensor, task: Task) -> dict[str, torch.Tensor]:
     return class_outputs(y) if task.is_classes else {"pred": y.squeeze(-1)}
 
 
-def l1_or_class_loss(out: dict[str, torch.Tensor], batch: Batch, task: Task, smoothing: float = 0.0) -> torch.Tensor:
-    """Cross-entropy (``smoothing``: label smoothing) for class-label tasks, else the mean absolute error of
-    ``pred`` (MMSA's L1)."""
+def l1_or_class_loss(out: dict[str, torch.Tensor], batch: Batch, task: Task) -> torch.Tensor:
+    """Cross-entropy for class-label tasks, else the mean absolute error of ``pred`` (MMSA's L1)."""
     if task.is_classes:
-        return class_loss(out, batch, task, smoothing)
+        return class_loss(out, batch, task)
     return (out["pred"] - batch["labels"].reshape(-1).to(out["pred"].dtype)).abs().mean()
