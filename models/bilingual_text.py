@@ -15,8 +15,8 @@ saved. ``e5_store="q4_0_residual"`` (the default) stores them in 4 bits: each we
 loader adds back (float32, the same values on every load); biases and LayerNorms as float16. The residual is
 what is quantised because fine-tuning moves the weights by less than a 4-bit step of the matrices themselves:
 on the issue-12 candidate, Q4_0 of the trained matrices errs by about as much as training moved them (error
-norm 0.4-1.05x the change), Q4_0 of the residual by 0.08x. ``lower_memo`` (text ids -> hidden states entering layer 12 - k) lets a training script feed
-cached lower-layer outputs instead of recomputing them every epoch.
+norm 0.4-1.05x the change), Q4_0 of the residual by 0.08x. ``lower_memo`` (text ids -> hidden states entering
+layer 12 - k) lets a training script feed cached lower-layer outputs instead of recomputing them every epoch.
 
 Training (``route="e5"``) fits only the e5 head, on every row: L1 on rows with a continuous label
 (Latin-script rows: MOSI, VADER) and, for rows that carry only a sign (non-Latin rows: the Chinese
