@@ -72,6 +72,27 @@ def dequantize(blocks: np.ndarray) -> np.ndarray:
     return w.reshape(*blocks.shape[:-2], -1)
 
 
+def quantize(w: np.ndarray) -> np.ndarray:
+    """float weights (..., n * 32) -> Q4_0 blocks (..., n, 18) that :func:`dequantize` reads.
+
+    Per block, as ggml's Q4_0: the weight of largest magnitude ``m`` sets ``d = m / -8`` (rounded to float16,
+    the stored scale), each weight becomes ``clip(round(w / d) + 8, 0, 15)``; an all-zero block has ``d = 0``.
+    """
+    w = np.asarray(w, dtype=np.float32)
+    if w.shape[-1] % QK:
+        raise ValueError(f"e5: Q4_0 needs rows of a multiple of {QK} weights, got {w.shape[-1]}")
+    b = w.reshape(*w.shape[:-1], w.shape[-1] // QK, QK)
+    peak = np.take_along_axis(b, np.abs(b).argmax(-1)[..., None], -1)
+    scale = np.where(peak == 0, np.float32(0), peak / -8).astype(np.float16)  # +0, not -0, for a zero block
+    d = scale.astype(np.float32)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        q = np.where(d == 0, 8, np.clip(np.rint(b / d) + 8, 0, 15)).astype(np.uint8)
+    out = np.empty((*b.shape[:-1], BLOCK_BYTES), dtype=np.uint8)
+    out[..., :2] = scale.astype("<f2").view(np.uint8)
+    out[..., 2:] = q[..., : QK // 2] | (q[..., QK // 2 :] << 4)
+    return out
+
+
 def read_e5_file(path: Path) -> E5File:
     data = np.memmap(path, dtype=np.uint8, mode="r")
     buf = memoryview(data)

