@@ -216,6 +216,32 @@ def test_reading_the_graph_directly_gives_what_process_gives() -> None:
     assert got is not None and len(got[0].landmark) == 478
 
 
+def test_the_face_mesh_graph_runs_on_one_thread() -> None:
+    from mediapipe.framework import calculator_pb2, thread_pool_executor_pb2
+
+    ext = thread_pool_executor_pb2.ThreadPoolExecutorOptions.ext
+    with_pool = calculator_pb2.CalculatorGraphConfig()
+    with_pool.executor.add(name="")
+    with_pool.executor.add(name="other").options.Extensions[ext].num_threads = 4
+    fm.single_threaded(with_pool)
+    assert with_pool.executor[0].options.Extensions[ext].num_threads == 1
+    assert with_pool.executor[1].options.Extensions[ext].num_threads == 4  # named executors are left alone
+    assert fm.single_threaded(calculator_pb2.CalculatorGraphConfig()).num_threads == 1
+    # and the extractor's graph is built that way: the default executor of the face mesh has one thread
+    built = []
+    from mediapipe.python import solution_base
+
+    real = solution_base.calculator_graph.CalculatorGraph
+    try:
+        solution_base.calculator_graph.CalculatorGraph = lambda graph_config: built.append(graph_config) or real(
+            graph_config=graph_config)
+        fm.FaceMeshAU()._get_mesh().close()
+    finally:
+        solution_base.calculator_graph.CalculatorGraph = real
+    (config,) = built
+    assert [ex.options.Extensions[ext].num_threads for ex in config.executor if not ex.name] == [1]
+
+
 def test_tracking_and_static_mode_find_the_same_face() -> None:
     clip = _face_clip(140)
     tracked, static = fm.FaceMeshAU().extract(clip), fm.FaceMeshAU(tracking=False).extract(clip)
