@@ -225,8 +225,8 @@ def _face_landmarks(mesh: Any, image: np.ndarray) -> list[Any] | None:
     """``mesh.process(image).multi_face_landmarks``, without the rest of ``process``.
 
     MediaPipe's ``SolutionBase.process`` defines a new namedtuple class on every call to hold the
-    outputs (about 0.2 ms, 0.3 CPU-s over the 1586 frames of the shared clips, a twentieth of the
-    tracked mesh's own cost). This sends the frame and reads the one output stream the same way
+    outputs (in a profile about 0.2 ms, 0.3 CPU-s over the 1586 frames of the shared clips, a twentieth
+    of the tracked mesh's own cost). This sends the frame and reads the one output stream the same way
     (mediapipe is pinned to 0.10.21; ``tests/extractors/test_facemesh.py`` checks both give the same
     landmarks).
     """
