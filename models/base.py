@@ -212,3 +212,18 @@ class MSAModel(nn.Module):
 
     def on_epoch_end(self, epoch: int) -> dict[str, float]:
         return {}
+
+
+# precisions a model may store its trained weights in (bundle size); loading casts them back
+STORE_DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torch.float32}
+
+
+def store_as(dtype: torch.dtype) -> Any:
+    """A state_dict post-hook that stores a module's floating tensors in ``dtype`` (loading casts back)."""
+
+    def hook(module: nn.Module, state: dict[str, Any], prefix: str, local_metadata: Any) -> None:
+        for key in [k for k in state if k.startswith(prefix)]:
+            if state[key].is_floating_point():
+                state[key] = state[key].detach().to(dtype)
+
+    return hook

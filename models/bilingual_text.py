@@ -36,10 +36,10 @@ from torch import nn
 from msa.core.config import Checked, Dropout, NonNegative, Positive, Size, at_least, one_of
 from msa.core.errors import UsageError
 
-from .base import Batch, Dims, LossOut, MSAModel, ParamGroup, Task, TrainSettings
+from .base import STORE_DTYPES, Batch, Dims, LossOut, MSAModel, ParamGroup, Task, TrainSettings, store_as
 from .layers.e5 import LAYER_TENSORS, E5Layer
 from .layers.text import MINILM
-from .text_regressor import STORE_DTYPES, TextRegressor, TextRegressorConfig, store_as
+from .text_regressor import TextRegressor, TextRegressorConfig
 
 ROUTES = ("script", "e5", "minilm")
 Q4_RESIDUAL = "q4_0_residual"

@@ -23,10 +23,9 @@ from torch import nn
 from msa.core.config import Checked, Count, Dropout, NonNegative, Positive, Size, one_of
 from msa.core.errors import DataError
 
-from .base import Batch, Dims, LossOut, MSAModel, ParamGroup, Task, TrainSettings
+from .base import STORE_DTYPES, Batch, Dims, LossOut, MSAModel, ParamGroup, Task, TrainSettings, store_as
 from .layers.classify import class_outputs, head_outputs, head_size, l1_or_class_loss
 from .layers.seq import clean_lengths
-from .text_regressor import STORE_DTYPES, store_as
 
 BATCH_LENGTHS = {"audio": "audio_lengths", "vision": "vision_lengths"}
 

@@ -23,13 +23,12 @@ from torch import nn
 from msa.core.config import Checked, Count, Dropout, NonNegative, Positive, Size, one_of
 from msa.core.errors import UsageError
 
-from .base import Batch, Dims, LossOut, MSAModel, ParamGroup, Task, TrainSettings
+from .base import STORE_DTYPES, Batch, Dims, LossOut, MSAModel, ParamGroup, Task, TrainSettings, store_as
 from .layers.text import MINILM, TextEncoder, minilm_path
 from .self_mm import trim_bert_padding
 
 NO_DECAY = ("bias", "LayerNorm.weight")
 POOLINGS = ("mean", "cls")
-STORE_DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torch.float32}
 LOSSES = ("l1", "smooth_l1")
 
 
@@ -87,17 +86,6 @@ class _FrozenBottom(nn.Module):
 def _run_layer(layer: nn.Module, h: torch.Tensor, additive_mask: torch.Tensor) -> torch.Tensor:
     out = layer(h, additive_mask)
     return out[0] if isinstance(out, tuple) else out  # transformers 4.x returns a tuple
-
-
-def store_as(dtype: torch.dtype) -> Any:
-    """A state_dict post-hook that stores a module's floating tensors in ``dtype`` (loading casts back)."""
-
-    def hook(module: nn.Module, state: dict[str, Any], prefix: str, local_metadata: Any) -> None:
-        for key in [k for k in state if k.startswith(prefix)]:
-            if state[key].is_floating_point():
-                state[key] = state[key].detach().to(dtype)
-
-    return hook
 
 
 def _encoder_identity(name: str, n_layers: int) -> dict[str, Any]:

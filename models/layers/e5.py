@@ -110,8 +110,6 @@ def pad_ids(seqs: list[list[int]], pad: int = 1) -> tuple[torch.Tensor, torch.Te
     ids = torch.full((len(seqs), width), pad, dtype=torch.long)
     for i, s in enumerate(seqs):
         ids[i, : len(s)] = torch.tensor(s, dtype=torch.long)
-    mask = ids != pad
-    for i, s in enumerate(seqs):
-        mask[i, : len(s)] = True
+    mask = torch.arange(width) < torch.tensor([len(s) for s in seqs], dtype=torch.long)[:, None]
     return ids, mask
 
