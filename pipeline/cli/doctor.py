@@ -72,13 +72,13 @@ def _backend_row(name: str) -> dict[str, Any]:
 
 
 def _ffmpeg() -> dict[str, Any]:
-    from msa.pipeline.extract.media import ffmpeg_exe, ffmpeg_version
+    from msa.pipeline.extract.media import ffmpeg_exe, ffmpeg_version, frame_decoder_version
 
     try:
         path = ffmpeg_exe()
-        return {"ok": True, "path": path, "version": ffmpeg_version()}
+        return {"ok": True, "path": path, "version": ffmpeg_version(), "frames": frame_decoder_version()}
     except (ImportError, RuntimeError, OSError, subprocess.SubprocessError) as e:
-        return {"ok": False, "path": None, "version": None, "error": " ".join(f"{type(e).__name__}: {e}".split())}
+        return {"ok": False, "path": None, "version": None, "frames": None, "error": " ".join(f"{type(e).__name__}: {e}".split())}
 
 
 def _cuda() -> dict[str, Any]:
@@ -133,7 +133,8 @@ def _table(rows: list[dict[str, Any]], title: str) -> list[str]:
 def render(rep: dict[str, Any]) -> str:
     """The human-readable table."""
     ff, cuda = rep["ffmpeg"], rep["cuda"]
-    lines = [f"ffmpeg: {ff['path']} ({ff['version']})" if ff["ok"] else f"ffmpeg: NOT FOUND ({ff['error']})"]
+    lines = [f"ffmpeg: {ff['path']} ({ff['version']}); frames: {ff['frames']}" if ff["ok"]
+             else f"ffmpeg: NOT FOUND ({ff['error']})"]
     if cuda["torch"] is None:
         lines.append("cuda: torch not installed")
     else:

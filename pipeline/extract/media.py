@@ -1,8 +1,11 @@
 """In-memory media I/O: probe a file, decode 16 kHz mono audio, stream RGB frames in batches.
 
-Everything goes through the static ffmpeg shipped by ``imageio-ffmpeg`` (there is no ffprobe):
-probing parses ``ffmpeg -i`` output, decoding runs ffmpeg-python-compiled argument lists with a
-timeout. Nothing is written to disk and a video is never held whole in memory.
+Probing and audio go through the static ffmpeg shipped by ``imageio-ffmpeg`` (there is no ffprobe):
+probing parses ``ffmpeg -i`` output, audio runs an ffmpeg-python-compiled argument list with a
+timeout. Frames are decoded in this process by PyAV (FFmpeg's libraries; faster-whisper needs it
+anyway), through the filter chain ffmpeg's command line would build, so they are byte-identical to
+what ``ffmpeg ... -f rawvideo`` gives (tested) without a process start and a pipe copy per clip.
+Nothing is written to disk and a video is never held whole in memory.
 
 Timeline: every modality lives on the container's timeline, which starts at 0.
 
@@ -19,19 +22,19 @@ Timeline: every modality lives on the container's timeline, which starts at 0.
 from __future__ import annotations
 
 import functools
+import itertools
 import logging
 import math
 import os
+import queue
 import re
-import select
 import stat
 import subprocess
-import tempfile
-from concurrent.futures import ThreadPoolExecutor
+import threading
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
-from typing import IO, Iterator
+from typing import Any, Iterator
 
 import numpy as np
 
@@ -40,8 +43,7 @@ from msa.core.errors import MediaError, UsageError
 PROBE_TIMEOUT_S = 30.0  # one ``ffmpeg -i`` call
 AUDIO_TIMEOUT_S = 60.0  # plus AUDIO_TIMEOUT_PER_S for every second of media
 AUDIO_TIMEOUT_PER_S = 1.0
-PIPE_BYTES = 1 << 20  # frames pipe size asked for (Linux's default pipe-max-size)
-STALL_TIMEOUT_S = 60.0  # frames: longest wait for ffmpeg to produce more bytes
+STALL_TIMEOUT_S = 60.0  # frames: longest wait for the decoder thread to fill a batch
 MAX_FRAME_PIXELS = 8192 * 8192  # larger decoded frames only come from corrupt headers: refused
 MAX_BATCH_BYTES = 128 * 2**20  # one batch of frames never takes more memory than this (batch shrinks); two exist at once
 _log = logging.getLogger(__name__)
@@ -158,6 +160,13 @@ def _nominal_fps(avg: Fraction | None, tbr: Fraction | None) -> Fraction | None:
     return tbr  # constant rate, or variable rate whose held frames lower the average
 
 
+def frame_decoder_version() -> str:
+    """PyAV's version and the libavcodec inside it: frames are decoded in-process with them."""
+    import av
+
+    return f"PyAV {av.__version__} (libavcodec {'.'.join(map(str, av.library_versions['libavcodec']))})"
+
+
 def _error_line(stderr: str) -> str:
     """The most telling line of ffmpeg's stderr, without ffmpeg's own prefixes."""
     lines = [ln.strip() for ln in stderr.splitlines() if ln.strip()]
@@ -268,25 +277,32 @@ def probe(path: str | os.PathLike[str]) -> MediaInfo:
 
 # ------------------------------------------------------------------------------------ decoding
 def _verdict(path: Path, kind: str, rc: int, stderr: bytes, got_s: float, expected_s: float | None) -> None:
-    """Turn a finished decode into an error when it failed or stopped early; log concealed glitches.
+    """Turn a finished ffmpeg decode into an error when it failed or stopped early; log concealed glitches.
 
-    Truncation shows as ffmpeg's "partial file" or as output covering under half the probed
-    duration; isolated decode errors that ffmpeg concealed only produce a warning.
+    Truncation shows as ffmpeg's "partial file" or as output covering too little of the probed duration;
+    isolated decode errors that ffmpeg concealed only produce a warning.
     """
-    text = stderr.decode("utf-8", "replace")
+    text = stderr.decode("utf-8", "replace").strip()
     if rc != 0:
         raise MediaError(f"{path}: {kind} cannot be decoded ({_error_line(text)})", reason="corrupt_media")
+    _check_coverage(path, kind, got_s, expected_s, truncated="partial file" in text)
+    if text:
+        _warn_concealed(path, kind, len(text.splitlines()), text.splitlines()[0])
+
+
+def _check_coverage(path: Path, kind: str, got_s: float, expected_s: float | None, truncated: bool = False) -> None:
+    """Nothing decoded, or under half the probed duration (and over a second short), is an error."""
     if got_s <= 0:
         raise MediaError(f"{path}: {kind} track decodes to nothing", reason="corrupt_media")
-    if "partial file" in text or (expected_s and got_s < 0.5 * expected_s and expected_s - got_s > 1.0):
+    if truncated or (expected_s and got_s < 0.5 * expected_s and expected_s - got_s > 1.0):
         raise MediaError(
             f"{path}: truncated or corrupt {kind}: decoded {got_s:.2f} s of {expected_s or 0:.2f} s",
             reason="corrupt_media",
         )
-    if text.strip():
-        n = len(text.strip().splitlines())
-        _log.warning("%s: %d %s decoding error(s) concealed by ffmpeg, first: %s", path, n, kind,
-                     text.strip().splitlines()[0][:200])
+
+
+def _warn_concealed(path: Path, kind: str, n: int, first: str) -> None:
+    _log.warning("%s: %d %s decoding error(s) concealed, first: %s", path, n, kind, first[:200])
 
 
 def _compile(stream: object) -> list[str]:
@@ -343,10 +359,11 @@ def iter_frames(
 ) -> Iterator[FrameBatch]:
     """RGB frames at ``fps`` (default: the nominal rate) in batches of at most ``batch``.
 
-    Raises ``MediaError`` here (not on first ``next``) when the file has no video. The ffmpeg child
-    is killed when the iterator is closed, garbage-collected or fails. ``reuse``: two buffers take
-    turns, so a batch's frames are overwritten as soon as the caller asks for the next batch; for
-    callers that are done with a batch by then (no fresh memory to fault in and zero for each batch).
+    Raises ``MediaError`` here (not on first ``next``) when the file has no video. Decoding runs in
+    this process, on a thread that fills the next batch while the caller works on this one; the thread
+    stops and the file is closed when the iterator is closed, garbage-collected or fails. ``reuse``:
+    two buffers take turns, so a batch's frames are overwritten as soon as the caller asks for the next
+    batch; for callers that are done with a batch by then (no fresh memory to fault in for each batch).
     """
     path = Path(path)
     info = info or probe(path)
@@ -361,88 +378,183 @@ def iter_frames(
         raise MediaError(f"{path}: {w}x{h} frames are larger than msa decodes (corrupt header?); pass max_side to "
                          "downscale", reason="too_large")
     batch = max(1, min(batch, MAX_BATCH_BYTES // (w * h * 3)))
-    out_kw = {"format": "rawvideo", "pix_fmt": "rgb24", "fps_mode": "passthrough"}
-    if info.duration is not None:
-        out_kw["t"] = f"{info.duration:.6f}"
-    stream = (
-        _input(path, threads=1)["V:0"]  # one decoding thread: less CPU, and the caller's inference is slower anyway
-        .filter("fps", fps=str(rate), start_time=0)
-        .filter("scale", w, h, flags="area")
-        .output("pipe:", **out_kw)
-    )
-    return _frames(_compile(stream), path, w, h, float(rate), batch, info.duration, reuse)
+    return _batches(_Decode(path, info, rate, w, h), batch, reuse)
 
 
-def _frames(
-    cmd: list[str], path: Path, w: int, h: int, rate: float, batch: int, expected_s: float | None,
-    reuse: bool = False,
-) -> Iterator[FrameBatch]:
-    """Batches read from ffmpeg's pipe; the next batch is read in a thread while the caller works on
-    this one, so decoding overlaps the caller's inference (at most two batches exist at once)."""
-    frame_bytes = w * h * 3
-    spare: list[bytearray] = []  # reuse: the buffer of the batch before the one the caller holds
+@dataclass(frozen=True)
+class _Decode:
+    """One video decode: the file, what probe said of it, and the output grid and size."""
 
-    def read(stdout: IO[bytes]) -> tuple[bytearray, int]:
-        buf = spare.pop() if spare else bytearray(frame_bytes * batch)
-        return buf, _read_full(stdout, memoryview(buf), path)
+    path: Path
+    info: MediaInfo
+    rate: Fraction
+    width: int
+    height: int
 
-    with tempfile.TemporaryFile() as err, ThreadPoolExecutor(1, thread_name_prefix="msa-frames") as reader:
-        # err is a file, not a pipe: ffmpeg can never block on stderr
-        proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=err, bufsize=0)
-        _widen_pipe(proc.stdout)  # type: ignore[arg-type]
-        done = 0
-        try:
-            ahead = reader.submit(read, proc.stdout)  # type: ignore[arg-type]
-            held: bytearray | None = None  # the buffer behind the batch the caller holds
-            while ahead is not None:
-                buf, got = ahead.result()
-                if reuse and held is not None:
-                    spare.append(held)  # the caller asked for this batch: it is done with the previous one
-                ahead = reader.submit(read, proc.stdout) if got == len(buf) else None  # type: ignore[arg-type]
-                n = got // frame_bytes
-                if n:
-                    frames = np.frombuffer(buf, dtype=np.uint8, count=n * frame_bytes).reshape(n, h, w, 3)
-                    held = buf
-                    yield FrameBatch(frames, (done + np.arange(n, dtype=np.float64)) / rate)
-                    done += n
-            rc = proc.wait(timeout=STALL_TIMEOUT_S)
-            err.seek(0)
-            _verdict(path, "video", rc, err.read(), done / rate, expected_s)
-        except subprocess.TimeoutExpired:
-            raise MediaError(f"{path}: ffmpeg did not exit after decoding", reason="timeout") from None
-        finally:
-            if proc.poll() is None:
-                proc.kill()  # a read in flight then sees the end of the pipe and returns
-            proc.wait()
-            reader.shutdown(wait=True)
-            if proc.stdout is not None:
-                proc.stdout.close()
+    def last_frame(self) -> int | None:
+        """Frames stop before the container's end, ``i / rate < duration`` (ffmpeg's ``-t``), exactly."""
+        if self.info.duration is None:
+            return None
+        end = Fraction(round(self.info.duration * 1_000_000), 1_000_000)
+        return math.ceil(end * self.rate)
 
 
-def _widen_pipe(pipe: IO[bytes]) -> None:
-    """Grow a pipe to 1 MiB (Linux; the default 64 KiB holds a tenth of a 640x360 frame), so ffmpeg and
-    the reader wake each other a sixteenth as often: about 0.2 CPU-s less on the 12 shared clips.
-    Where the system refuses (``/proc/sys/fs/pipe-max-size`` lower, other platforms) nothing changes."""
+@dataclass
+class _End:
+    """The decoder thread's last message: decoding finished; packets the decoder rejected."""
+
+    rejected: int = 0
+    first: str = ""
+
+
+def _batches(job: _Decode, batch: int, reuse: bool) -> Iterator[FrameBatch]:
+    """Batches from a decoder thread that is allowed one batch ahead of the caller (at most two batches
+    exist at once). A batch that takes longer than ``STALL_TIMEOUT_S`` is a ``MediaError``."""
+    out: queue.Queue[tuple[np.ndarray, int] | _End | BaseException] = queue.Queue()
+    go = threading.Semaphore(1)  # one permit per batch the thread may fill
+    stop = threading.Event()
+    thread = threading.Thread(target=_decode_into, args=(job, batch, reuse, out, go, stop), daemon=True,
+                              name="msa-frames")
+    thread.start()
+    done = 0
     try:
-        import fcntl
-    except ImportError:  # Windows
-        return
-    if hasattr(fcntl, "F_SETPIPE_SZ"):  # Linux only
+        while True:
+            try:
+                item = out.get(timeout=STALL_TIMEOUT_S)
+            except queue.Empty:
+                raise MediaError(f"{job.path}: decoding stalled for {STALL_TIMEOUT_S:g} s", reason="timeout") from None
+            if isinstance(item, BaseException):
+                raise item
+            if isinstance(item, _End):
+                break
+            buf, n = item
+            go.release()  # the caller asked for this batch: it is done with the one before
+            yield FrameBatch(buf[:n], (done + np.arange(n, dtype=np.float64)) / float(job.rate))
+            done += n
+        _check_coverage(job.path, "video", done / float(job.rate), job.info.duration)
+        if item.rejected:
+            _warn_concealed(job.path, "video", item.rejected, item.first)
+    finally:
+        stop.set()
+        go.release()  # wakes a thread waiting for a permit, so that it sees ``stop``
+        thread.join(timeout=STALL_TIMEOUT_S)
+
+
+def _decode_into(job: _Decode, batch: int, reuse: bool, out: queue.Queue, go: threading.Semaphore,
+                 stop: threading.Event) -> None:
+    """The decoder thread: fills a batch each time it is permitted; reports the end or an error through
+    ``out``."""
+    shape = (batch, job.height, job.width, 3)
+    turns = [np.empty(shape, np.uint8), np.empty(shape, np.uint8)] if reuse else []
+    end = _End()
+    last = job.last_frame()
+    frames = _rgb_frames(job, end)
+    try:
+        done = 0
+        while last is None or done < last:
+            go.acquire()
+            if stop.is_set():
+                return
+            buf = turns[done // batch % 2] if reuse else np.empty(shape, np.uint8)
+            want = batch if last is None else min(batch, last - done)
+            n = 0
+            for frame in itertools.islice(frames, want):
+                buf[n] = frame
+                n += 1
+            if n:
+                out.put((buf, n))
+                done += n
+            if n < want:  # the stream ended
+                break
+        out.put(end)
+    except BaseException as e:  # handed to the caller's thread, which raises it
+        out.put(e)
+    finally:
+        frames.close()
+
+
+def _rgb_frames(job: _Decode, end: _End) -> Iterator[np.ndarray]:
+    """The video's frames on the output grid, rotated and scaled: (H, W, 3) views, each valid until the
+    next is asked for. Packets the decoder rejects are counted in ``end`` and skipped (ffmpeg conceals
+    them too); a file that cannot be opened or read on is a ``MediaError``."""
+    import av
+
+    try:
+        with av.open(f"file:{job.path.resolve()}", options={"protocol_whitelist": "file"}) as container:
+            stream = next((s for s in container.streams.video
+                           if not s.disposition & av.stream.Disposition.attached_pic), None)
+            if stream is None:
+                raise MediaError(f"{job.path}: no video track", reason="no_video")
+            stream.thread_count = 1  # one decoding thread: less CPU, and the caller's inference is slower anyway
+            graph = None  # built from the first frame: a stream's header may not state its pixel format
+            offset = _start_offset(container, stream)
+            for packet in container.demux(stream):
+                try:
+                    decoded = packet.decode()
+                except av.FFmpegError as e:
+                    end.rejected += 1
+                    end.first = end.first or str(e)
+                    continue
+                for frame in decoded:
+                    pts = frame.pts if frame.pts is not None else frame.dts
+                    if pts is None:  # no time at all: the filter cannot place it on the grid
+                        end.rejected += 1
+                        continue
+                    frame.pts = pts - offset
+                    graph = graph or _filter_graph(frame, stream.time_base, job)
+                    graph.push(frame)
+                    yield from _pulled(graph)
+            if graph is not None:
+                graph.push(None)
+                yield from _pulled(graph)
+    except av.FFmpegError as e:
+        raise MediaError(f"{job.path}: video cannot be decoded ({e})", reason="corrupt_media") from None
+
+
+def _filter_graph(first: Any, time_base: Fraction, job: _Decode) -> Any:
+    """ffmpeg's own chain, as its command line builds it: autorotation, then ``fps`` onto the grid from
+    time 0, then an area-averaging ``scale`` straight to RGB (it also takes frames whose size changes)."""
+    import av
+
+    graph = av.filter.Graph()
+    chain = [graph.add_buffer(width=first.width, height=first.height, format=first.format, time_base=time_base)]
+    chain += [graph.add(name, arg) for name, arg in _rotation_filters((-job.info.rotation) % 360)]
+    chain += [graph.add("fps", f"fps={job.rate}:start_time=0"),
+              graph.add("scale", f"{job.width}:{job.height}:flags=area"),
+              graph.add("format", "rgb24"), graph.add("buffersink")]
+    for a, b in zip(chain, chain[1:]):
+        a.link_to(b)
+    graph.configure()
+    return graph
+
+
+def _rotation_filters(clockwise: int) -> list[tuple[str, str]]:
+    """ffmpeg's autorotation: exact transposes and flips for quarter turns, ``rotate`` otherwise."""
+    quarter = {0: [], 90: [("transpose", "clock")], 180: [("hflip", ""), ("vflip", "")],
+               270: [("transpose", "cclock")]}
+    return quarter.get(clockwise, [("rotate", f"{clockwise:f}*PI/180")])
+
+
+def _start_offset(container: Any, stream: Any) -> int:
+    """What ffmpeg subtracts from the video's timestamps (stream time base), as its command line does:
+    the container's start, so every file starts at 0; in formats whose clock may jump (MPEG program
+    and transport streams), the video stream's own start."""
+    import av
+
+    if container.format.flags & av.format.Flags.ts_discont.value:
+        return stream.start_time or 0
+    if not container.start_time:
+        return 0
+    return math.floor(Fraction(container.start_time, 1_000_000) / stream.time_base + Fraction(1, 2))
+
+
+def _pulled(graph: Any) -> Iterator[np.ndarray]:
+    """The frames the graph can give now."""
+    import av
+
+    while True:
         try:
-            fcntl.fcntl(pipe.fileno(), fcntl.F_SETPIPE_SZ, PIPE_BYTES)
-        except OSError:
-            pass
-
-
-def _read_full(pipe: IO[bytes], view: memoryview, path: Path) -> int:
-    """Fill ``view`` from the pipe; return bytes read (fewer only at end of stream)."""
-    got = 0
-    while got < len(view):
-        ready, _, _ = select.select([pipe], [], [], STALL_TIMEOUT_S)
-        if not ready:
-            raise MediaError(f"{path}: decoding stalled for {STALL_TIMEOUT_S:g} s", reason="timeout")
-        n = pipe.readinto(view[got:])  # type: ignore[attr-defined]
-        if not n:
-            break
-        got += n
-    return got
+            frame = graph.pull()
+        except (av.BlockingIOError, av.EOFError):
+            return
+        yield frame.to_ndarray()

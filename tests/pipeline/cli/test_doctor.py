@@ -30,7 +30,7 @@ def test_table_in_process_exits_0_with_default_recipe(capsys: pytest.CaptureFixt
     rc = doctor.main([])
     out = capsys.readouterr().out
     assert rc == 0, out
-    assert f"ffmpeg: {ffmpeg_exe()} (ffmpeg version" in out
+    assert f"ffmpeg: {ffmpeg_exe()} (ffmpeg version" in out and "; frames: PyAV " in out
     assert "cuda: " in out
     lines = out.splitlines()
     for name in EXTRACTORS.names():
@@ -49,6 +49,7 @@ def test_json_has_an_entry_per_extractor(capsys: pytest.CaptureFixture[str], no_
     assert all(rows[n]["usable"] for n in RECIPES["default"].values())
     assert set(rep["recipes"]) == set(RECIPES)
     assert rep["ffmpeg"]["path"] == ffmpeg_exe() and rep["ffmpeg"]["version"].startswith("ffmpeg version")
+    assert rep["ffmpeg"]["frames"].startswith("PyAV ") and "libavcodec" in rep["ffmpeg"]["frames"]
     assert {b["name"] for b in rep["backends"]} >= {"text-encoder minilm", "text-encoder hf", "clip weights",
                                                    "py-feat weights", "whisper model"}
 
