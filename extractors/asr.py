@@ -6,8 +6,10 @@ language (first 10 s of speech unpadded, Whisper's padded 30 s window only when 
 clip without speech is not detected at all; a given ``language`` skips it), then English goes to
 tiny.en (as accurate as before, and faster) and any other language to base. Chinese output is
 normalised to simplified characters (Whisper often writes traditional ones); the transcript records its
-language. The runner calls ``transcribe(clip) -> Transcript`` when a clip comes without a transcript;
-``extract(clip)`` gives the same result as Features (one row per word) so ASR output is cached
+language. Silero VAD runs once per clip (:mod:`.vad`): detection, the ``vad_filter`` transcription
+(faster-whisper's filter reproduced on those timestamps) and ``whisper_enc`` share it through
+``clip.memo``. The runner calls ``transcribe(clip) -> Transcript`` when a clip comes without a
+transcript; ``extract(clip)`` gives the same result as Features (one row per word) so ASR output is cached
 like any other modality. Silence and music give an empty transcript, never an error.
 """
 from __future__ import annotations
@@ -27,6 +29,7 @@ from msa.core.packages import shipped_files_status
 
 from . import whisper_models
 from .base import Extractor, Features, Transcript, Word
+from .vad import speech_audio, speech_timestamps
 from .whisper_enc import WINDOW_SAMPLES, shared_encoder
 
 SHIPPED_MODEL = "tiny.en"
@@ -181,7 +184,7 @@ class WhisperASR(Extractor):
             return self._model(SHIPPED_MODEL)
         return self._model(whisper_models.BASE)
 
-    def _choose(self, audio: np.ndarray) -> tuple[str | None, str | None]:
+    def _choose(self, audio: np.ndarray, memo: dict[Any, Any]) -> tuple[str | None, str | None]:
         """(model name, language or None for the model to detect) for this audio; (None, None): no speech."""
         lang = None if self.config.language == "auto" else self.config.language
         if self.config.model == SHIPPED_MODEL:
@@ -190,7 +193,7 @@ class WhisperASR(Extractor):
             return self.config.model, lang
         if lang is None:
             lang = detect_language(self._model(whisper_models.BASE), audio, self.config.detect_seconds,
-                                   self.config.detect_threshold, no_speech=self.config.vad_filter)
+                                   self.config.detect_threshold, no_speech=self.config.vad_filter, memo=memo)
             if lang is None:  # the VAD keeps no speech: transcribing would give nothing either
                 return None, None
         return (SHIPPED_MODEL if lang == "en" else whisper_models.BASE), lang
@@ -198,41 +201,50 @@ class WhisperASR(Extractor):
     def transcribe(self, clip: Any) -> Transcript:
         """Transcript with word timings (seconds from the clip start); empty when no speech is found."""
         with shared_encoder(clip, self._encoder_model()):  # whisper_enc on the same clip reuses these encoder outputs
-            return self._run(clip.audio(SAMPLE_RATE), getattr(clip, "clip_id", None))[0]
+            return self._run(clip.audio(SAMPLE_RATE), getattr(clip, "clip_id", None), getattr(clip, "memo", None))[0]
 
     def transcribe_audio(self, audio: np.ndarray) -> Transcript:
         """Same as ``transcribe`` on a 16 kHz mono float32 signal."""
-        return self._run(audio, None)[0]
+        return self._run(audio, None, None)[0]
 
     def extract(self, clip: Any) -> Features:
         """One row per word: (start, end, probability); times are word centres; meta holds text and words."""
         audio = np.asarray(clip.audio(SAMPLE_RATE), dtype=np.float32).reshape(-1)
         with shared_encoder(clip, self._encoder_model()):
-            transcript, probs = self._run(audio, getattr(clip, "clip_id", None))
+            transcript, probs = self._run(audio, getattr(clip, "clip_id", None), getattr(clip, "memo", None))
         features = transcript_to_features(transcript, duration=audio.size / SAMPLE_RATE, probs=probs)
         features.meta["compute"] = "/".join(self._compute())  # int8 on CPU and float16 on CUDA may differ
         return features
 
-    def _run(self, audio: np.ndarray, clip_id: str | None) -> tuple[Transcript, list[float]]:
+    def _run(self, audio: np.ndarray, clip_id: str | None, memo: dict[Any, Any] | None) -> tuple[Transcript, list[float]]:
+        """Detect (if asked) and transcribe; ``memo`` (the clip's, else one for this call) shares its VAD run."""
         source = f"asr:{self.name}"
+        memo = memo if isinstance(memo, dict) else {}
         audio = np.ascontiguousarray(audio, dtype=np.float32).reshape(-1)
         if not np.all(np.isfinite(audio)):
             raise ExtractionError(f"whisper: clip {clip_id} has NaN/inf audio samples", reason="bad_audio")
         fixed = None if self.config.language == "auto" else self.config.language
         if audio.size == 0 or not np.any(audio):
             return Transcript(text="", words=(), source=source, language=fixed), []
-        model, language = self._choose(audio)
+        model, language = self._choose(audio, memo)
         if model is None:
             return Transcript(text="", words=(), source=source, language=None), []
+        # faster-whisper's vad_filter on the clip's shared VAD run: its default VadOptions, the kept speech
+        # concatenated, times mapped back to the clip by its own restore_speech_timestamps
+        chunks = speech_timestamps(audio, memo) if self.config.vad_filter else None
         segments, info = self._model(model).transcribe(
-            audio,
+            audio if chunks is None else speech_audio(audio, chunks)[0],
             language=language,
             beam_size=self.config.beam_size,
             temperature=self.config.temperature,
             word_timestamps=True,
-            vad_filter=self.config.vad_filter,
+            vad_filter=False,
             condition_on_previous_text=False,
         )
+        if chunks:
+            from faster_whisper.transcribe import restore_speech_timestamps
+
+            segments = restore_speech_timestamps(segments, chunks, SAMPLE_RATE)
         words: list[Word] = []
         probs: list[float] = []
         texts: list[str] = []
@@ -249,7 +261,8 @@ class WhisperASR(Extractor):
 
 
 def detect_language(model: Any, audio: np.ndarray, seconds: float = DETECT_SECONDS,
-                    threshold: float = DETECT_THRESHOLD, no_speech: bool = False) -> str | None:
+                    threshold: float = DETECT_THRESHOLD, no_speech: bool = False,
+                    memo: dict[Any, Any] | None = None) -> str | None:
     """Whisper's most likely language code for the clip's speech (Silero VAD drops silence first).
 
     Whisper pads every window to 30 s, so on CPU detection cost a full encoder pass per clip (1.7 s for
@@ -261,9 +274,9 @@ def detect_language(model: Any, audio: np.ndarray, seconds: float = DETECT_SECON
     ``seconds=0`` uses the padded window only. The unpadded window is the mel ``whisper_enc``
     (``pad=False``) encodes when the clip has at most ``seconds`` of speech, so within ``shared_encoder``
     the two share that encoder run. With ``no_speech`` a clip whose VAD keeps no speech gives None
-    (nothing to transcribe); without, the whole audio is used.
+    (nothing to transcribe); without, the whole audio is used. ``memo`` shares the VAD run (``vad``).
     """
-    speech = first_speech(audio, WINDOW_SAMPLES)
+    speech = first_speech(audio, WINDOW_SAMPLES, memo)
     if speech.size == 0:
         if no_speech:
             return None
@@ -275,18 +288,9 @@ def detect_language(model: Any, audio: np.ndarray, seconds: float = DETECT_SECON
     return _top_language(model, speech[:WINDOW_SAMPLES], True)[0]
 
 
-def first_speech(audio: np.ndarray, samples: int) -> np.ndarray:
-    """The first ``samples`` of VAD-kept speech: the samples ``whisper_enc.speech_audio`` starts with
-    (Silero VAD, faster-whisper's defaults), without gathering the rest of a long clip."""
-    from faster_whisper.vad import VadOptions, get_speech_timestamps
-
-    parts, n = [], 0
-    for chunk in get_speech_timestamps(audio, VadOptions()):
-        parts.append(audio[chunk["start"] : chunk["end"]])
-        n += chunk["end"] - chunk["start"]
-        if n >= samples:
-            break
-    return np.concatenate(parts)[:samples].astype(np.float32, copy=False) if parts else np.zeros(0, np.float32)
+def first_speech(audio: np.ndarray, samples: int, memo: dict[Any, Any] | None = None) -> np.ndarray:
+    """The first ``samples`` of VAD-kept speech: the samples ``whisper_enc`` and the transcription start with."""
+    return speech_audio(audio, speech_timestamps(audio, memo))[0][:samples]
 
 
 def _top_language(model: Any, speech: np.ndarray, pad: bool) -> tuple[str, float, int]:

@@ -2,7 +2,8 @@
 
 The encoder of a speech recogniser carries who-says-it-how as well as what is said; pooled over a
 clip it is a strong speech-emotion feature. Input is built the way faster-whisper's language
-detection builds it: silero VAD keeps the speech (``vad_filter``), the kept audio is cut into 30 s
+detection builds it: silero VAD keeps the speech (``vad_filter``; the clip's one VAD run, shared with
+ASR through ``clip.memo``, see :mod:`.vad`), the kept audio is cut into 30 s
 windows, each window gets its own log-mel features and is encoded once: as it is (default), or
 padded to 30 s (``pad``) exactly as faster-whisper pads it. Only the
 encoder frames that cover real audio (20 ms each) are pooled. With ``window`` > 0 the states are
@@ -20,7 +21,6 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import functools
-import hashlib
 import uuid
 from dataclasses import dataclass
 from typing import Any, Iterator
@@ -32,6 +32,7 @@ from msa.core.errors import ExtractionError
 
 from . import whisper_models
 from .base import Extractor, Features
+from .vad import content_key, speech_audio, speech_timestamps
 
 SR = 16000
 WINDOW_SAMPLES = 30 * SR  # Whisper's fixed input length
@@ -51,8 +52,7 @@ def _memoize_encode(model: Any) -> str:
             memo = _MEMO.get()
             if memo is None:
                 return type(model).encode(model, features)
-            arr = np.ascontiguousarray(features, dtype=np.float32)
-            k = ("whisper_encoder", key, arr.shape, hashlib.blake2b(arr.tobytes(), digest_size=16).hexdigest())
+            k = ("whisper_encoder", key, *content_key(np.asarray(features, dtype=np.float32)))
             if k not in memo:
                 memo[k] = type(model).encode(model, features)
             return memo[k]
@@ -107,17 +107,6 @@ def _to_numpy(out: Any) -> np.ndarray:
     return np.asarray(out, dtype=np.float32)
 
 
-def speech_audio(audio: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(VAD-kept samples concatenated, their original sample positions), as faster-whisper's VAD filter keeps them."""
-    from faster_whisper.vad import VadOptions, collect_chunks, get_speech_timestamps
-
-    chunks = get_speech_timestamps(audio, VadOptions())
-    kept = collect_chunks(audio, chunks)[0]
-    speech = np.concatenate(kept, axis=0) if kept else np.zeros(0, np.float32)
-    positions = np.concatenate([np.arange(c["start"], c["end"]) for c in chunks]) if chunks else np.zeros(0, int)
-    return speech.astype(np.float32, copy=False), positions[: speech.size]
-
-
 class WhisperEnc(Extractor):
     """Pooled (mean, std) Whisper encoder states: one row per clip, or per ``window`` seconds."""
 
@@ -155,7 +144,10 @@ class WhisperEnc(Extractor):
                                   f"20 ms encoder frame", reason="too_short")
         if not np.all(np.isfinite(audio)):
             raise ExtractionError(f"{self.name}: clip {cid} has NaN/inf audio samples", reason="bad_audio")
-        speech, positions = speech_audio(audio) if self.config.vad_filter else (audio, np.arange(audio.size))
+        if self.config.vad_filter:  # the clip's VAD run, shared with the ASR stage through clip.memo
+            speech, positions = speech_audio(audio, speech_timestamps(audio, getattr(clip, "memo", None)))
+        else:
+            speech, positions = audio, np.arange(audio.size)
         voiced = speech.size / SR
         if speech.size < SAMPLES_PER_STATE:
             speech, positions = audio, np.arange(audio.size)

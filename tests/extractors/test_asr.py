@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from msa.extractors import EXTRACTORS
-from msa.extractors import asr
+from msa.extractors import asr, vad
 from msa.extractors.asr import SHIPPED_SHA256, WhisperASR, _script_fix, features_to_transcript
 from msa.extractors.base import Transcript
 from msa.extractors.whisper_models import BASE_SHA256
@@ -160,7 +160,7 @@ class _FakeWhisper:
 
 def test_detection_is_unpadded_unless_unsure(monkeypatch: pytest.MonkeyPatch) -> None:
     """Issue 14: the first 10 s of speech unpadded; Whisper's padded 30 s window only below the threshold."""
-    monkeypatch.setattr(asr, "first_speech", lambda audio, samples: audio[:samples])
+    monkeypatch.setattr(asr, "first_speech", lambda audio, samples, memo=None: audio[:samples])
     speech = np.ones(16000 * 25, np.float32)
     sure = _FakeWhisper(("de", 0.95))
     assert asr.detect_language(sure, speech) == "de" and sure.frames == [1000]  # 10 s, one short run
@@ -174,7 +174,7 @@ def test_detection_is_unpadded_unless_unsure(monkeypatch: pytest.MonkeyPatch) ->
     whole = _FakeWhisper(("fr", 0.2), padded=("fr", 0.2))
     assert asr.detect_language(whole, np.ones(16000 * 40, np.float32), seconds=30) == "fr"
     assert whole.frames == [3000]  # 30 s of speech unpadded is the padded window: no second run
-    monkeypatch.setattr(asr, "first_speech", lambda audio, samples: audio[:0])
+    monkeypatch.setattr(asr, "first_speech", lambda audio, samples, memo=None: audio[:0])
     assert asr.detect_language(_FakeWhisper(("en", 1.0)), speech, no_speech=True) is None
     assert asr.detect_language(_FakeWhisper(("en", 1.0)), speech) == "en"  # no VAD speech: the whole audio
     assert WhisperASR().config.detect_seconds == 10.0 and WhisperASR().config.detect_threshold == 0.9
@@ -227,9 +227,8 @@ def test_generated_german_is_detected_and_transcribed_by_base() -> None:
     ex = WhisperASR()
     base = ex._model("base")
     speech = asr.first_speech(clip.audio(asr.SAMPLE_RATE), 10 * asr.SAMPLE_RATE)
-    from msa.extractors.whisper_enc import speech_audio
-
-    whole = speech_audio(clip.audio(asr.SAMPLE_RATE))[0]  # whisper_enc's speech: the same samples, so shareable
+    audio = clip.audio(asr.SAMPLE_RATE)
+    whole = vad.speech_audio(audio, vad.speech_timestamps(audio))[0]  # whisper_enc's speech: the same samples
     np.testing.assert_array_equal(speech, whole[: 10 * asr.SAMPLE_RATE])
     assert asr.first_speech(np.concatenate([clip.audio(asr.SAMPLE_RATE)] * 3), 5 * asr.SAMPLE_RATE).size == 80000
     lang, p, _ = asr._top_language(base, speech[: 10 * asr.SAMPLE_RATE], False)
@@ -251,3 +250,43 @@ def test_default_detection_shares_its_encoder_run_with_whisper_enc(encode_calls:
     after_asr = len(calls)
     WhisperEnc().extract(clip)
     assert len(calls) == after_asr
+
+
+def test_vad_runs_once_per_clip_for_auto_asr_and_whisper_enc(monkeypatch: pytest.MonkeyPatch) -> None:
+    """auto ASR (language detection + transcription) and whisper_enc on one clip: one Silero VAD run,
+    shared through clip.memo (before, detection, faster-whisper's vad_filter and whisper_enc each ran it)."""
+    from faster_whisper.vad import SileroVADModel
+
+    from msa.extractors.whisper_enc import WhisperEnc
+
+    runs: list[int] = []
+    real = SileroVADModel.__call__
+
+    def counting(self: SileroVADModel, audio: np.ndarray, *args: object, **kwargs: object) -> np.ndarray:
+        runs.append(len(audio))
+        return real(self, audio, *args, **kwargs)
+
+    monkeypatch.setattr(SileroVADModel, "__call__", counting)
+    clip = Clip.from_path(GERMAN)
+    assert WhisperASR().extract(clip).meta["language"] == "de"
+    assert WhisperEnc().extract(clip).meta["voice"]
+    assert len(runs) == 1, runs
+
+
+def test_shared_vad_transcription_equals_faster_whispers_vad_filter() -> None:
+    """Transcribing the shared VAD run's speech and restoring its times gives faster-whisper's own
+    ``vad_filter=True`` output exactly (words, times, probabilities, language), on speech with silences."""
+    speech = Clip.from_path(GERMAN).audio(asr.SAMPLE_RATE)
+    silence = np.zeros(3 * asr.SAMPLE_RATE, np.float32)
+    audio = np.concatenate([silence[: asr.SAMPLE_RATE], speech, silence, speech[: speech.size // 2]])
+    chunks = vad.speech_timestamps(audio)
+    assert len(chunks) >= 2 and chunks[0]["start"] > 0  # the times really are mapped back across cuts
+    ex = WhisperASR(model="base", language="de")
+    ours, probs = ex._run(audio, None, None)
+    segments, info = ex._model("base").transcribe(
+        audio, language="de", beam_size=5, temperature=0.0, word_timestamps=True, vad_filter=True,
+        condition_on_previous_text=False)
+    theirs = [(w.word.strip(), float(w.start), float(w.end), float(w.probability))
+              for s in segments for w in s.words or () if w.word.strip()]
+    assert [(w.word, w.start, w.end, p) for w, p in zip(ours.words, probs, strict=True)] == theirs
+    assert ours.language == info.language == "de" and len(theirs) > 10
