@@ -245,6 +245,17 @@ _CHUNK_FRAMES = 6000
 _CONTEXT_FRAMES = 200
 
 
+class _FramesOf:
+    """``opensmile.Smile`` with ``LiteSmile``'s interface: ``process`` gives the (frames, features) array."""
+
+    def __init__(self, smile: Any) -> None:
+        self._smile = smile
+        self.feature_names = smile.feature_names
+
+    def process(self, signal: np.ndarray, sampling_rate: int) -> np.ndarray:
+        return self._smile.process_signal(signal, sampling_rate).to_numpy()
+
+
 class _OpenSmile(Extractor):
     """openSMILE through its Python API on the in-memory signal; one Smile object per extractor instance."""
 
@@ -280,14 +291,7 @@ class _OpenSmile(Extractor):
         audobject_utils.PACKAGES_DISTRIBUTIONS.setdefault("opensmile", ["opensmile"])
         fs = getattr(opensmile.FeatureSet, self.feature_set)
         levels = [getattr(opensmile.FeatureLevel, lv) for lv in self._levels()]
-        return [opensmile.Smile(feature_set=fs, feature_level=lv) for lv in levels]
-
-    @staticmethod
-    def _run(smile: Any, signal: np.ndarray) -> np.ndarray:
-        """(frames, features) of one runner over a 16 kHz signal."""
-        if hasattr(smile, "process_signal"):
-            return smile.process_signal(signal, SR).to_numpy()
-        return smile.process(signal, SR)
+        return [_FramesOf(opensmile.Smile(feature_set=fs, feature_level=lv)) for lv in levels]
 
     def __getstate__(self) -> dict[str, Any]:
         """Picklable for process pools: the Smile objects are rebuilt on first use."""
@@ -319,10 +323,10 @@ class _OpenSmile(Extractor):
     def _windowed_functionals(self, y: np.ndarray, window: float) -> Features:
         """One functionals row for the clip (window 0), or one per ``window`` seconds with hop ``window / 2``."""
         if window <= 0:
-            return finish(self._run(self._smiles[0], y), np.array([y.size / SR / 2]), y.size, level="functionals")
+            return finish(self._smiles[0].process(y, SR), np.array([y.size / SR / 2]), y.size, level="functionals")
         size, hop = int(round(window * SR)), int(round(window * SR / 2))
         starts = range(0, max(y.size - hop, 1), hop)
-        rows = [self._run(self._smiles[0], y[a : a + size])[0] for a in starts]
+        rows = [self._smiles[0].process(y[a : a + size], SR)[0] for a in starts]
         times = np.array([(a + min(size, y.size - a) / 2) / SR for a in starts])
         return finish(np.stack(rows), times, y.size, level="functionals", window=window)
 
@@ -332,7 +336,7 @@ class _OpenSmile(Extractor):
         for f0 in range(0, t, chunk):
             f1 = min(t, f0 + chunk)
             a, b = max(0, f0 - _CONTEXT_FRAMES), min(t, f1 + _CONTEXT_FRAMES)
-            part = self._run(smile, padded[a * HOP : b * HOP + _PAD_FRONT + _PAD_BACK])
+            part = smile.process(padded[a * HOP : b * HOP + _PAD_FRONT + _PAD_BACK], SR)
             rows.append(part[f0 - a : f1 - a])
             if rows[-1].shape[0] != f1 - f0:
                 raise ExtractionError(f"{self.name}: openSMILE returned {part.shape[0]} frames for frames "

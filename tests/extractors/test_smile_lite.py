@@ -56,3 +56,19 @@ def test_egemaps_extractor_uses_it_and_never_imports_pandas(fresh_python) -> Non
 def test_unknown_sets_fall_back_to_the_package() -> None:
     assert lite_smile("IS13", "LowLevelDescriptors") is None
     assert lite_smile("eGeMAPSv02", "nope") is None
+
+
+def test_extractors_give_the_same_features_through_the_package(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Where LiteSmile is not available the extractors run opensmile.Smile behind the same interface."""
+    import msa.extractors.smile_lite as smile_lite
+    from msa.extractors.audio import EGeMAPS
+
+    class C:
+        def audio(self, sr: int) -> np.ndarray:
+            return _signal(3.0, seed=3)
+
+    lite = EGeMAPS().extract(C())
+    monkeypatch.setattr(smile_lite, "lite_smile", lambda feature_set, level: None)
+    package = EGeMAPS()
+    assert not isinstance(package._smiles[0], LiteSmile)
+    np.testing.assert_allclose(package.extract(C()).data, lite.data, rtol=1e-6, atol=1e-6)
