@@ -78,6 +78,13 @@ class BilingualText(MSAModel):
         "tiny": {"text_encoder": "tiny-random", "route": "e5", "hidden": 16, "dropout": 0.0, "train": {"batch_size": 8}},
     }
 
+    @classmethod
+    def legacy_config(cls, saved: dict[str, Any]) -> dict[str, Any]:
+        """Before ``e5_store``, tuned e5 layers were saved as float16."""
+        if saved.get("tune_layers") and "e5_store" not in saved:
+            saved["e5_store"] = "float16"
+        return saved
+
     def __init__(self, config: BilingualTextConfig, dims: Dims, task: Task) -> None:
         super().__init__(config, dims, task)
         c = config

