@@ -108,7 +108,8 @@ def build_optimizers(model: MSAModel, settings: TrainSettings) -> tuple[dict[str
 
 
 def build_schedulers(optimizers: dict[str, torch.optim.Optimizer], spec: str | None) -> list[Any]:
-    """``plateau:<patience>:<factor>`` (on validation loss), ``step:<size>:<gamma>``, ``multistep:<m1,m2>:<gamma>``.
+    """``plateau:<patience>:<factor>`` (on the validation loss; on the training loss when no epoch is validated:
+    ``select = "last"`` without a valid split), ``step:<size>:<gamma>``, ``multistep:<m1,m2>:<gamma>``.
 
     ``spec`` comes from a validated ``TrainSettings``, so it parses."""
     if not spec:
@@ -297,7 +298,7 @@ def fit(model: MSAModel, train: Split, valid: Split | None, test: Split | None, 
                 best_epoch == 0 or (value > best_value + IMPROVE_EPS if higher else value < best_value - IMPROVE_EPS))
             if improved:
                 best_value, best_epoch, best_valid = value, epoch, val
-                if not last:  # "last": the weights the loop ends with (below), no copy per epoch
+                if not last:  # "last": the weights the loop ends with, no copy per epoch
                     best_state = {k2: v.detach().to("cpu", copy=True) for k2, v in model.state_dict().items()}
             record["seconds"] = time.perf_counter() - te
             record["best"] = improved
@@ -317,11 +318,10 @@ def fit(model: MSAModel, train: Split, valid: Split | None, test: Split | None, 
                 break
         if epochs_bar is not None:
             epochs_bar.close()
-        if last and history:
-            best_state = {k2: v.detach().to("cpu", copy=True) for k2, v in model.state_dict().items()}
-        if best_state is None:
-            raise TrainingError(f"no epoch produced a finite validation {key}; nothing to select")
-        model.load_state_dict(best_state)
+        if not last:  # "last": the model already holds the weights the loop ended with
+            if best_state is None:
+                raise TrainingError(f"no epoch produced a finite validation {key}; nothing to select")
+            model.load_state_dict(best_state)
         test_metrics = None
         if test is not None:
             test_loader = DeviceLoader(make_loader(test, settings.batch_size, shuffle=False, stats=stats), dev)
