@@ -42,18 +42,19 @@ def _load(folder: str, use_numpy: bool = False) -> tuple[Any, Any, str]:
     """
     from msa.models.layers.wordpiece import load_tokenizer
 
-    if use_numpy:
-        from msa.models.layers.bert_np import load_bert_np
-
-        tok, model = load_tokenizer(folder), load_bert_np(folder)
-        if tok is not None and model is not None:
-            return tok, model, "numpy"
-    import torch
-
-    from msa.models.layers.bert import load_bert
-
     try:
-        tok, model = load_tokenizer(folder), load_bert(folder)  # plain BERT: no transformers import
+        tok = load_tokenizer(folder)  # plain BERT's WordPiece: no transformers import
+        if use_numpy and tok is not None:
+            from msa.models.layers.bert_np import load_bert_np
+
+            model = load_bert_np(folder)
+            if model is not None:
+                return tok, model, "numpy"
+        import torch
+
+        from msa.models.layers.bert import load_bert
+
+        model = load_bert(folder)
         if tok is None:
             from transformers import AutoTokenizer
 

@@ -189,6 +189,25 @@ def test_hf_bert_from_local_folder(tiny_bert: Path) -> None:
     assert HFText(model=str(tiny_bert), max_len=16).spec().spec_hash != spec.spec_hash
 
 
+def test_a_folder_the_numpy_encoder_declines_reads_its_tokenizer_once(tiny_bert: Path,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """use_numpy on a folder bert_np cannot run: the torch path reuses the WordPiece tokenizer already read."""
+    import msa.extractors.text as text
+    import msa.models.layers.bert_np as bert_np
+    import msa.models.layers.wordpiece as wordpiece
+
+    reads: list[str] = []
+    real = wordpiece.load_tokenizer
+    monkeypatch.setattr(wordpiece, "load_tokenizer", lambda folder: reads.append(folder) or real(folder))
+    monkeypatch.setattr(bert_np, "load_bert_np", lambda folder: None)
+    text._load.cache_clear()
+    try:
+        tok, _, device = text._load(str(tiny_bert), True)
+    finally:
+        text._load.cache_clear()
+    assert reads == [str(tiny_bert)] and tok is not None and device in ("cpu", "cuda")
+
+
 def test_hf_roberta_has_no_token_types_and_respects_position_limit(tiny_roberta: Path) -> None:
     from transformers import AutoModel
 
