@@ -112,7 +112,8 @@ class NumpyBert:
 
     def __init__(self, shape: BertShape, weights: dict[str, np.ndarray]) -> None:
         """``weights``: transformers' names and layouts; each layer's dense weights are copied once,
-        transposed to (in, out) and query/key/value fused; the embedding tables stay memory-mapped."""
+        transposed to (in, out) and query/key/value fused; the embedding tables stay memory-mapped when the
+        file stores them in float32 (float16 tables are converted to float32 copies here)."""
         self.config = shape
         w = {k: np.asarray(v, dtype=np.float32) for k, v in weights.items()}
         e = "embeddings."
