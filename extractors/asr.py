@@ -29,7 +29,7 @@ from msa.core.packages import shipped_files_status
 
 from . import whisper_models
 from .base import Extractor, Features, Transcript, Word
-from .vad import speech_audio, speech_timestamps
+from .vad import kept_speech, speech_timestamps
 from .whisper_enc import WINDOW_SAMPLES, shared_encoder
 
 SHIPPED_MODEL = "tiny.en"
@@ -233,7 +233,7 @@ class WhisperASR(Extractor):
         # concatenated, times mapped back to the clip by its own restore_speech_timestamps
         chunks = speech_timestamps(audio, memo) if self.config.vad_filter else None
         segments, info = self._model(model).transcribe(
-            audio if chunks is None else speech_audio(audio, chunks)[0],
+            audio if chunks is None else kept_speech(audio, chunks),
             language=language,
             beam_size=self.config.beam_size,
             temperature=self.config.temperature,
@@ -290,7 +290,7 @@ def detect_language(model: Any, audio: np.ndarray, seconds: float = DETECT_SECON
 
 def first_speech(audio: np.ndarray, samples: int, memo: dict[Any, Any] | None = None) -> np.ndarray:
     """The first ``samples`` of VAD-kept speech: the samples ``whisper_enc`` and the transcription start with."""
-    return speech_audio(audio, speech_timestamps(audio, memo))[0][:samples]
+    return kept_speech(audio, speech_timestamps(audio, memo), samples)
 
 
 def _top_language(model: Any, speech: np.ndarray, pad: bool) -> tuple[str, float, int]:

@@ -221,6 +221,22 @@ def test_chinese_detection_pinned(shared_data: Path) -> None:
     assert asr.detect_language(base, audio) == "zh" and asr.detect_language(base, audio, seconds=0) == "zh"
 
 
+def test_kept_speech_is_faster_whispers_collected_chunks() -> None:
+    """The samples the recogniser transcribes are faster-whisper's own ``collect_chunks`` output; with a
+    limit, its first samples (several chunks: the German clip three times over, 4 s of silence between)."""
+    from faster_whisper.vad import collect_chunks
+
+    one = Clip.from_path(GERMAN).audio(asr.SAMPLE_RATE)
+    gap = np.zeros(4 * asr.SAMPLE_RATE, np.float32)  # over VadOptions' 2 s of silence: separate chunks
+    audio = np.concatenate([one, gap, one, gap, one])
+    chunks = vad.speech_timestamps(audio)
+    assert len(chunks) >= 3
+    theirs = np.concatenate(collect_chunks(audio, chunks)[0])
+    np.testing.assert_array_equal(vad.kept_speech(audio, chunks), theirs)
+    np.testing.assert_array_equal(vad.kept_speech(audio, chunks, 40000), theirs[:40000])
+    assert vad.kept_speech(audio, []).size == 0 and vad.kept_speech(audio, []).dtype == np.float32
+
+
 def test_generated_german_is_detected_and_transcribed_by_base() -> None:
     """A non-English clip: detected de without the padded window, transcribed by base in German."""
     clip = Clip.from_path(GERMAN)
