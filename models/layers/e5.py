@@ -24,11 +24,6 @@ LAYER_TENSORS = ("q", "k", "v", "ao", "fi", "fo")
 NORMS = ("aln", "oln")
 
 
-def layer_matrix(f: E5File, layer: int, name: str) -> np.ndarray:
-    """Layer ``layer``'s ``name`` weight matrix (one of LAYER_TENSORS), dequantised: (out, in) float32."""
-    return dequantize(f.q4_blocks(f"l{layer}.{name}.w"))
-
-
 class E5Layer(nn.Module):
     def __init__(self, hidden: int, heads: int, ffn: int, eps: float) -> None:
         super().__init__()
@@ -70,7 +65,7 @@ class E5Encoder(nn.Module):
             for i, layer in enumerate(self.layers):
                 for name in LAYER_TENSORS:
                     lin = getattr(layer, name)
-                    lin.weight.copy_(torch.from_numpy(layer_matrix(f, i, name)))
+                    lin.weight.copy_(torch.from_numpy(dequantize(f.q4_blocks(f"l{i}.{name}.w"))))
                     lin.bias.copy_(torch.from_numpy(f.float32(f"l{i}.{name}.b").copy()))
                 for name in NORMS:
                     ln = getattr(layer, name)
