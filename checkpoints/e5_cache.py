@@ -36,6 +36,7 @@ class LowerCache:
             z = torch.load(f, weights_only=True)
             if z["split"] != SPLIT:
                 raise SystemExit(f"e5_cache: {f} holds layer {z['split']}'s input, expected {SPLIT}")
+            # chunks written before the cache was keyed by ids hold their texts instead
             keys = [tuple(i) for i in z.get("ids") or token_ids(z["texts"], z["max_tokens"])]
             self.hidden.update(zip(keys, z["hidden"]))
             self.vecs.update(zip(keys, z["vecs"]))
@@ -52,7 +53,6 @@ class LowerCache:
 
         from msa.models.layers.e5 import E5Encoder, pad_ids
 
-        split = SPLIT
         keys = self.keys(texts, max_tokens)
         todo = list(dict.fromkeys(k for k in keys if k not in self.hidden))
         if not todo:
@@ -62,19 +62,18 @@ class LowerCache:
         t0 = time.time()
         for c in range(0, len(todo), chunk):
             ids = [list(k) for k in todo[c : c + chunk]]
-            part = ids
-            order = sorted(range(len(part)), key=lambda i: len(ids[i]))
-            hidden, vecs = [None] * len(part), [None] * len(part)
+            order = sorted(range(len(ids)), key=lambda i: len(ids[i]))
+            hidden, vecs = [None] * len(ids), [None] * len(ids)
             with torch.inference_mode():
                 for b in range(0, len(order), batch):
                     sel = order[b : b + batch]
                     x, m = pad_ids([ids[i] for i in sel])
-                    h = enc.run_layers(enc.embed(x), m, 0, split)
-                    v = enc.pool(enc.run_layers(h, m, split), m)
+                    h = enc.run_layers(enc.embed(x), m, 0, SPLIT)
+                    v = enc.pool(enc.run_layers(h, m, SPLIT), m)
                     for j, i in enumerate(sel):
                         hidden[i] = h[j, : len(ids[i])].to(torch.float16).clone()
                         vecs[i] = v[j]
-            out = {"texts": [], "ids": ids, "hidden": hidden, "vecs": torch.stack(vecs), "split": split,
+            out = {"ids": ids, "hidden": hidden, "vecs": torch.stack(vecs), "split": SPLIT,
                    "max_tokens": max_tokens}
             tmp = self.folder / f".chunk_{time.time_ns()}.tmp"
             torch.save(out, tmp)
@@ -82,7 +81,7 @@ class LowerCache:
             self.hidden.update(zip(map(tuple, ids), hidden))
             self.vecs.update(zip(map(tuple, ids), vecs))
             if log:
-                done = c + len(part)
+                done = c + len(ids)
                 print(f"e5_cache: {done}/{len(todo)} texts, {done / (time.time() - t0):.1f}/s", file=sys.stderr,
                       flush=True)
         return keys
