@@ -8,6 +8,8 @@ windows, each window gets its own log-mel features and is encoded once: as it is
 padded to 30 s (``pad``) exactly as faster-whisper pads it. Only the
 encoder frames that cover real audio (20 ms each) are pooled. With ``window`` > 0 the states are
 pooled per ``window`` seconds of the original timeline (hop ``window / 2``), for a timeline readout.
+``layer`` picks the states: 0 (default) the encoder's output, CTranslate2's ``encode``; k >= 1 the states
+after block k, from the torch port of the same weights (:mod:`.whisper_port`), which stops there.
 
 Sharing with ASR: :func:`shared_encoder` memoises ``WhisperModel.encode`` on the clip (``clip.memo``),
 keyed by the loaded model and the exact mel input. The ASR stage runs inside it, so when it encodes
@@ -23,15 +25,16 @@ import contextvars
 import functools
 import uuid
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Iterator
 
 import numpy as np
 
-from msa.core.config import Checked, NonNegative
+from msa.core.config import Checked, Count, NonNegative
 from msa.core.errors import ExtractionError
 
 from . import whisper_models
-from .base import Extractor, Features
+from .base import Extractor, FeatureSpec, Features
 from .vad import content_key, speech_audio, speech_timestamps
 
 SR = 16000
@@ -126,9 +129,18 @@ class WhisperEnc(Extractor):
         window: NonNegative = 0.0  # seconds per pooled row on the clip's timeline; 0: one row per clip
         pad: bool = False  # True: pad each window to 30 s as faster-whisper does (the encoder output is then
         # shared with ASR language detection; ~10x slower on short clips on CPU); False: encode the real audio
+        layer: Count = 0  # 0: the encoder's output (CTranslate2, shared with ASR); k: the states after block k
 
     def weights_identity(self) -> dict[str, Any]:
         return resolve(self.config.model)[1]
+
+    def spec(self) -> FeatureSpec:
+        """The spec; ``layer`` is left out at its default, so features and bundles made before it existed keep
+        their spec hash."""
+        spec = super().spec()
+        if self.config.layer == 0:
+            spec.config.pop("layer")
+        return spec
 
     def describe(self) -> tuple[int, tuple[str, ...], float | None]:
         d = _state_dim(self.config.model)
@@ -152,6 +164,7 @@ class WhisperEnc(Extractor):
         if speech.size < SAMPLES_PER_STATE:
             speech, positions = audio, np.arange(audio.size)
         whisper = load(self.config.model)
+        encode = self._port_encode(getattr(clip, "memo", None)) if self.config.layer else None
         parts = []
         with shared_encoder(clip, whisper):
             for start in range(0, speech.size, WINDOW_SAMPLES):
@@ -162,10 +175,28 @@ class WhisperEnc(Extractor):
                 else:
                     mel = mel[..., : max(2, mel.shape[-1] // 2 * 2)]  # the encoder's stride-2 conv halves it
                 n = min(1500, -(-chunk.size // SAMPLES_PER_STATE))
-                parts.append(_to_numpy(whisper.encode(mel))[0, :n])
+                parts.append(encode(mel)[:n] if encode else _to_numpy(whisper.encode(mel))[0, :n])
         states = np.concatenate(parts)
         idx = np.minimum(np.arange(states.shape[0]) * SAMPLES_PER_STATE + SAMPLES_PER_STATE // 2, speech.size - 1)
         return states, positions[idx] / SR, voiced
+
+    def _port_encode(self, memo: dict[Any, Any] | None) -> Any:
+        """mel -> states after block ``layer`` (torch port), memoised in the clip's ``memo`` (whole and windowed
+        readouts of one clip encode once)."""
+        from . import whisper_port
+
+        model_bin = str(Path(resolve(self.config.model)[0]) / "model.bin")
+        port = whisper_port.load(model_bin, self.config.layer)
+
+        def encode(mel: np.ndarray) -> np.ndarray:
+            if not isinstance(memo, dict):
+                return port(mel)
+            key = ("whisper_port", model_bin, self.config.layer, *content_key(np.asarray(mel, dtype=np.float32)))
+            if key not in memo:
+                memo[key] = port(mel)
+            return memo[key]
+
+        return encode
 
     def extract(self, clip: Any) -> Features:
         states, times, voiced = self.states(clip)
