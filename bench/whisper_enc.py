@@ -1,10 +1,12 @@
 """Extraction cost of ``whisper_enc`` alone and next to speech recognition, on real speech clips.
 
 Per clip, in one process (models loaded and warmed up first, so load time is not counted), wall
-seconds of: whisper_enc (``pad`` False, the default, and True); ASR alone (the shipped multilingual
+seconds of: whisper_enc (``pad`` False, the default, and True; ``layer=2``, the torch port up to block 2,
+which the shipped voice bundle reads); ASR alone (the shipped multilingual
 base model with language detection, and tiny.en, the default recogniser); and ASR followed by
 whisper_enc on the same clip, where the padded variant reuses the encoder output of the base
-model's language detection (``clip.memo``) and the encoder runs once. Encoder runs are counted.
+model's language detection (``clip.memo``) and the encoder runs once. CTranslate2 encoder runs are
+counted (the port's are not: ``layer=2`` shares nothing with ASR).
 
     python bench/whisper_enc.py [--clips FILE ...] [--repeat 3]
 """
@@ -62,16 +64,18 @@ def main() -> None:
     from msa.extractors.whisper_models import base_dir
 
     base = str(base_dir())
-    enc, enc_pad = WhisperEnc(model=base), WhisperEnc(model=base, pad=True)
-    asr_base, asr_tiny = WhisperASR(model=base, language=None), WhisperASR()
+    enc, enc_pad, enc_l2 = WhisperEnc(model=base), WhisperEnc(model=base, pad=True), WhisperEnc(model=base, layer=2)
+    asr_base, asr_tiny = WhisperASR(model=base, language="auto"), WhisperASR(model="tiny.en")
     runs: dict[str, Callable[[Any], Any]] = {
         "whisper_enc": enc.extract,
         "whisper_enc pad": enc_pad.extract,
+        "whisper_enc layer 2": enc_l2.extract,
         "asr base (detect)": asr_base.transcribe,
         "asr base + whisper_enc pad": lambda c: (asr_base.transcribe(c), enc_pad.extract(c)),
         "asr base + whisper_enc": lambda c: (asr_base.transcribe(c), enc.extract(c)),
         "asr tiny.en": asr_tiny.transcribe,
         "asr tiny.en + whisper_enc": lambda c: (asr_tiny.transcribe(c), enc.extract(c)),
+        "asr tiny.en + whisper_enc layer 2": lambda c: (asr_tiny.transcribe(c), enc_l2.extract(c)),
     }
     for fn in runs.values():  # load and warm every model once
         timed(fn, args.clips[0], 1)

@@ -33,6 +33,7 @@ def test_shipped_voice_bundle_names_the_ravdess_classes():
     meta = json.loads((VOICE_BUNDLE / "bundle.json").read_text())
     assert tuple(meta["task"]["classes"]) == tuple(sorted(RAVDESS))
     assert meta["features"]["audio"]["spec"]["name"] == "whisper_enc"
+    assert meta["features"]["audio"]["spec"]["config"]["layer"] == 2  # block 2's states (docs/benchmarks.md)
     assert "CC BY-NC-SA" in json.dumps(meta["provenance"])
 
 
