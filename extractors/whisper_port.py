@@ -55,6 +55,9 @@ def read_variables(path: str | Path, prefix: str) -> dict[str, np.ndarray]:
             dims = take(f"{rank}I") if rank else ()
             dtype, nbytes = take("BI")
             if name.startswith(prefix):
+                if dtype not in _DTYPES:
+                    raise ExtractionError(f"whisper_enc: {path}: {name} has CTranslate2 dtype code {dtype}, which this "
+                                          "port does not read", reason="bad_weights")
                 arr = np.frombuffer(buf[pos : pos + nbytes], _DTYPES[dtype]).reshape(dims)  # a copy of the bytes
                 out[name] = (arr.astype(np.uint32) << 16).view(np.float32) if dtype == 5 else arr
             pos += nbytes
