@@ -14,10 +14,10 @@ uint16 byte count and that many bytes, NUL-terminated.
 from __future__ import annotations
 
 import functools
-import mmap
+import re
 import struct
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
@@ -26,22 +26,20 @@ from msa.core.errors import ExtractionError
 _DTYPES = {0: np.float32, 1: np.int8, 2: np.int16, 3: np.int32, 4: np.float16, 5: np.uint16}  # 5: bfloat16 bits
 
 
-def read_variables(path: str | Path, prefix: str) -> dict[str, np.ndarray]:
-    """The variables of a CTranslate2 ``model.bin`` whose names start with ``prefix`` (aliases resolved)."""
-    with open(path, "rb") as fh, mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as buf:
-        pos = 0
+def read_variables(path: str | Path, keep: Callable[[str], bool]) -> tuple[dict[str, np.ndarray], list[str]]:
+    """(the variables of a CTranslate2 ``model.bin`` whose names ``keep`` accepts, aliases resolved; every
+    variable's name). Only the kept ones are read: the file is walked with seeks, not mapped whole."""
+    with open(path, "rb") as fh:
 
         def take(fmt: str) -> tuple[Any, ...]:
-            nonlocal pos
-            vals = struct.unpack_from("<" + fmt, buf, pos)
-            pos += struct.calcsize("<" + fmt)
-            return vals
+            size = struct.calcsize("<" + fmt)
+            raw = fh.read(size)
+            if len(raw) < size:
+                raise ExtractionError(f"whisper_enc: {path} ends inside its variable table", reason="bad_weights")
+            return struct.unpack("<" + fmt, raw)
 
         def string() -> str:
-            nonlocal pos
-            (n,) = take("H")
-            pos += n
-            return bytes(buf[pos - n : pos]).rstrip(b"\0").decode("utf-8")
+            return fh.read(take("H")[0]).rstrip(b"\0").decode("utf-8")
 
         (version,) = take("I")
         if not 4 <= version <= 6:
@@ -49,23 +47,27 @@ def read_variables(path: str | Path, prefix: str) -> dict[str, np.ndarray]:
                                   reason="bad_weights")
         string(), take("I")  # spec name, revision
         out: dict[str, np.ndarray] = {}
+        names: list[str] = []
         for _ in range(take("I")[0]):
             name = string()
+            names.append(name)
             (rank,) = take("B")
             dims = take(f"{rank}I") if rank else ()
             dtype, nbytes = take("BI")
-            if name.startswith(prefix):
-                if dtype not in _DTYPES:
-                    raise ExtractionError(f"whisper_enc: {path}: {name} has CTranslate2 dtype code {dtype}, which this "
-                                          "port does not read", reason="bad_weights")
-                arr = np.frombuffer(buf[pos : pos + nbytes], _DTYPES[dtype]).reshape(dims)  # a copy of the bytes
-                out[name] = (arr.astype(np.uint32) << 16).view(np.float32) if dtype == 5 else arr
-            pos += nbytes
-        for _ in range(take("I")[0] if pos < len(buf) else 0):
+            if not keep(name):
+                fh.seek(nbytes, 1)
+                continue
+            if dtype not in _DTYPES:
+                raise ExtractionError(f"whisper_enc: {path}: {name} has CTranslate2 dtype code {dtype}, which this "
+                                      "port does not read", reason="bad_weights")
+            arr = np.frombuffer(fh.read(nbytes), _DTYPES[dtype]).reshape(dims)
+            out[name] = (arr.astype(np.uint32) << 16).view(np.float32) if dtype == 5 else arr
+        count = fh.read(4)
+        for _ in range(struct.unpack("<I", count)[0] if len(count) == 4 else 0):
             alias, target = string(), string()
-            if alias.startswith(prefix) and target in out:
+            if keep(alias) and target in out:
                 out[alias] = out[target]
-    return out
+    return out, names
 
 
 def _weight(v: dict[str, np.ndarray], name: str) -> np.ndarray:
@@ -82,8 +84,12 @@ class EncoderPort:
     def __init__(self, model_bin: str | Path, blocks: int | None = None, device: str = "cpu") -> None:
         import torch
 
-        v = read_variables(model_bin, "encoder/")
-        self.n_blocks = sum(1 for k in v if k.endswith("/ffn/linear_0/weight"))
+        def wanted(name: str) -> bool:  # the encoder's variables, blocks past ``blocks`` left in the file
+            block = re.match(r"encoder/layer_(\d+)/", name)
+            return name.startswith("encoder/") and (block is None or blocks is None or int(block[1]) < blocks)
+
+        v, names = read_variables(model_bin, wanted)
+        self.n_blocks = sum(1 for k in names if k.startswith("encoder/") and k.endswith("/ffn/linear_0/weight"))
         self.blocks = self.n_blocks if blocks is None else blocks
         if not 1 <= self.blocks <= self.n_blocks:
             raise ExtractionError(f"whisper_enc: layer {self.blocks} asked of an encoder with {self.n_blocks} blocks",
