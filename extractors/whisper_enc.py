@@ -31,7 +31,7 @@ from typing import Any, Iterator
 import numpy as np
 
 from msa.core.config import Checked, Count, NonNegative
-from msa.core.errors import ExtractionError
+from msa.core.errors import ExtractionError, UsageError
 
 from . import whisper_models
 from .base import Extractor, FeatureSpec, Features
@@ -143,6 +143,13 @@ class WhisperEnc(Extractor):
         return spec
 
     def describe(self) -> tuple[int, tuple[str, ...], float | None]:
+        if self.config.layer:
+            from . import whisper_port
+
+            blocks = whisper_port.block_count(Path(resolve(self.config.model)[0]) / "model.bin")
+            if self.config.layer > blocks:
+                raise UsageError(f"whisper_enc: layer={self.config.layer}, but the {self.config.model} encoder has "
+                                 f"{blocks} blocks (0: its output, 1-{blocks}: a block's states)")
         d = _state_dim(self.config.model)
         cols = tuple(f"mean_{i}" for i in range(d)) + tuple(f"std_{i}" for i in range(d))
         return 2 * d, cols, (2.0 / self.config.window if self.config.window > 0 else None)

@@ -78,6 +78,12 @@ def _weight(v: dict[str, np.ndarray], name: str) -> np.ndarray:
     return w.astype(np.float32)
 
 
+def block_count(model_bin: str | Path) -> int:
+    """How many blocks the encoder in ``model_bin`` has (its variable table only is read)."""
+    names = read_variables(model_bin, lambda name: False)[1]
+    return sum(1 for k in names if k.startswith("encoder/") and k.endswith("/ffn/linear_0/weight"))
+
+
 class EncoderPort:
     """Whisper's encoder up to block ``blocks`` (all of them by default) as torch tensors."""
 

@@ -6,7 +6,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from msa.core.errors import ExtractionError
+from msa.core.errors import ExtractionError, UsageError
 from msa.extractors import whisper_port
 from msa.extractors.whisper_enc import WhisperEnc, load
 from msa.extractors.whisper_models import base_dir
@@ -64,6 +64,12 @@ def test_layer_option_pools_the_ports_states(model_bin: str) -> None:
     assert ex.spec().config["layer"] == 3 and ex.spec().spec_hash != WhisperEnc().spec().spec_hash
     last = WhisperEnc().extract(clip).data[0]
     assert abs(np.corrcoef(f.data[0], last)[0, 1]) < 0.9  # another representation, not the output again
+
+
+def test_a_layer_past_the_last_block_is_a_usage_error(model_bin: str) -> None:
+    assert whisper_port.block_count(model_bin) == 6
+    with pytest.raises(UsageError, match="layer=7, but the base encoder has 6 blocks"):
+        WhisperEnc(layer=7).spec()
 
 
 def test_default_layer_keeps_the_older_spec() -> None:
