@@ -332,9 +332,24 @@ def check_specs(meta: dict[str, Any], current: dict[str, Any]) -> None:
             raise BundleError(f"the bundle records no {modality} feature spec (trained on a file without a spec stamp),"
                               f" so its {modality} inputs cannot be verified")
         if now != was:
-            name = (meta["features"][modality].get("spec") or {}).get("name", "?")
-            raise BundleError(f"{modality} features differ from the bundle's: it was trained on {name} spec {was},"
-                              f" the current extractor gives {now}; re-extract with the bundle's settings or retrain")
+            old = meta["features"][modality].get("spec") or {}
+            differ = _spec_differences(old, spec) if isinstance(spec, dict) else ""
+            raise BundleError(f"{modality} features differ from the bundle's: it was trained on {old.get('name', '?')}"
+                              f" spec {was}, the current extractor gives {now}{differ}; re-extract with the bundle's "
+                              "settings or retrain")
+
+
+def _spec_differences(old: dict[str, Any], new: dict[str, Any]) -> str:
+    """' (bundle vs these features: layer 2 vs unset)': the readable part of two specs that differs, or ''."""
+    if old.get("name") != new.get("name"):
+        return f" (bundle vs these features: extractor {old.get('name')} vs {new.get('name')})"
+    a, b = old.get("config") or {}, new.get("config") or {}
+    shown = lambda cfg, k: json.dumps(cfg[k]) if k in cfg else "unset"  # noqa: E731
+    parts = [f"{k} {shown(a, k)} vs {shown(b, k)}" for k in sorted(set(a) | set(b)) if a.get(k, ...) != b.get(k, ...)]
+    for key in ("version", "weights"):
+        if key in old and key in new and old[key] != new[key]:
+            parts.append(f"{key} differ" if key == "weights" else f"version {old[key]} vs {new[key]}")
+    return f" (bundle vs these features: {', '.join(parts)})" if parts else ""
 
 
 def read_legacy_pth(path: str | Path) -> dict[str, Any]:

@@ -69,6 +69,22 @@ def test_spec_mismatch_is_a_clear_error(trained) -> None:
         load_bundle(out, current_specs={"text": "d" * 16})
 
 
+def test_spec_mismatch_names_the_settings_that_differ() -> None:
+    """With the current spec as a dict the message says which settings differ (a default left out shows as unset)."""
+    from msa.pipeline.train.bundle import check_specs
+
+    spec = {"name": "whisper_enc", "version": "1", "config": {"model": "base", "layer": 2}, "weights": {"sha256": "x"},
+            "spec_hash": "a" * 16}
+    meta = {"modalities": ["audio"], "features": {"audio": {"spec_hash": "a" * 16, "spec": spec}}}
+    now = {**spec, "config": {"model": "base"}, "spec_hash": "b" * 16}
+    with pytest.raises(BundleError, match=r"\(bundle vs these features: layer 2 vs unset\); re-extract"):
+        check_specs(meta, {"audio": now})
+    with pytest.raises(BundleError, match=r"\(bundle vs these features: weights differ\)"):
+        check_specs(meta, {"audio": {**spec, "weights": {"sha256": "y"}, "spec_hash": "c" * 16}})
+    with pytest.raises(BundleError, match=r"extractor whisper_enc vs egemaps"):
+        check_specs(meta, {"audio": {**spec, "name": "egemaps", "spec_hash": "d" * 16}})
+
+
 def _copy(src: Path, dst: Path) -> Path:
     dst.mkdir()
     for f in src.iterdir():
