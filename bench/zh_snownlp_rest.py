@@ -55,11 +55,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.limit:
         texts, labels = texts[: args.limit], labels[: args.limit]
     e5_ids = int(bundle.specs["text"]["config"].get("e5_ids", 0))
-    vectors = _Zeros() if bundle.config.tune_layers else tb.VectorCache(None)
+    vectors = tb.scoring_vectors(bundle)
     t0, preds = time.perf_counter(), []
     for i in range(0, len(texts), args.batch):
         part = slice(i, i + args.batch)
-        split = tb.split_dict(texts[part], labels[part], [str(j) for j in range(len(texts))][part], vectors,
+        split = tb.split_dict(texts[part], labels[part], [str(j) for j in range(*part.indices(len(texts)))], vectors,
                               bert_width=bundle.config.max_tokens, e5_ids=e5_ids)
         preds.append(tb.predict(bundle.model, split))
     pred = np.concatenate(preds)
@@ -74,13 +74,6 @@ def main(argv: list[str] | None = None) -> int:
     for name, m in cells:
         print(f"| {name} | {m.sum()} | {(labels[m] > 0).sum()} | {right[m].mean():.3f} |")
     return 0
-
-
-class _Zeros:
-    """A tuned bundle recomputes its e5 vectors from the token ids: the frozen vectors are not read."""
-
-    def get(self, texts: list[str]) -> np.ndarray:
-        return np.zeros((len(texts), 384), np.float32)
 
 
 if __name__ == "__main__":

