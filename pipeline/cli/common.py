@@ -10,6 +10,31 @@ from msa.core.errors import MsaError
 
 Main = Callable[[argparse.Namespace], int]
 
+# glibc mallopt parameters (malloc.h)
+M_TRIM_THRESHOLD, M_MMAP_THRESHOLD, M_ARENA_MAX = -1, -3, -8
+
+
+def keep_heap() -> None:
+    """glibc: one malloc arena, blocks up to 256 MiB served from the heap, and the heap trimmed only when
+    1 GiB at its top is free. Whisper (CTranslate2) allocates its activations per call, up to 72 MB for
+    base's attention, from its worker threads: glibc's default serves each from a fresh mapping (per-thread
+    arenas are capped at 64 MiB, larger blocks are mapped) and unmaps it on free, so every call faults its
+    pages in again. On the 12 clips of bench/extract.py that was 1.2 million page faults and 4.3 of 21
+    CPU-s in the kernel; with these settings 0.18 million, 1.5 s, and no higher peak RSS (docs/benchmarks.md).
+    Left alone where the user configured malloc (any MALLOC_* variable or GLIBC_TUNABLES) and outside
+    glibc. Call before the heavy imports: arenas that exist already keep their own heaps."""
+    if not sys.platform.startswith("linux") or "GLIBC_TUNABLES" in os.environ \
+            or any(k.startswith("MALLOC_") for k in os.environ):
+        return
+    import ctypes
+
+    try:
+        mallopt = ctypes.CDLL("libc.so.6").mallopt
+    except (OSError, AttributeError):  # musl and other C libraries
+        return
+    for param, value in ((M_ARENA_MAX, 1), (M_MMAP_THRESHOLD, 256 << 20), (M_TRIM_THRESHOLD, 1 << 30)):
+        mallopt(param, value)
+
 
 def run(prog: str, parser: argparse.ArgumentParser, main: Main, argv: Sequence[str] | None = None) -> int:
     """Parse ``argv`` and run ``main``; map typed errors and Ctrl-C to one line and an exit code."""

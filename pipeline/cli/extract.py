@@ -77,6 +77,7 @@ def main(argv: list[str] | None = None) -> int:
     # many small forward passes (one short transcript each), where spinning cost MiniLM 16x the CPU
     # seconds for the same wall time on the shared 2-core machine. Set before torch loads; workers inherit it.
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    common.keep_heap()
     _one_blas_thread()
     return common.run(PROG, build_parser(), _main, argv)
 

@@ -17,7 +17,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from msa.pipeline.cli.common import run
+from msa.pipeline.cli.common import keep_heap, run
 
 PROG = "msa-predict"
 
@@ -132,6 +132,7 @@ def _human(r: dict[str, Any]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
+    keep_heap()
     return run(PROG, build_parser(), _main, argv)
 
 
