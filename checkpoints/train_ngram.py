@@ -83,7 +83,8 @@ def main(argv: list[str] | None = None) -> int:
     stamp = {"specs": base.specs, "source": "checkpoints/train_ngram.py"}
     fs = from_dict({"train": parts["train"], "valid": parts["zh_valid"], "config": stamp})
     layers = (dataclasses.asdict(base.config), NGRAM_DEFAULTS, args.config, {"route": "ngram"})
-    config = build_config(MODEL, "mosi", "default", {k: v for layer in layers for k, v in flatten(type(base.config), layer).items()})
+    flat = {k: v for layer in layers for k, v in flatten(type(base.config), layer).items()}
+    config = build_config(MODEL, "mosi", "default", flat)
     cls = type(base.model)
     seed_everything(args.seed)
     model = cls(config, base.dims, base.task)
@@ -107,9 +108,10 @@ def main(argv: list[str] | None = None) -> int:
         y = parts[name]["regression_labels"]
         pred = predict(final, parts[name])
         base_pred = base_sel if name == "zh_select" else predict(base.model, parts[name])
+        ng_pred = ng_sel if name == "zh_select" else ngram_scores(final, parts[name])
         figures[name] = {"acc_2": sign_accuracy(pred, y), "n": len(y), "mean_pos": float(pred[y > 0].mean()),
                          "mean_neg": float(pred[y < 0].mean()), "base_acc_2": sign_accuracy(base_pred, y),
-                         "ngram_head_acc_2": sign_accuracy(ng_sel if name == "zh_select" else ngram_scores(final, parts[name]), y)}
+                         "ngram_head_acc_2": sign_accuracy(ng_pred, y)}
     figures = _finite(figures)
     prov = dict(base.meta["provenance"])
     prov["metrics"] = {**prov["metrics"], "zh_valid": figures["zh_valid"], "zh_test": figures["zh_test"],

@@ -101,9 +101,9 @@ class BilingualText(MSAModel):
             raise UsageError(f"bilingual_text: text rows must be a sentence vector + a Latin-script flag (the "
                              f"e5_minilm extractor, 385-d), got {dims.text}-d")
         self.vector_dim = VECTOR_DIM if c.tune_layers or dims.text > VECTOR_DIM + 1 else dims.text - 1
-        for need, what in ((c.tune_layers, f"tune_layers={c.tune_layers}"), (c.ngram_buckets, f"ngram_buckets={c.ngram_buckets}")):
+        for what, need in (("tune_layers", c.tune_layers), ("ngram_buckets", c.ngram_buckets)):
             if need and dims.text < VECTOR_DIM + 3:
-                raise UsageError(f"bilingual_text: {what} needs rows with e5 token ids (e5_minilm with e5_ids > 0), "
+                raise UsageError(f"bilingual_text: {what}={need} needs rows with e5 token ids (e5_minilm with e5_ids > 0), "
                                  f"got {dims.text}-d rows")
         if c.route == "ngram" and not c.ngram_buckets:
             raise UsageError("bilingual_text: route='ngram' needs ngram_buckets > 0")
@@ -236,7 +236,8 @@ class BilingualText(MSAModel):
         route = self.config.route
         if route == "ngram":
             raw = self.ngram_raw(row, torch.ones_like(latin))
-            return {"pred": raw if self.training else raw.clamp(self.task.low, self.task.high), "raw": raw, "latin": latin}
+            pred = raw if self.training else raw.clamp(self.task.low, self.task.high)
+            return {"pred": pred, "raw": raw, "latin": latin}
         to_e5 = torch.ones_like(latin) if route == "e5" else ~latin if route == "script" else torch.zeros_like(latin)
         if self.config.tune_layers:
             # rows without e5 ids (all-zero padding rows, such as the bundle loader's dry run) score 0

@@ -16,11 +16,12 @@ M_TRIM_THRESHOLD, M_MMAP_THRESHOLD, M_ARENA_MAX = -1, -3, -8
 
 def keep_heap() -> None:
     """glibc: one malloc arena, blocks up to 256 MiB served from the heap, and the heap trimmed only when
-    1 GiB at its top is free. Whisper (CTranslate2) allocates its activations per call, up to 72 MB for
-    base's attention, from its worker threads: glibc's default serves each from a fresh mapping (per-thread
-    arenas are capped at 64 MiB, larger blocks are mapped) and unmaps it on free, so every call faults its
-    pages in again. On the 12 clips of bench/extract.py that was 1.2 million page faults and 4.3 of 21
-    CPU-s in the kernel; with these settings 0.18 million, 1.5 s, and no higher peak RSS (docs/benchmarks.md).
+    1 GiB at its top is free. Whisper (CTranslate2) allocates its activations per call from its worker
+    threads (base's attention scores over a 30 s window alone are 8 x 1500 x 1500 floats, 72 MB): glibc's
+    default serves such blocks from fresh mappings (per-thread arenas are capped at 64 MiB, larger blocks
+    are mapped) and unmaps them on free, so every call faults their pages in again. On the 12 clips of
+    bench/extract.py that was 1.2 million page faults and 4.3 of 21 CPU-s in the kernel; with these settings
+    0.18 million and 1.5 s, at the same peak RSS (msa-predict's rose 60-90 MiB; docs/benchmarks.md).
     Left alone where the user configured malloc (any MALLOC_* variable or GLIBC_TUNABLES) and outside
     glibc. Call before the heavy imports: arenas that exist already keep their own heaps."""
     if not sys.platform.startswith("linux") or "GLIBC_TUNABLES" in os.environ \
