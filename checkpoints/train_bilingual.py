@@ -243,7 +243,8 @@ def main(argv: list[str] | None = None) -> int:
         from msa.checkpoints.e5_cache import LowerCache
 
         lower = LowerCache(args.lower_cache)
-        cache: Any = LowerVectors(lower)
+        # tuned: the model recomputes the vectors from the rows' ids, so the rows need none
+        cache: Any = ZeroVectors() if tune else LowerVectors(lower)
     elif tune:
         raise SystemExit("train_bilingual: tune_layers > 0 needs --lower-cache (see checkpoints/e5_cache.py)")
     else:

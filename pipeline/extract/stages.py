@@ -17,7 +17,7 @@ import sys
 import threading
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator
@@ -236,7 +236,9 @@ class _ClipJob:
             if lock is None:
                 self.rec.status = "busy"
                 return
-            with lock, ThreadPoolExecutor(1, thread_name_prefix="msa-visual") as side:
+            # a thread beside the transcript only where the plan runs the visual stage there
+            side_thread = ThreadPoolExecutor(1, thread_name_prefix="msa-visual") if self.plan.overlap else nullcontext()
+            with lock, side_thread as side:
                 before = self.saves
                 ahead = self._visual_ahead(side, info, transcript, found, active)
                 transcript = self._transcript(sha, info, compute=True)
@@ -347,14 +349,13 @@ class _ClipJob:
                     found[ref.modality] = (feats, key)
         return found
 
-    def _visual_ahead(self, side: ThreadPoolExecutor, info: Any, transcript: Transcript | None,
+    def _visual_ahead(self, side: ThreadPoolExecutor | None, info: Any, transcript: Transcript | None,
                       found: dict[str, tuple[Any, str]], active: set[str]) -> Future[tuple[Features, float]] | None:
         """Start the visual extractor on ``side`` when the transcript is still to be computed (it reads
         frames only: its result cannot depend on the transcript). The features are saved, and an error
         raised, when the stage loop reaches ``visual``, as if it had run there."""
         ref = next((r for r in self.plan.extractors if r.modality == "visual"), None)
-        if not self.plan.overlap or transcript is not None or ref is None or "visual" not in active \
-                or "visual" in found:
+        if side is None or transcript is not None or ref is None or "visual" not in active or "visual" in found:
             return None
         extractor, clip = _instance(ref), self._clip(info)  # this thread's instance, handed over
 
