@@ -152,7 +152,7 @@ def lower_memo(lower: Any, texts: list[str], e5_ids: int, split: int) -> dict[tu
                          "needs a cache made with a lower split")
     memo = {k: lower.hidden[k] for k in lower.fill(texts, max_tokens=e5_ids)}
     if split > SPLIT:  # run the extra frozen layers once over the cached states
-        enc = E5Encoder().eval()
+        enc = E5Encoder(stop=split).eval()  # the layers up to the split only
         keys = sorted(memo, key=len)
         with torch.inference_mode():
             for b in range(0, len(keys), 64):
