@@ -65,17 +65,11 @@ def table(label: str, d: dict[str, np.ndarray], probs: np.ndarray, classes: tupl
 
 
 def bundle_probs(bundle: Path, x: np.ndarray) -> tuple[np.ndarray, tuple[str, ...]]:
-    import torch
-
+    from msa.pipeline.serve.affect import pooled_probs
     from msa.pipeline.train.bundle import load_bundle
 
     b = load_bundle(bundle)
-    stats = b.norm.get("audio")
-    x = (x - np.asarray(stats["mean"], np.float32)) / np.asarray(stats["std"], np.float32) if stats else x
-    batch = {"audio": torch.from_numpy(x[:, None, :].astype(np.float32)),
-             "audio_lengths": torch.ones(len(x), dtype=torch.long)}
-    with torch.inference_mode():
-        return b.model(batch)["probs"].float().numpy(), tuple(b.task.classes)
+    return pooled_probs(b, x), tuple(b.task.classes)
 
 
 def baseline(d: dict[str, np.ndarray]) -> tuple[np.ndarray, tuple[str, ...], float]:

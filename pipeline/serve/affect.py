@@ -40,6 +40,21 @@ FACE_VALENCE = {"angry": -0.6, "disgust": -0.7, "fear": -0.6, "happy": 0.8, "sad
                 "neutral": 0.0}
 
 
+def pooled_probs(bundle: Any, rows: np.ndarray, device: str = "cpu") -> np.ndarray:
+    """(N, C) class probabilities of a loaded audio-only bundle for N pooled rows, normalised as in training."""
+    import torch
+
+    x = np.asarray(rows, dtype=np.float32)
+    stats = bundle.norm.get("audio")
+    if stats:
+        x = (x - np.asarray(stats["mean"], np.float32)) / np.asarray(stats["std"], np.float32)
+    batch = {"audio": torch.from_numpy(np.ascontiguousarray(x[:, None, :])).to(device),
+             "audio_lengths": torch.ones(len(x), dtype=torch.long, device=device)}
+    with torch.inference_mode():
+        out = bundle.model(batch)
+    return out["probs"].float().cpu().numpy()
+
+
 @dataclass
 class Timeline:
     """Class probabilities over time: ``probs`` (T, C) at window centres ``times`` (T,)."""
@@ -94,18 +109,7 @@ class VoiceReader:
         self.device = device
 
     def probs(self, rows: np.ndarray) -> np.ndarray:
-        """(N, C) class probabilities for N pooled whisper_enc rows, normalised as in training."""
-        import torch
-
-        x = np.asarray(rows, dtype=np.float32)
-        stats = self.bundle.norm.get("audio")
-        if stats:
-            x = (x - np.asarray(stats["mean"], np.float32)) / np.asarray(stats["std"], np.float32)
-        batch = {"audio": torch.from_numpy(x[:, None, :]).to(self.device),
-                 "audio_lengths": torch.ones(len(x), dtype=torch.long, device=self.device)}
-        with torch.inference_mode():
-            out = self.bundle.model(batch)
-        return out["probs"].float().cpu().numpy()
+        return pooled_probs(self.bundle, rows, self.device)
 
     def read(self, clip: Any) -> tuple[dict[str, Any] | None, Timeline | None]:
         whole = self.extractor.extract(clip)
