@@ -173,8 +173,8 @@ def sign_accuracy(pred: np.ndarray, labels: np.ndarray) -> float:
     return float(np.mean(np.sign(pred) == np.sign(labels)))
 
 
-def predict(model: Any, split: dict[str, Any], batch_size: int = 64) -> np.ndarray:
-    """The model's clamped scores for a split dict, in order (eval mode, CPU)."""
+def predict(model: Any, split: dict[str, Any], batch_size: int = 64, key: str = "pred") -> np.ndarray:
+    """The model's scores for a split dict, in order (eval mode, CPU): clamped (``pred``) or not (``raw``)."""
     import torch
 
     model.eval()
@@ -183,7 +183,7 @@ def predict(model: Any, split: dict[str, Any], batch_size: int = 64) -> np.ndarr
         for i in range(0, len(split["regression_labels"]), batch_size):
             batch = {"text": torch.as_tensor(split["text"][i : i + batch_size]),
                      "text_bert": torch.as_tensor(split["text_bert"][i : i + batch_size])}
-            out.append(model(batch)["pred"].float().numpy())
+            out.append(model(batch)[key].float().numpy())
     return np.concatenate(out)
 
 

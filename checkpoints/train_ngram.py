@@ -30,11 +30,11 @@ WEIGHTS = tuple(round(0.1 * i, 1) for i in range(10))
 NGRAM_DEFAULTS = {"ngram_buckets": 1 << 18, "train": {"batch_size": 64, "max_epochs": 30, "early_stop": 5}}
 
 
-def ngram_scores(model: Any, split: dict[str, Any]) -> np.ndarray:
+def ngram_scores(model: Any, split: dict[str, Any], key: str = "pred") -> np.ndarray:
     """The n-gram head's scores of ``split`` alone (the same weights, route ``ngram``)."""
     view = type(model)(dataclasses.replace(model.config, route="ngram"), model.dims, model.task)
     view.load_state_dict(model.state_dict())
-    return predict(view, split)
+    return predict(view, split, key=key)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -94,10 +94,11 @@ def main(argv: list[str] | None = None) -> int:
     res = fit(model, fs.split("train"), fs.split("valid"), None, base.task, seed=args.seed, device="cpu",
               progress=sys.stderr.isatty())
 
-    # the weight: the base bundle's scores (for non-Latin rows, its e5 head) mixed with the n-gram head's
+    # the weight: the base bundle's scores (for non-Latin rows, its e5 head) mixed with the n-gram head's, both
+    # unclamped as the final model mixes them (the clamp keeps the sign, so sign accuracy is the final model's)
     sel = parts["zh_select"]
     y_sel, other = sel["regression_labels"], sel["text"][:, 0, model.latin_col] <= 0.5
-    base_sel, ng_sel = predict(base.model, sel), ngram_scores(model, sel)
+    base_sel, ng_sel = predict(base.model, sel, key="raw"), ngram_scores(model, sel, key="raw")
     grid = {w: sign_accuracy(np.where(other, (1 - w) * base_sel + w * ng_sel, base_sel), y_sel) for w in WEIGHTS}
     weight = max(WEIGHTS, key=lambda w: (grid[w], -w))
     final = cls(dataclasses.replace(config, route="script", ngram_weight=weight), base.dims, base.task)

@@ -188,6 +188,8 @@ def test_train_bilingual_tuned_e5_on_tiny_data(tb, tmp_path: Path) -> None:
     assert prov["rows"]["zh_select"] == 6 and prov["ngram"]["base_weights_sha256"] == b.meta["weights"]["sha256"]
     grid = {float(w): acc for w, acc in prov["ngram"]["figures"]["zh_select_by_weight"].items()}
     assert ng.config.ngram_weight == min(w for w, acc in grid.items() if acc == max(grid.values()))
+    # the grid mixes the scores as the final model does, so its figure at the chosen weight is the bundle's
+    assert grid[ng.config.ngram_weight] == pytest.approx(prov["metrics"]["zh_select"]["acc_2"], abs=1e-9)
     before, after = b.model.state_dict(), ng.model.state_dict()
     assert set(after) - set(before) == {"ngram.table.weight", "ngram.bias"}
     assert all(torch.equal(before[k], after[k]) for k in before)  # nothing of the base bundle trained again
