@@ -171,8 +171,12 @@ class E5MiniLMText(Extractor):
         text_bert = minilm.extra["text_bert"]
         row = sentence_row(text, embed([text], self.config.prefix)[0], self.config.e5_ids, self.config.prefix)
         n = text_bert.shape[1]
-        meta = {"empty_transcript": not text, "latin_script": bool(row[-1]), "text_bert_len": n,
-                "text_bert_truncated": minilm.meta["text_bert_truncated"]}
+        meta = {"empty_transcript": not text, "latin_script": bool(row[DIM]), "text_bert_len": n,
+                "text_bert_truncated": minilm.meta["text_bert_truncated"], "n_tokens": minilm.meta["n_tokens"]}
+        if self.config.e5_ids and not row[DIM]:  # non-Latin text: how many e5 ids it has, and the row's cut
+            from .e5_port import token_ids
+
+            meta.update(e5_tokens=len(token_ids([text], 1 << 20, self.config.prefix)[0]), e5_ids=self.config.e5_ids)
         return Features(data=np.repeat(row[None], n, axis=0), times=minilm.times[:n],
                         extra={"text_bert": text_bert}, meta=meta)
 

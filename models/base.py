@@ -155,7 +155,8 @@ class MSAModel(nn.Module):
     steps at the end of the window (a trailing partial window is never stepped).
     Optional extras the trainer and bundles honour: ``eval_loss(out, batch)`` (else MAE of ``pred``,
     or cross-entropy on ``logits`` when classifying), a ``modalities`` class attribute (recorded in
-    the bundle), and ``weights_identity()`` on frozen pretrained submodules (referenced, not copied).
+    the bundle), ``weights_identity()`` on frozen pretrained submodules (referenced, not copied), and
+    ``text_reach(meta)`` (how much of a transcript the model reads; ``msa-predict`` reports a cut).
     """
 
     name: ClassVar[str]
@@ -182,6 +183,14 @@ class MSAModel(nn.Module):
     def legacy_config(cls, saved: dict[str, Any]) -> dict[str, Any]:
         """A config saved by an older msa, in today's keys (flat training keys are moved by the caller)."""
         return saved
+
+    def text_reach(self, meta: dict[str, Any]) -> tuple[int, int]:
+        """(tokens of a transcript the model reads, tokens it has), from its text features' ``meta``: by default
+        the text extractor's tokens (``n_tokens``), up to the trained text length and the config's
+        ``max_tokens`` where it has one. 0 tokens where the extractor does not count them."""
+        total = int(meta.get("n_tokens") or meta.get("text_bert_len") or 0)
+        cap = min(self.dims.text_len, getattr(self.config, "max_tokens", None) or self.dims.text_len)
+        return min(total, cap), total
 
     def train_settings(self) -> TrainSettings:
         """The config's ``train`` part; ``select = "auto"`` becomes the model's own rule (``auto_select``)."""

@@ -220,6 +220,14 @@ class BilingualText(MSAModel):
         vecs = torch.cat(out)
         return vecs[torch.as_tensor(order, device=dev).argsort()]
 
+    def text_reach(self, meta: dict[str, Any]) -> tuple[int, int]:
+        """Non-Latin text on the tuned e5 path is read as the e5 ids its row holds (``e5_ids``), the rest as
+        the English path reads it."""
+        c = self.config
+        if c.tune_layers and c.route in ("script", "e5") and "e5_tokens" in meta:
+            return min(int(meta["e5_tokens"]), int(meta["e5_ids"])), int(meta["e5_tokens"])
+        return super().text_reach(meta)
+
     def _id_counts(self, row: torch.Tensor) -> torch.Tensor:
         """(B,) how many e5 token ids each row carries (0: none, e.g. Latin-script text or padding)."""
         return row[:, self.latin_col + 1].round().long()

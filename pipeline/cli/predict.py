@@ -126,6 +126,10 @@ def _human(r: dict[str, Any]) -> str:
     ]
     if r.get("flags"):
         lines.append(f"  flags: {', '.join(r['flags'])}")
+    if r.get("truncated"):
+        units = {"text": "tokens"}
+        lines.append("  read only the start: " + ", ".join(
+            f"{m} {read} of {of} {units.get(m, 'frames')}" for m, (read, of) in r["truncated"].items()))
     if r.get("plot"):
         lines.append(f"  plot: {r['plot']}")
     return "\n".join(lines)

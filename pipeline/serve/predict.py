@@ -164,6 +164,7 @@ class Prediction:
     signals: dict[str, tuple[Features, tuple[str, ...]]] = field(default_factory=dict, repr=False)
     affect: Any = None  # msa.pipeline.serve.affect.Affect: voice/face readouts and their timelines
     probabilities: dict[str, float] | None = None  # class -> probability (classification bundles)
+    truncated: dict[str, list[int]] = field(default_factory=dict)  # modality -> [read, of]: the model read the start
 
     def to_json(self) -> dict[str, Any]:
         score = None if self.score is None else round(self.score, 4)
@@ -174,6 +175,8 @@ class Prediction:
                "transcript_source": self.transcript_source, "range": list(self.range), "flags": list(self.flags)}
         if self.probabilities is not None:
             out["probabilities"] = self.probabilities
+        if self.truncated:
+            out["truncated"] = self.truncated
         return out
 
 
@@ -286,7 +289,9 @@ class Predictor:
                 raise MsaError(f"{path}: {why}, and the bundle scores the transcript; give one with --transcript "
                                "FILE or a <clip>.txt sidecar", reason="no_speech")
             score, label, scores, probs, out_range = None, None, None, None, (task.low, task.high)
+            cut: dict[str, list[int]] = {}
         else:  # the voice/face readouts stand beside the score either way
+            cut = cut_inputs(self.bundle.model, feats, self.used)
             if on_stage is not None:
                 on_stage("model")
             t1 = time.perf_counter()
@@ -305,7 +310,8 @@ class Predictor:
             transcript_source=source, speech_seconds=speech, affect=affect,
             modalities={} if scores is None else _attribution(self.used, scores),
             face_ratio=None if visual is None else round(float(visual.meta.get("face_ratio", 0.0)), 4),
-            timings=timings, range=out_range, words=entry.words, flags=entry.flags,
+            timings=timings, range=out_range, words=entry.words,
+            flags=entry.flags + tuple(f"{m}_truncated" for m in cut), truncated=cut,
             duration=rec.duration, language=entry.language,
             signals={m: (f, tuple(self.specs[m].get("columns", ()))) for m, f in feats.items() if m != "text"},
             probabilities=None if probs is None else {c: round(float(p), 4) for c, p in zip(task.classes, probs)},
@@ -380,6 +386,19 @@ def clip_batch(entry: Any, bundle: Any, specs: dict[str, dict[str, Any]], used: 
     batch.pop("labels", None)
     batch.pop("index", None)
     return batch
+
+
+def cut_inputs(model: Any, feats: dict[str, Any], used: list[str]) -> dict[str, list[int]]:
+    """{modality: [read, of]} for each input longer than the model reads, which then scores its start only:
+    text in tokens (the model's ``text_reach``), audio and vision in feature frames (the trained lengths)."""
+    out = {}
+    for m in used:
+        f = feats[TO_EXTRACT[m]]
+        total = len(f.data)
+        read, total = model.text_reach(f.meta) if m == "text" else (min(total, getattr(model.dims, f"{m}_len")), total)
+        if total > read:
+            out[m] = [int(read), int(total)]
+    return out
 
 
 def occlude(batch: dict[str, Any], modality: str) -> dict[str, Any]:

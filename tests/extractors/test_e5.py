@@ -69,6 +69,11 @@ def test_e5_minilm_rows_with_e5_ids() -> None:
     assert f.data.shape[1] == DIM + 2 + 16 and ex.spec().dim == DIM + 2 + 16
     assert f.data[0, DIM] == 0.0 and f.data[0, DIM + 1] == len(seq)
     np.testing.assert_array_equal(f.data[0, DIM + 2 : DIM + 2 + len(seq)], seq)
-    en = ex.encode(Transcript("I like it")).data[0]
+    assert f.meta["latin_script"] is False and f.meta["e5_tokens"] == len(seq) and f.meta["e5_ids"] == 16
+    en_f = ex.encode(Transcript("I like it"))
+    en = en_f.data[0]
     assert en[DIM] == 1.0 and not en[DIM + 1 :].any()
+    assert en_f.meta["latin_script"] is True and "e5_tokens" not in en_f.meta  # the flag, not the last id
+    long = ex.encode(Transcript("我喜欢它" * 20))  # more ids than the row holds: the count says so
+    assert long.meta["e5_tokens"] == len(token_ids(["我喜欢它" * 20], 1000)[0]) > 16 == long.data[0, DIM + 1]
     assert ex.spec().spec_hash != EXTRACTORS.get("e5_minilm")().spec().spec_hash

@@ -223,3 +223,20 @@ def test_ngram_route_trains_the_ngram_head_alone_and_stores_it_in_half_precision
         MODELS.get("bilingual_text")(build_config("bilingual_text", "mosi", "tiny", {"ngram_buckets": 8}), DIMS, TASK)
     with pytest.raises(UsageError, match="ngram_buckets > 0"):
         _model("ngram")
+
+
+def test_text_reach_counts_e5_ids_for_other_scripts_on_the_tuned_path() -> None:
+    """What msa-predict reports as read of a long transcript: non-Latin text on the tuned e5 path is read as the
+    e5 ids its row holds; Latin text, and every text of a frozen-vector model, as the English path's tokens."""
+    dims = Dims(text=384 + 2 + 16, audio=1, vision=1, text_len=20, audio_len=1, vision_len=1)
+
+    def build(**over):
+        return MODELS.get("bilingual_text")(build_config("bilingual_text", "mosi", "tiny", over), dims, TASK)
+
+    tuned, frozen = build(tune_layers=1), build()
+    zh = {"n_tokens": 30, "e5_tokens": 25, "e5_ids": 16}  # e5_minilm's meta of a non-Latin transcript
+    assert tuned.text_reach(zh) == (16, 25)
+    assert tuned.text_reach({"n_tokens": 30}) == (20, 30)  # Latin text: MiniLM ids, up to the trained length
+    assert tuned.text_reach({"n_tokens": 12, "e5_tokens": 9, "e5_ids": 16}) == (9, 9)
+    assert frozen.text_reach(zh) == (20, 30)
+    assert build(tune_layers=1, route="minilm").text_reach(zh) == (20, 30)

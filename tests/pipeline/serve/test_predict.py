@@ -43,7 +43,7 @@ def fake_specs(log: Path) -> dict[str, dict]:
             "vision": FakeVisual(log=str(log)).spec().to_dict()}
 
 
-def save_lmf_bundle(out: Path, log: Path) -> Path:
+def save_lmf_bundle(out: Path, log: Path, dims: Dims = DIMS) -> Path:
     import torch
 
     from msa.models import MODELS, build_config
@@ -51,8 +51,8 @@ def save_lmf_bundle(out: Path, log: Path) -> Path:
 
     torch.manual_seed(0)
     cfg = build_config("lmf", "mosi", "tiny")
-    model = MODELS.get("lmf")(cfg, DIMS, MOSI)
-    return save_bundle(out, model, model_name="lmf", config=cfg, task=MOSI, dims=DIMS, specs=fake_specs(log), norm=NORM)
+    model = MODELS.get("lmf")(cfg, dims, MOSI)
+    return save_bundle(out, model, model_name="lmf", config=cfg, task=MOSI, dims=dims, specs=fake_specs(log), norm=NORM)
 
 
 @pytest.fixture
@@ -249,6 +249,35 @@ def test_text_only_bundle_still_reports_signals(tmp_path, clip_dir):
     assert a.face_ratio == 0.0 and set(a.signals) == {"audio", "visual"}
     assert {"transcript", "text", "audio", "visual", "model", "total"} <= set(a.timings)
     assert a.speech_seconds is not None and a.speech_seconds >= 0.0  # Silero VAD: no word times given
+    assert not a.truncated and not any(f.endswith("_truncated") for f in a.flags)
+    # a transcript longer than the bundle's 16 tokens: scored on its start, and the result says so
+    long_text = "the plot was slow but the acting was wonderful and the music carried every scene to the end"
+    (tmp_path / "long.txt").write_text(long_text + "\n")
+    with Predictor(options) as p:
+        c = p.predict(clip_dir / "talk.mp4", transcript_file=tmp_path / "long.txt")
+    from msa.extractors.base import Transcript
+
+    n_tokens = MiniLMText().encode(Transcript(long_text)).meta["n_tokens"]  # with [CLS] and [SEP]
+    assert n_tokens > 16 and c.truncated == {"text": [16, n_tokens]} and "text_truncated" in c.flags
+    assert c.to_json()["truncated"] == {"text": [16, n_tokens]} and "truncated" not in a.to_json()
+
+
+def test_feature_sequences_longer_than_the_bundle_reads_are_reported(tmp_path, clip_dir, capsys):
+    """A clip whose audio frames outnumber the bundle's trained length is scored on its start: the JSON's
+    ``truncated`` and ``flags`` and the text output say how much was read."""
+    import dataclasses
+
+    bundle = save_lmf_bundle(tmp_path / "b", tmp_path / "log", dims=dataclasses.replace(DIMS, audio_len=2))
+    assert predict_main([str(clip_dir / "talk.mp4"), "--bundle", str(bundle), "--json", *FAKES]) == 0
+    r = json.loads(capsys.readouterr().out)
+    read, of = r["truncated"]["audio"]
+    assert read == 2 and of > 2 and set(r["truncated"]) == {"audio"} and "audio_truncated" in r["flags"]
+    assert predict_main([str(clip_dir / "talk.mp4"), "--bundle", str(bundle), *FAKES]) == 0
+    assert f"read only the start: audio 2 of {of} frames" in capsys.readouterr().out
+    full = save_lmf_bundle(tmp_path / "full", tmp_path / "log")  # trained lengths the clip fits in
+    assert predict_main([str(clip_dir / "talk.mp4"), "--bundle", str(full), "--json", *FAKES]) == 0
+    r = json.loads(capsys.readouterr().out)
+    assert "truncated" not in r and not any(f.endswith("_truncated") for f in r["flags"])
 
 
 def test_cli_json_lines_and_bad_clips(tmp_path, clip_dir, capsys, bad_media):
