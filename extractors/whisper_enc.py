@@ -9,7 +9,8 @@ padded to 30 s (``pad``) exactly as faster-whisper pads it. Only the
 encoder frames that cover real audio (20 ms each) are pooled. With ``window`` > 0 the states are
 pooled per ``window`` seconds of the original timeline (hop ``window / 2``), for a timeline readout.
 ``layer`` picks the states: 0 (default) the encoder's output, CTranslate2's ``encode``; k >= 1 the states
-after block k, from the torch port of the same weights (:mod:`.whisper_port`), which stops there.
+after block k, from the torch port of the same weights (:mod:`.whisper_port`), which stops there (CTranslate2's
+model is then not loaded: faster-whisper's mel front end is built on its own).
 
 Sharing with ASR: :func:`shared_encoder` memoises ``WhisperModel.encode`` on the clip (``clip.memo``),
 keyed by the loaded model and the exact mel input. The ASR stage runs inside it, so when it encodes
@@ -101,6 +102,21 @@ def _state_dim(model: str) -> int:
                                                  np.float32))).shape[-1])
 
 
+@functools.lru_cache(maxsize=4)
+def mel_extractor(folder: str) -> Any:
+    """faster-whisper's log-mel front end for the model in ``folder``, set from its ``preprocessor_config.json``
+    where it has one, as ``WhisperModel`` sets it, without loading the model (the torch port needs no more)."""
+    import inspect
+    import json
+
+    from faster_whisper.feature_extractor import FeatureExtractor
+
+    path = Path(folder) / "preprocessor_config.json"
+    config = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
+    valid = inspect.signature(FeatureExtractor.__init__).parameters
+    return FeatureExtractor(**{k: v for k, v in config.items() if k in valid and k != "self"})
+
+
 def _to_numpy(out: Any) -> np.ndarray:
     """A CTranslate2 StorageView (CPU or CUDA) as a float32 array."""
     import ctranslate2
@@ -146,11 +162,14 @@ class WhisperEnc(Extractor):
         if self.config.layer:
             from . import whisper_port
 
-            blocks = whisper_port.block_count(Path(resolve(self.config.model)[0]) / "model.bin")
+            model_bin = Path(resolve(self.config.model)[0]) / "model.bin"
+            blocks = whisper_port.block_count(model_bin)
             if self.config.layer > blocks:
                 raise UsageError(f"whisper_enc: layer={self.config.layer}, but the {self.config.model} encoder has "
                                  f"{blocks} blocks (0: its output, 1-{blocks}: a block's states)")
-        d = _state_dim(self.config.model)
+            d = whisper_port.state_dim(model_bin)
+        else:
+            d = _state_dim(self.config.model)
         cols = tuple(f"mean_{i}" for i in range(d)) + tuple(f"std_{i}" for i in range(d))
         return 2 * d, cols, (2.0 / self.config.window if self.config.window > 0 else None)
 
@@ -170,19 +189,23 @@ class WhisperEnc(Extractor):
         voiced = speech.size / SR
         if speech.size < SAMPLES_PER_STATE:
             speech, positions = audio, np.arange(audio.size)
-        whisper = load(self.config.model)
-        encode = self._port_encode(getattr(clip, "memo", None)) if self.config.layer else None
+        if self.config.layer:  # the torch port: CTranslate2's model is not loaded
+            whisper, encode = None, self._port_encode(getattr(clip, "memo", None))
+            features, sharing = mel_extractor(resolve(self.config.model)[0]), contextlib.nullcontext()
+        else:
+            whisper, encode = load(self.config.model), None
+            features, sharing = whisper.feature_extractor, shared_encoder(clip, whisper)
         parts = []
-        with shared_encoder(clip, whisper):
+        with sharing:
             for start in range(0, speech.size, WINDOW_SAMPLES):
                 chunk = speech[start : start + WINDOW_SAMPLES]
-                mel = whisper.feature_extractor(chunk)[..., :3000]
+                mel = features(chunk)[..., :3000]
                 if self.config.pad:
                     mel = np.pad(mel, ((0, 0), (0, 3000 - mel.shape[-1])))  # faster-whisper's pad_or_trim
                 else:
                     mel = mel[..., : max(2, mel.shape[-1] // 2 * 2)]  # the encoder's stride-2 conv halves it
                 n = min(1500, -(-chunk.size // SAMPLES_PER_STATE))
-                parts.append(encode(mel)[:n] if encode else _to_numpy(whisper.encode(mel))[0, :n])
+                parts.append(encode(mel)[:n] if encode else _to_numpy(whisper.encode(mel))[0, :n])  # type: ignore[union-attr]
         states = np.concatenate(parts)
         idx = np.minimum(np.arange(states.shape[0]) * SAMPLES_PER_STATE + SAMPLES_PER_STATE // 2, speech.size - 1)
         return states, positions[idx] / SR, voiced

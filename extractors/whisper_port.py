@@ -83,6 +83,12 @@ def block_count(model_bin: str | Path) -> int:
     return _blocks(read_variables(model_bin, lambda name: False)[1])
 
 
+def state_dim(model_bin: str | Path) -> int:
+    """The width of the encoder's states (d_model), read from its final layer norm alone."""
+    v, _ = read_variables(model_bin, lambda name: name == "encoder/layer_norm/gamma")
+    return int(v["encoder/layer_norm/gamma"].shape[-1])
+
+
 def _blocks(names: list[str]) -> int:
     """The encoder's block count, from a model's variable names."""
     return sum(1 for k in names if k.startswith("encoder/") and k.endswith("/ffn/linear_0/weight"))

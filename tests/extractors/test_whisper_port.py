@@ -56,11 +56,17 @@ def test_reader_rejects_a_file_that_is_not_a_model(tmp_path: Path) -> None:
         whisper_port.read_variables(bad, lambda name: True)
 
 
-def test_layer_option_pools_the_ports_states(model_bin: str) -> None:
+def test_layer_option_pools_the_ports_states(model_bin: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    from msa.extractors import asr, whisper_enc
+
     clip = Clip.from_path(SPEECH)
     ex = WhisperEnc(layer=3)
-    f = ex.extract(clip)
-    assert f.data.shape == (1, 1024) and f.meta["voice"]
+    with monkeypatch.context() as m:  # the port and the mel front end only: CTranslate2's model is not loaded
+        m.setattr(asr, "_load", lambda *a: pytest.fail("whisper_enc layer=3 loaded the CTranslate2 model"))
+        f = ex.extract(clip)
+    assert f.data.shape == (1, 1024) and f.meta["voice"] and ex.spec().dim == 1024
+    audio = clip.audio(16000)[: 3 * 16000]  # the same log-mel features as the loaded model's front end
+    np.testing.assert_array_equal(whisper_enc.mel_extractor(str(base_dir()))(audio), load("base").feature_extractor(audio))
     assert ex.spec().config["layer"] == 3 and ex.spec().spec_hash != WhisperEnc().spec().spec_hash
     last = WhisperEnc().extract(clip).data[0]
     assert abs(np.corrcoef(f.data[0], last)[0, 1]) < 0.9  # another representation, not the output again
