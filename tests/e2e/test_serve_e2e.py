@@ -127,6 +127,13 @@ def test_page_in_a_real_browser(server, example_clip, tmp_path):
         shot.parent.mkdir(parents=True, exist_ok=True)
         assert driver.save_screenshot(str(shot))
         assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and shot.stat().st_size > 10_000
+        # a short clip: no "read only the start" row; a result whose transcript was cut shows how much was read
+        assert not driver.find_element(By.ID, "r-cut").is_displayed()
+        driver.execute_script("showResult(arguments[0], 'default')", {
+            "label": "positive", "range": [-3, 3], "score": 1.0, "clip": "long.mp4", "task": "sentiment",
+            "transcript": "...", "transcript_source": "given", "modalities": {"text": 1.0}, "face_ratio": None,
+            "speech_seconds": None, "timings": {}, "plot": None, "truncated": {"text": [128, 240]}})
+        assert driver.find_element(By.ID, "r-cut").is_displayed() and text("r-cut") == "text 128 of 240 tokens"
     finally:
         driver.quit()
 

@@ -111,6 +111,11 @@ function showResult(r, bundle) {
   $("r-task").textContent = `${r.task}, bundle ${bundle}`;
   $("r-transcript").textContent = r.transcript ? `“${r.transcript}” (${r.transcript_source})` : "(none)";
   $("r-drivers").textContent = Object.entries(r.modalities).map(([m, v]) => `${m} ${v.toFixed(2)}`).join(", ");
+  const cut = Object.entries(r.truncated || {});  // inputs longer than the model reads: it scored their start
+  $("r-cut").textContent = cut.map(([m, [read, of]]) => `${m} ${read} of ${of} ${m === "text" ? "tokens" : "frames"}`)
+    .join(", ");
+  show("r-cut-label", cut.length > 0);
+  show("r-cut", cut.length > 0);
   $("r-face").textContent = r.face_ratio === null ? "no video" : `${pct(r.face_ratio)} of frames`;
   $("r-speech").textContent = r.speech_seconds === null ? "no audio" : `${r.speech_seconds.toFixed(1)} s`;
   $("r-timings").textContent = Object.entries(r.timings).map(([k, v]) => `${k} ${v.toFixed(2)}`).join(", ");
