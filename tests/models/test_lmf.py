@@ -8,6 +8,7 @@ from msa.models import build_config, build_model
 from msa.models.base import Dims, Task
 from msa.models.lmf import LMF
 from msa.models.tfn import average_inputs, fusion_tensor
+from feature_batches import feature_batch
 
 MOSI = Task("mosi", -3.0, 3.0, "mosi")
 DIMS = Dims(text=10, audio=4, vision=6, text_len=5, audio_len=7, vision_len=6, n_train=8)
@@ -17,13 +18,7 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def make_batch(n: int = 6, seed: int = 0) -> dict[str, torch.Tensor]:
-    g = torch.Generator().manual_seed(seed)
-    return {
-        "text": torch.randn(n, DIMS.text_len, DIMS.text, generator=g),
-        "audio": torch.randn(n, DIMS.audio_len, DIMS.audio, generator=g),
-        "vision": torch.randn(n, DIMS.vision_len, DIMS.vision, generator=g),
-        "labels": torch.rand(n, generator=g) * 6 - 3,
-    }
+    return feature_batch(DIMS, n, seed)
 
 
 def tiny(**overrides) -> LMF:

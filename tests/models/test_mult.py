@@ -12,6 +12,7 @@ from msa.models.layers.blocked_attention import blocked_attention
 from msa.models.layers.transformer import MultiheadAttention, TransformerEncoder, future_mask, sdpa_attention
 from msa.models.mult import MulT
 from msa.core.errors import DataError
+from feature_batches import feature_batch
 
 MOSI = Task("mosi", -3.0, 3.0, "mosi")
 DIMS = Dims(text=12, audio=5, vision=7, text_len=9, audio_len=14, vision_len=11, n_train=8)
@@ -21,13 +22,7 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def make_batch(n: int = 3, seed: int = 0) -> dict[str, torch.Tensor]:
-    g = torch.Generator().manual_seed(seed)
-    return {
-        "text": torch.randn(n, DIMS.text_len, DIMS.text, generator=g),
-        "audio": torch.randn(n, DIMS.audio_len, DIMS.audio, generator=g),
-        "vision": torch.randn(n, DIMS.vision_len, DIMS.vision, generator=g),
-        "labels": torch.rand(n, generator=g) * 6 - 3,
-    }
+    return feature_batch(DIMS, n, seed)
 
 
 def tiny(**overrides) -> MulT:

@@ -10,6 +10,7 @@ from msa.models.layers.ops import dropout, keep_scale
 from msa.models.layers.seq import SubNet, TextSubNet, time_average
 from msa.models.tfn import fusion_tensor
 from msa.core.errors import UsageError
+from feature_batches import feature_batch
 
 MOSI = Task("mosi", -3.0, 3.0, "mosi")
 PHQ8 = Task("phq8", 0.0, 24.0, "phq8")
@@ -20,15 +21,7 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def make_batch(n: int = 8, seed: int = 0) -> dict[str, torch.Tensor]:
-    g = torch.Generator().manual_seed(seed)
-    return {
-        "text": torch.randn(n, DIMS.text_len, DIMS.text, generator=g),
-        "audio": torch.randn(n, DIMS.audio_len, DIMS.audio, generator=g),
-        "audio_lengths": torch.randint(1, DIMS.audio_len + 1, (n,), generator=g),
-        "vision": torch.randn(n, DIMS.vision_len, DIMS.vision, generator=g),
-        "vision_lengths": torch.randint(1, DIMS.vision_len + 1, (n,), generator=g),
-        "labels": torch.rand(n, generator=g) * 6 - 3,
-    }
+    return feature_batch(DIMS, n, seed, lengths=True)
 
 
 def test_fusion_tensor_size_and_flatten_order():
