@@ -190,11 +190,14 @@ class WhisperEnc(Extractor):
         if speech.size < SAMPLES_PER_STATE:
             speech, positions = audio, np.arange(audio.size)
         if self.config.layer:  # the torch port: CTranslate2's model is not loaded
-            whisper, encode = None, self._port_encode(getattr(clip, "memo", None))
+            encode = self._port_encode(getattr(clip, "memo", None))
             features, sharing = mel_extractor(resolve(self.config.model)[0]), contextlib.nullcontext()
         else:
-            whisper, encode = load(self.config.model), None
+            whisper = load(self.config.model)
             features, sharing = whisper.feature_extractor, shared_encoder(clip, whisper)
+
+            def encode(mel: np.ndarray) -> np.ndarray:
+                return _to_numpy(whisper.encode(mel))[0]
         parts = []
         with sharing:
             for start in range(0, speech.size, WINDOW_SAMPLES):
@@ -205,7 +208,7 @@ class WhisperEnc(Extractor):
                 else:
                     mel = mel[..., : max(2, mel.shape[-1] // 2 * 2)]  # the encoder's stride-2 conv halves it
                 n = min(1500, -(-chunk.size // SAMPLES_PER_STATE))
-                parts.append(encode(mel)[:n] if encode else _to_numpy(whisper.encode(mel))[0, :n])  # type: ignore[union-attr]
+                parts.append(encode(mel)[:n])
         states = np.concatenate(parts)
         idx = np.minimum(np.arange(states.shape[0]) * SAMPLES_PER_STATE + SAMPLES_PER_STATE // 2, speech.size - 1)
         return states, positions[idx] / SR, voiced

@@ -232,22 +232,23 @@ class BilingualText(MSAModel):
         """(B,) how many e5 token ids each row carries (0: none, e.g. Latin-script text or padding)."""
         return row[:, self.latin_col + 1].round().long()
 
-    def ngram_raw(self, row: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
-        """(B,) the n-gram head's scores of the selected rows that carry e5 token ids; 0 for the others."""
+    def ngram_raw(self, row: torch.Tensor, rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(B,) the n-gram head's scores of the selected rows that carry e5 token ids, 0 for the others; and
+        (B,) which rows those are."""
         counts = self._id_counts(row)
         rows = rows & (counts > 0)
         out = row.new_zeros(row.shape[0])
         if rows.any():
             ids = row[rows, self.latin_col + 2 :].round().long()
             out = out.index_put((rows,), self.ngram([ids[i, :n] for i, n in enumerate(counts[rows].tolist())]))
-        return out
+        return out, rows
 
     def forward(self, batch: Batch) -> dict[str, torch.Tensor]:
         row = batch["text"][:, 0]
         latin = row[:, self.latin_col] > 0.5
         route = self.config.route
         if route == "ngram":
-            raw = self.ngram_raw(row, torch.ones_like(latin))
+            raw, _ = self.ngram_raw(row, torch.ones_like(latin))
             pred = raw if self.training else raw.clamp(self.task.low, self.task.high)
             return {"pred": pred, "raw": raw, "latin": latin}
         to_e5 = torch.ones_like(latin) if route == "e5" else ~latin if route == "script" else torch.zeros_like(latin)
@@ -261,8 +262,8 @@ class BilingualText(MSAModel):
             e5_raw = self.other(row[:, : self.vector_dim]).squeeze(-1)
         if route == "script" and self.config.ngram_buckets:
             w = self.config.ngram_weight
-            has_ids = to_e5 & (self._id_counts(row) > 0)  # a row without ids: the e5 head alone
-            e5_raw = torch.where(has_ids, (1 - w) * e5_raw + w * self.ngram_raw(row, has_ids), e5_raw)
+            ngram_raw, has_ids = self.ngram_raw(row, to_e5)  # a row without ids: the e5 head alone
+            e5_raw = torch.where(has_ids, (1 - w) * e5_raw + w * ngram_raw, e5_raw)
         if route == "e5" or (route == "script" and not latin.any()):
             raw = e5_raw
         else:

@@ -21,7 +21,7 @@ def keep_heap() -> None:
     default serves such blocks from fresh mappings (per-thread arenas are capped at 64 MiB, larger blocks
     are mapped) and unmaps them on free, so every call faults their pages in again. On the 12 clips of
     bench/extract.py that was 1.2 million page faults and 4.3 of 21 CPU-s in the kernel; with these settings
-    0.18 million and 1.5 s, at the same peak RSS (msa-predict's rose 60-90 MiB; docs/benchmarks.md).
+    0.18 million and 1.4 s, at the same peak RSS (msa-predict's rose 60-90 MiB; docs/benchmarks.md).
     Left alone where the user configured malloc (any MALLOC_* variable or GLIBC_TUNABLES) and outside
     glibc. Call before the heavy imports: arenas that exist already keep their own heaps."""
     if not sys.platform.startswith("linux") or "GLIBC_TUNABLES" in os.environ \

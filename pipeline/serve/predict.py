@@ -394,8 +394,11 @@ def cut_inputs(model: Any, feats: dict[str, Any], used: list[str]) -> dict[str, 
     out = {}
     for m in used:
         f = feats[TO_EXTRACT[m]]
-        total = len(f.data)
-        read, total = model.text_reach(f.meta) if m == "text" else (min(total, getattr(model.dims, f"{m}_len")), total)
+        if m == "text":
+            read, total = model.text_reach(f.meta)
+        else:
+            total = len(f.data)
+            read = min(total, getattr(model.dims, f"{m}_len"))
         if total > read:
             out[m] = [int(read), int(total)]
     return out
