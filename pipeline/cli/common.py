@@ -37,6 +37,15 @@ def keep_heap() -> None:
         mallopt(param, value)
 
 
+def check_segments(seconds: float) -> float:
+    """``--segments`` of msa-predict and msa-serve: 0 (off) or a positive number of seconds (not NaN)."""
+    from msa.core.errors import UsageError
+
+    if not seconds >= 0:
+        raise UsageError(f"--segments: expected a positive number of seconds (0: off), got {seconds:g}")
+    return seconds
+
+
 def run(prog: str, parser: argparse.ArgumentParser, main: Main, argv: Sequence[str] | None = None) -> int:
     """Parse ``argv`` and run ``main``; map typed errors and Ctrl-C to one line and an exit code."""
     args = parser.parse_args(argv)

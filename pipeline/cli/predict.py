@@ -2,10 +2,13 @@
 
     msa-predict CLIP [CLIP ...] [--bundle DIR] [--task sentiment|phq8] [--transcript FILE]
                 [--json] [--plot out.png] [--cache DIR] [--language auto|en|zh|...] [--device auto]
+                [--segments SECONDS]
 
 The transcript comes from --transcript FILE, else a <clip>.txt/.srt/.vtt sidecar, else speech
 recognition (offline Whisper: the language is detected, English goes to tiny.en, other languages to
-the multilingual base model; --language CODE skips the detection). A clip that cannot be scored
+the multilingual base model; --language CODE skips the detection). A bundle reads the start of a long
+clip only (the output says how much); --segments SECONDS scores runs of about that much speech and
+reports each, the clip's score being their mean weighted by length. A clip that cannot be scored
 prints one error line naming the file; the other clips are still scored and the exit code is 1.
 """
 from __future__ import annotations
@@ -17,7 +20,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from msa.pipeline.cli.common import keep_heap, run
+from msa.pipeline.cli.common import check_segments, keep_heap, run
 
 PROG = "msa-predict"
 
@@ -44,6 +47,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--language", default="auto", metavar="CODE",
                    help="spoken language: auto (detected per clip) or a Whisper code such as en, zh, fr")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    p.add_argument("--segments", type=float, default=0.0, metavar="SECONDS",
+                   help="score runs of about SECONDS of recognised speech each (cut at sentence ends and pauses) "
+                        "and give their length-weighted mean as the clip's score (needs speech recognition)")
     p.add_argument("--no-affect", dest="affect", action="store_false",
                    help="skip the voice-emotion and face-expression readouts (reported beside the score)")
     return p
@@ -78,11 +84,14 @@ def _main(args: argparse.Namespace) -> int:
         raise UsageError("--transcript gives the text of one clip; pass one CLIP (or use <clip>.txt sidecars)")
     if args.transcript is not None and not args.transcript.is_file():
         raise UsageError(f"--transcript: no such file: {args.transcript}")
+    check_segments(args.segments)
+    if args.segments and args.transcript is not None:
+        raise UsageError("--segments cuts the clip at recognised word times; a --transcript has none")
     for key, value in (("TRANSFORMERS_VERBOSITY", "error"), ("HF_HUB_DISABLE_PROGRESS_BARS", "1")):
         os.environ.setdefault(key, value)  # no weight-loading reports between the results
     options = PredictOptions(bundle=resolve_bundle(args.bundle, args.task), task=args.task, cache_dir=args.cache,
                              signals=parse_signals(args.signals), asr=args.asr, language=args.language,
-                             device=args.device, affect=args.affect)
+                             device=args.device, affect=args.affect, segments=args.segments)
     plots = plot_paths(args.plot, args.clips) if args.plot else [None] * len(args.clips)
     failed = scored = 0
     with Predictor(options) as predictor:
@@ -128,8 +137,16 @@ def _human(r: dict[str, Any]) -> str:
         lines.append(f"  flags: {', '.join(r['flags'])}")
     if r.get("truncated"):
         units = {"text": "tokens"}
-        lines.append("  read only the start: " + ", ".join(
+        n_cut = sum(1 for seg in r.get("segments") or () if seg.get("truncated"))
+        where = f"the start of {n_cut} segment{'s' * (n_cut != 1)}" if r.get("segments") else "the start"
+        lines.append(f"  read only {where}: " + ", ".join(
             f"{m} {read} of {of} {units.get(m, 'frames')}" for m, (read, of) in r["truncated"].items()))
+    if r.get("segments"):
+        lines.append(f"  segments ({len(r['segments'])}; the score is their mean, weighted by length):")
+        for seg in r["segments"]:
+            text = seg["text"] if len(seg["text"]) <= 60 else seg["text"][:57] + "..."
+            cut = " (start only)" if seg.get("truncated") else ""
+            lines.append(f"    {seg['start']:7.1f}-{seg['end']:.1f} s  {seg['score']:+.2f} {seg['label']}{cut}  {text!r}")
     if r.get("plot"):
         lines.append(f"  plot: {r['plot']}")
     return "\n".join(lines)

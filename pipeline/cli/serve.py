@@ -1,7 +1,7 @@
 """msa-serve: a local web service and page on top of msa-predict's Predictor.
 
     msa-serve [--host 127.0.0.1] [--port 8000] [--bundle DIR ...] [--workers N] [--max-upload-mb 500]
-              [--allow-root DIR] [--long-seconds 60]
+              [--allow-root DIR] [--long-seconds 60] [--segments SECONDS]
 
 Loads every bundle once, then serves the page at http://HOST:PORT/ and the JSON API under /v1
 (README "Web service"). It binds to 127.0.0.1 by default: only this machine can reach it.
@@ -16,7 +16,7 @@ import sys
 import time
 from pathlib import Path
 
-from msa.pipeline.cli.common import run
+from msa.pipeline.cli.common import check_segments, run
 
 PROG = "msa-serve"
 
@@ -37,6 +37,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="clips longer than this many media seconds are answered at once with a job (202)")
     p.add_argument("--asr", default="whisper", metavar="NAME", help="speech recogniser (default whisper, offline)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    p.add_argument("--segments", type=float, default=0.0, metavar="SECONDS",
+                   help="score sentiment and class bundles in runs of about SECONDS of speech, as msa-predict "
+                        "--segments does (PHQ-8 bundles score whole sessions)")
     return p
 
 
@@ -57,6 +60,7 @@ def _main(args: argparse.Namespace) -> int:
         raise UsageError("--workers and --max-queued must be at least 1")
     if args.max_upload_mb <= 0:
         raise UsageError("--max-upload-mb must be positive")
+    check_segments(args.segments)
     if args.allow_root is not None and not args.allow_root.is_dir():
         raise UsageError(f"--allow-root: no such folder: {args.allow_root}")
     bundles = tuple(args.bundle or (resolve_bundle(None, None),))
@@ -83,7 +87,7 @@ def _main(args: argparse.Namespace) -> int:
 
     config = ServeConfig(bundles=bundles, workers=args.workers, max_upload_mb=args.max_upload_mb,
                          allow_root=args.allow_root, long_seconds=args.long_seconds, max_queued=args.max_queued,
-                         asr=args.asr, device=args.device,
+                         asr=args.asr, device=args.device, segments=args.segments,
                          allowed_hosts=(args.host, "127.0.0.1", "localhost") if loopback(args.host) and ":" not in args.host
                          else None)  # a page elsewhere cannot reach a loopback service by DNS rebinding
     t0 = time.perf_counter()

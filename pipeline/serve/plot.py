@@ -110,9 +110,10 @@ def draw(pred: Any) -> Any:
     f0, loud = pitch_hz(audio), loudness(audio)
     affect = affect_rows(getattr(pred, "affect", None))
     rows = [r for r, on in (("face", bool(aus)), ("expr", bool(expr)), ("voice", f0 is not None or loud is not None),
-                            ("words", True)) if on]
+                            ("segments", bool(getattr(pred, "segments", None))), ("words", True)) if on]
     rows[-1:-1] = [f"affect{i}" for i in range(len(affect))]  # voice-emotion / face-expression rows
-    heights = {"face": 2.2, "expr": 2.2, "voice": 2.2, "words": 1.3, **{f"affect{i}": 1.8 for i in range(len(affect))}}
+    heights = {"face": 2.2, "expr": 2.2, "voice": 2.2, "segments": 1.6, "words": 1.3,
+               **{f"affect{i}": 1.8 for i in range(len(affect))}}
     fig = Figure(figsize=(10, sum(heights[r] for r in rows) + 0.8), dpi=90)
     FigureCanvasAgg(fig)
     axes = fig.subplots(len(rows), 1, sharex=True, squeeze=False,
@@ -131,6 +132,8 @@ def draw(pred: Any) -> Any:
             _plot_voice(ax, f0, loud)
         elif row.startswith("affect"):
             draw_row(ax, *affect[int(row[len("affect"):])])
+        elif row == "segments":
+            _plot_segments(ax, pred)
         else:
             _plot_words(ax, pred)
         ax.grid(alpha=0.3)
@@ -168,6 +171,19 @@ def _plot_voice(ax: Any, f0: Any, loud: Any) -> None:
         ax2 = ax.twinx() if f0 is not None else ax
         ax2.plot(loud[0], loud[1], color="tab:blue", lw=0.8, alpha=0.8, label=loud[2])
         ax2.set_ylabel(loud[2], color="tab:blue")
+
+
+def _plot_segments(ax: Any, pred: Any) -> None:
+    """Each segment's score over its span (--segments), the clip's score dashed across."""
+    probs = pred.probabilities is not None
+    for seg in pred.segments:
+        ax.plot([seg["start"], seg["end"]], [seg["score"]] * 2, color="tab:purple", lw=3, solid_capstyle="butt")
+    ax.axhline(pred.score, color="tab:purple", lw=0.8, ls="--")
+    lo, hi = (0.0, 1.0) if probs else pred.range
+    ax.set_ylim(lo, hi)
+    if not probs:
+        ax.axhline((lo + hi) / 2, color="k", lw=0.6)
+    ax.set_ylabel("top class p" if probs else "segment score")
 
 
 def _plot_words(ax: Any, pred: Any) -> None:

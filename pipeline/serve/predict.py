@@ -140,6 +140,7 @@ class PredictOptions:
     language: str = "auto"  # the recogniser's language: auto (detect) or a code (en, zh, ...)
     device: str = "auto"
     affect: bool = True  # voice-affect bundle and fer's face expressions, reported beside the score
+    segments: float = 0.0  # > 0: score runs of about this many seconds of speech, and their mean (segments.py)
 
 
 @dataclass
@@ -165,6 +166,7 @@ class Prediction:
     affect: Any = None  # msa.pipeline.serve.affect.Affect: voice/face readouts and their timelines
     probabilities: dict[str, float] | None = None  # class -> probability (classification bundles)
     truncated: dict[str, list[int]] = field(default_factory=dict)  # modality -> [read, of]: the model read the start
+    segments: list[dict[str, Any]] | None = None  # with --segments: start, end, text, score, label per run
 
     def to_json(self) -> dict[str, Any]:
         score = None if self.score is None else round(self.score, 4)
@@ -177,6 +179,8 @@ class Prediction:
             out["probabilities"] = self.probabilities
         if self.truncated:
             out["truncated"] = self.truncated
+        if self.segments is not None:
+            out["segments"] = self.segments
         return out
 
 
@@ -200,6 +204,8 @@ class Predictor:
         self.used = [m for m in meta.get("modalities", ()) if m in TO_EXTRACT]
         if not self.used:
             raise BundleError(f"{options.bundle}: the bundle uses none of text/audio/vision")
+        if options.segments and kind == "phq8":
+            raise UsageError("--segments: a PHQ-8 estimate is of a whole session, so it is not scored in segments")
         feats = meta.get("features", {})
         extractors = {TO_EXTRACT[m]: extractor_from_spec((feats.get(m) or {}).get("spec"), m, options.bundle)
                       for m in self.used}
@@ -211,6 +217,7 @@ class Predictor:
             raise UsageError(f"{options.asr!r} is a {asr_cls.modality} extractor, not a speech recogniser")
         asr_config = asr_config_for(asr_cls, options.language)
         self.specs = {m: e.spec().to_dict() for m, e in extractors.items()}
+        self.text_extractor = extractors.get("text")  # --segments encodes each run's words with it
         self.device = resolve_device(options.device)
         self.bundle = load_bundle(options.bundle, current_specs={TO_BATCH[m]: self.specs[m] for m in extractors
                                                                  if TO_BATCH[m] in self.used},
@@ -290,18 +297,18 @@ class Predictor:
                                "FILE or a <clip>.txt sidecar", reason="no_speech")
             score, label, scores, probs, out_range = None, None, None, None, (task.low, task.high)
             cut: dict[str, list[int]] = {}
+            segments = None
         else:  # the voice/face readouts stand beside the score either way
-            cut = cut_inputs(self.bundle.model, feats, self.used)
             if on_stage is not None:
                 on_stage("model")
             t1 = time.perf_counter()
-            scores, probs = self._forward(entry, cache)
-            timings["model"] = round(time.perf_counter() - t1, 3)
-            if probs is not None:  # classification: the top class and its probability
-                label, score, out_range = task.classes[int(np.argmax(probs))], float(np.max(probs)), (0.0, 1.0)
+            if self.options.segments:
+                scores, probs, cut, segments = self._score_segments(path, entry, feats)
             else:
-                score = float(np.clip(scores[0], task.low, task.high))
-                label, out_range = label_for(score, task), (task.low, task.high)
+                cut, segments = cut_inputs(self.bundle.model, feats, self.used), None
+                scores, probs, _ = self._forward([entry], cache)
+            timings["model"] = round(time.perf_counter() - t1, 3)
+            score, label, out_range = self._headline(scores, probs)
         speech = self._speech_seconds(entry.words, path, source, timings)
         visual = feats.get("visual")
         timings["total"] = round(time.perf_counter() - t0, 3)
@@ -311,28 +318,66 @@ class Predictor:
             modalities={} if scores is None else _attribution(self.used, scores),
             face_ratio=None if visual is None else round(float(visual.meta.get("face_ratio", 0.0)), 4),
             timings=timings, range=out_range, words=entry.words,
-            flags=entry.flags + tuple(f"{m}_truncated" for m in cut), truncated=cut,
+            flags=entry.flags + tuple(f"{m}_truncated" for m in cut), truncated=cut, segments=segments,
             duration=rec.duration, language=entry.language,
             signals={m: (f, tuple(self.specs[m].get("columns", ()))) for m, f in feats.items() if m != "text"},
             probabilities=None if probs is None else {c: round(float(p), 4) for c, p in zip(task.classes, probs)},
         )
 
     # --- model ---------------------------------------------------------------------------------
-    def _forward(self, entry: Any, cache: Any) -> tuple[np.ndarray, np.ndarray | None]:
-        """Scores of the clip and, for a multimodal bundle, of the clip with each modality occluded; for a
-        classification bundle the scores are the top class's probability and the clip's class probabilities
-        come second (else None)."""
+    def _headline(self, scores: np.ndarray, probs: np.ndarray | None) -> tuple[float, str, tuple[float, float]]:
+        """(score, label, range): the top class and its probability for a classification bundle, else the
+        first score clamped to the task's range and its label."""
+        task = self.bundle.task
+        if probs is not None:
+            return float(np.max(probs)), task.classes[int(np.argmax(probs))], (0.0, 1.0)
+        score = float(np.clip(scores[0], task.low, task.high))
+        return score, label_for(score, task), (task.low, task.high)
+
+    def _forward(self, entries: list[Any], cache: Any,
+                 weights: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray | None, np.ndarray]:
+        """Scores of the entries' weighted mean (one entry: the clip) and, for a multimodal bundle, of the
+        same with each modality occluded; the mean class probabilities of a classification bundle (else
+        None), whose scores are then the top class's probability; and each entry's own score (or class
+        probabilities)."""
         import torch
 
-        batch = clip_batch(entry, self.bundle, self.specs, self.used, cache)
+        w = np.ones(1) if weights is None else np.asarray(weights, dtype=np.float64)
+        batch = clip_batch(entries, self.bundle, self.specs, self.used, cache)
         variants = [batch] + ([occlude(batch, m) for m in self.used] if len(self.used) > 1 else [])
         stacked = {k: torch.cat([b[k] for b in variants]).to(self.device) for k in batch}
         with torch.inference_mode():
             out = self.bundle.model(stacked)
         if not self.bundle.task.is_classes:
-            return out["pred"].float().reshape(-1).cpu().numpy(), None
-        probs = out["logits"].float().softmax(dim=-1).cpu().numpy()
-        return probs[:, int(np.argmax(probs[0]))], probs[0]
+            each = out["pred"].float().reshape(len(variants), len(entries)).cpu().numpy().astype(np.float64)
+            return each @ w, None, each[0]
+        each = out["logits"].float().softmax(dim=-1).reshape(len(variants), len(entries), -1).cpu().numpy()
+        mean = np.tensordot(each.astype(np.float64), w, axes=([1], [0]))  # (variants, classes)
+        return mean[:, int(np.argmax(mean[0]))], mean[0], each[0]
+
+    def _score_segments(self, path: Path, entry: Any, feats: dict[str, Any]
+                        ) -> tuple[np.ndarray, np.ndarray | None, dict[str, list[int]], list[dict[str, Any]]]:
+        """:meth:`_forward` over the clip's runs of words (--segments); also the inputs read against
+        those given, summed over the runs (where some were cut), and one dict per run."""
+        from msa.pipeline.serve.segments import segment_entries, shares, split_words
+
+        if not entry.words:
+            raise UsageError(f"{path}: --segments needs word times from speech recognition; a given transcript "
+                             "has none (drop --transcript and the sidecar, or cut the clip yourself)")
+        runs = split_words(entry.words, self.options.segments)
+        entries, cache = segment_entries(entry, feats, runs, self.used, self.text_extractor)
+        scores, probs, each = self._forward(entries, cache, shares(runs))
+        task, totals, out = self.bundle.task, {}, []
+        for run, e, own in zip(runs, entries, each, strict=True):
+            reach = input_reach(self.bundle.model, {m: cache.load(*ref) for m, ref in e.refs.items()}, self.used)
+            for m, (read, of) in reach.items():
+                totals[m] = [totals.get(m, [0, 0])[0] + read, totals.get(m, [0, 0])[1] + of]
+            score, label, _ = self._headline(np.atleast_1d(own), own if probs is not None else None)
+            item = {"start": round(run.start, 3), "end": round(run.end, 3), "text": e.transcript,
+                    "score": round(score, 4), "label": label}
+            cut = {m: v for m, v in reach.items() if v[0] < v[1]}
+            out.append({**item, "truncated": cut} if cut else item)
+        return scores, probs, {m: v for m, v in totals.items() if v[0] < v[1]}, out
 
     def _speech_seconds(self, words: tuple[tuple[str, float, float], ...], path: Path, source: str,
                         timings: dict[str, float]) -> float | None:
@@ -356,8 +401,9 @@ def asr_config_for(asr_cls: Any, language: str) -> Any:
     return asr_cls.Config()
 
 
-def clip_batch(entry: Any, bundle: Any, specs: dict[str, dict[str, Any]], used: list[str], cache: Any) -> dict[str, Any]:
-    """The model batch (B=1) for one clip, built like training: assemble, pad to the bundle's lengths, normalise."""
+def clip_batch(entries: list[Any], bundle: Any, specs: dict[str, dict[str, Any]], used: list[str],
+               cache: Any) -> dict[str, Any]:
+    """The model batch (B = one per entry) built like training: assemble, pad to the bundle's lengths, normalise."""
     from msa.pipeline.extract.assemble import assemble
     from msa.pipeline.train.data import from_dict
     from msa.pipeline.train.loader import SplitDataset
@@ -366,7 +412,7 @@ def clip_batch(entry: Any, bundle: Any, specs: dict[str, dict[str, Any]], used: 
     length = {"text": dims.text_len, "audio": dims.audio_len, "vision": dims.vision_len}
     width = {"text": dims.text, "audio": dims.audio, "vision": dims.vision}
     model_specs = {TO_EXTRACT[m]: specs[TO_EXTRACT[m]] for m in used}
-    raw = assemble([entry], model_specs, cache, has_modes=False,
+    raw = assemble(entries, model_specs, cache, has_modes=False,
                    max_len={TO_EXTRACT[m]: length[m] for m in used}, exact_len=True)
     split = raw["all"]
     for m in ("text", "audio", "vision"):
@@ -378,19 +424,19 @@ def clip_batch(entry: Any, bundle: Any, specs: dict[str, dict[str, Any]], used: 
             if got != width[m]:
                 raise BundleError(f"{bundle.path}: {m} features are {got}-d, the bundle was trained on {width[m]}-d")
         else:  # not an input of this bundle: a zero frame of the trained width
-            split[m] = np.zeros((1, max(1, length[m]), width[m]), dtype=np.float32)
-            split[f"{m}_lengths"] = np.ones(1, dtype=np.int64)
+            split[m] = np.zeros((len(entries), max(1, length[m]), width[m]), dtype=np.float32)
+            split[f"{m}_lengths"] = np.ones(len(entries), dtype=np.int64)
     fs = from_dict({"all": split})
     ds = SplitDataset(fs.split("all"), bundle.norm or None)
-    batch = ds.__getitems__([0])
+    batch = ds.__getitems__(list(range(len(entries))))
     batch.pop("labels", None)
     batch.pop("index", None)
     return batch
 
 
-def cut_inputs(model: Any, feats: dict[str, Any], used: list[str]) -> dict[str, list[int]]:
-    """{modality: [read, of]} for each input longer than the model reads, which then scores its start only:
-    text in tokens (the model's ``text_reach``), audio and vision in feature frames (the trained lengths)."""
+def input_reach(model: Any, feats: dict[str, Any], used: list[str]) -> dict[str, list[int]]:
+    """{modality: [read, of]}: how much of each input the model reads (it scores the start only): text in
+    tokens (the model's ``text_reach``), audio and vision in feature frames (the trained lengths)."""
     out = {}
     for m in used:
         f = feats[TO_EXTRACT[m]]
@@ -399,9 +445,13 @@ def cut_inputs(model: Any, feats: dict[str, Any], used: list[str]) -> dict[str, 
         else:
             total = len(f.data)
             read = min(total, getattr(model.dims, f"{m}_len"))
-        if total > read:
-            out[m] = [int(read), int(total)]
+        out[m] = [int(read), int(total)]
     return out
+
+
+def cut_inputs(model: Any, feats: dict[str, Any], used: list[str]) -> dict[str, list[int]]:
+    """The inputs of :func:`input_reach` longer than the model reads."""
+    return {m: v for m, v in input_reach(model, feats, used).items() if v[0] < v[1]}
 
 
 def occlude(batch: dict[str, Any], modality: str) -> dict[str, Any]:

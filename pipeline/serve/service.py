@@ -22,7 +22,7 @@ from typing import Any, AsyncIterator
 
 from msa.core.errors import MissingBackendError, MsaError
 from msa.pipeline.serve.jobs import JOB_STAGES, Job, JobQueue
-from msa.pipeline.serve.predict import PredictOptions, Predictor, predict_json
+from msa.pipeline.serve.predict import PredictOptions, Predictor, predict_json, task_kind
 from msa.pipeline.serve.uploads import RequestError, path_under, receive_upload
 
 try:
@@ -62,6 +62,7 @@ class ServeConfig:
     asr: str = "whisper"
     device: str = "auto"
     affect: bool = True  # voice/face readouts beside the score (msa-predict's default)
+    segments: float = 0.0  # > 0: msa-predict --segments for every bundle but PHQ-8 ones
     allowed_hosts: tuple[str, ...] | None = None  # Host headers accepted (DNS-rebinding guard); None: any
 
 
@@ -93,10 +94,12 @@ class Service:
         self.meta: dict[str, dict[str, Any]] = {}
         try:
             for name, path in zip(bundle_names(config.bundles), config.bundles, strict=True):
+                self.meta[name] = meta = read_meta(Path(path))
                 extra = {} if config.signals is None else {"signals": config.signals}
-                self.predictors[name] = Predictor(PredictOptions(bundle=Path(path), asr=config.asr,
-                                                                 device=config.device, affect=config.affect, **extra))
-                self.meta[name] = read_meta(Path(path))
+                whole = task_kind(meta["task"].get("name"), meta["task"].get("metrics")) == "phq8"
+                self.predictors[name] = Predictor(PredictOptions(
+                    bundle=Path(path), asr=config.asr, device=config.device, affect=config.affect,
+                    segments=0.0 if whole else config.segments, **extra))
         except BaseException:
             self.close()
             raise

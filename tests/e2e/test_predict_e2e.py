@@ -88,3 +88,22 @@ def test_phq8_without_a_phq8_bundle_explains_how_to_train_one(example_clip, tmp_
     assert predict_main([str(example_clip), "--task", "phq8", "--bundle", str(BUNDLE)]) == 2
     err = capsys.readouterr().err
     assert "is a sentiment bundle" in err and "--dataset phq8" in err
+
+
+def test_segments_with_the_default_bundle_and_real_speech_recognition(example_clip):
+    """--segments on the example clip: Whisper's word times cut it at its sentence end into runs that the
+    default bundle scores one by one (both positive sentences), and the clip's score is their mean."""
+    import numpy as np
+
+    from msa.pipeline.serve.predict import PredictOptions, Predictor
+
+    with Predictor(PredictOptions(bundle=BUNDLE, signals=(), affect=False, segments=1.5)) as p:
+        r = p.predict(example_clip)
+    runs = r.segments
+    assert len(runs) >= 2 and all(s["label"] == "positive" for s in runs), runs
+    assert " ".join(s["text"] for s in runs) == r.transcript.strip() or \
+        [w for s in runs for w in s["text"].split()] == [w for w, _, _ in r.words]
+    assert all(a["end"] <= b["start"] for a, b in zip(runs, runs[1:]))
+    spans = np.array([s["end"] - s["start"] for s in runs])
+    assert r.score == pytest.approx(float(np.dot(spans / spans.sum(), [s["score"] for s in runs])), abs=1e-3)
+    assert r.label == "positive" and not r.truncated

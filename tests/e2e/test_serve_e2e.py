@@ -134,6 +134,17 @@ def test_page_in_a_real_browser(server, example_clip, tmp_path):
             "transcript": "...", "transcript_source": "given", "modalities": {"text": 1.0}, "face_ratio": None,
             "speech_seconds": None, "timings": {}, "plot": None, "truncated": {"text": [128, 240]}})
         assert driver.find_element(By.ID, "r-cut").is_displayed() and text("r-cut") == "text 128 of 240 tokens"
+        assert not driver.find_element(By.ID, "r-segments").is_displayed()
+        driver.execute_script("showResult(arguments[0], 'default')", {  # msa-serve --segments
+            "label": "positive", "range": [-3, 3], "score": 1.5, "clip": "long.mp4", "task": "sentiment",
+            "transcript": "...", "transcript_source": "asr:whisper", "modalities": {"text": 1.0}, "face_ratio": None,
+            "speech_seconds": 9.0, "timings": {}, "plot": None, "truncated": {"text": [300, 310]},
+            "segments": [{"start": 0, "end": 4.2, "text": "I loved it.", "score": 2.5, "label": "positive"},
+                         {"start": 5, "end": 9.1, "text": "The end was slow.", "score": -0.7, "label": "negative",
+                          "truncated": {"text": [128, 138]}}]})
+        assert text("r-segments").splitlines() == ["0.0-4.2 s +2.50 positive: I loved it.",
+                                                   "5.0-9.1 s -0.70 negative: The end was slow."]
+        assert text("r-cut-label") == "read only the start of some segments"
     finally:
         driver.quit()
 

@@ -114,8 +114,18 @@ function showResult(r, bundle) {
   const cut = Object.entries(r.truncated || {});  // inputs longer than the model reads: it scored their start
   $("r-cut").textContent = cut.map(([m, [read, of]]) => `${m} ${read} of ${of} ${m === "text" ? "tokens" : "frames"}`)
     .join(", ");
+  $("r-cut-label").textContent = r.segments ? "read only the start of some segments" : "read only the start";
   show("r-cut-label", cut.length > 0);
   show("r-cut", cut.length > 0);
+  const runs = r.segments || [];  // msa-serve --segments: each run of speech scored on its own
+  $("r-segments").replaceChildren(...runs.map((s) => {
+    const line = document.createElement("div");
+    const score = r.probabilities ? s.score.toFixed(2) : `${s.score >= 0 ? "+" : ""}${s.score.toFixed(2)}`;
+    line.textContent = `${s.start.toFixed(1)}-${s.end.toFixed(1)} s ${score} ${s.label}: ${s.text}`;
+    return line;
+  }));
+  show("r-segments-label", runs.length > 0);
+  show("r-segments", runs.length > 0);
   $("r-face").textContent = r.face_ratio === null ? "no video" : `${pct(r.face_ratio)} of frames`;
   $("r-speech").textContent = r.speech_seconds === null ? "no audio" : `${r.speech_seconds.toFixed(1)} s`;
   $("r-timings").textContent = Object.entries(r.timings).map(([k, v]) => `${k} ${v.toFixed(2)}`).join(", ");

@@ -70,6 +70,17 @@ def test_rows_follow_the_available_signals():
     assert [ax.get_ylabel() for ax in bare.axes] == ["text"]  # a given transcript without word times
 
 
+def test_segments_get_a_score_row_above_the_words():
+    pred = _prediction({})
+    assert "segment score" not in [ax.get_ylabel() for ax in draw(pred).axes]
+    pred.segments = [{"start": 0.2, "end": 0.6, "text": "great", "score": 2.0, "label": "positive"},
+                     {"start": 0.7, "end": 1.1, "text": "movie", "score": 1.4, "label": "positive"}]
+    axes = draw(pred).axes
+    assert [ax.get_ylabel() for ax in axes] == ["segment score", "words"]
+    drawn = [list(line.get_ydata()) for line in axes[0].get_lines()]
+    assert [2.0, 2.0] in drawn and [1.4, 1.4] in drawn and axes[0].get_ylim() == (-3.0, 3.0)
+
+
 def test_title_carries_score_label_and_attribution():
     fig = draw(_prediction(_all_signals()))
     title = fig._suptitle.get_text()

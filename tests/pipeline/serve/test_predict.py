@@ -43,7 +43,7 @@ def fake_specs(log: Path) -> dict[str, dict]:
             "vision": FakeVisual(log=str(log)).spec().to_dict()}
 
 
-def save_lmf_bundle(out: Path, log: Path, dims: Dims = DIMS) -> Path:
+def save_lmf_bundle(out: Path, log: Path, dims: Dims = DIMS, task: Task = MOSI) -> Path:
     import torch
 
     from msa.models import MODELS, build_config
@@ -51,8 +51,8 @@ def save_lmf_bundle(out: Path, log: Path, dims: Dims = DIMS) -> Path:
 
     torch.manual_seed(0)
     cfg = build_config("lmf", "mosi", "tiny")
-    model = MODELS.get("lmf")(cfg, dims, MOSI)
-    return save_bundle(out, model, model_name="lmf", config=cfg, task=MOSI, dims=dims, specs=fake_specs(log), norm=NORM)
+    model = MODELS.get("lmf")(cfg, dims, task)
+    return save_bundle(out, model, model_name="lmf", config=cfg, task=task, dims=dims, specs=fake_specs(log), norm=NORM)
 
 
 @pytest.fixture
@@ -278,6 +278,93 @@ def test_feature_sequences_longer_than_the_bundle_reads_are_reported(tmp_path, c
     assert predict_main([str(clip_dir / "talk.mp4"), "--bundle", str(full), "--json", *FAKES]) == 0
     r = json.loads(capsys.readouterr().out)
     assert "truncated" not in r and not any(f.endswith("_truncated") for f in r["flags"])
+
+
+@pytest.fixture
+def bare_clip(tmp_path: Path, av_clip: Path) -> Path:
+    """The 2 s clip without a sidecar: fake_asr gives two words, one per second."""
+    d = tmp_path / "bare"
+    d.mkdir()
+    return Path(shutil.copy(av_clip, d / "talk.mp4"))
+
+
+def test_segments_score_runs_of_words_and_give_their_weighted_mean(tmp_path, bare_clip):
+    """--segments: one run covering the clip scores as the whole clip does; two runs get their own words
+    and half the audio frames each, and the clip's score is their mean."""
+    import dataclasses
+
+    bundle = save_lmf_bundle(tmp_path / "b", tmp_path / "log", dims=dataclasses.replace(DIMS, audio_len=5))
+    base = {"bundle": bundle, "signals": (), "asr": "fake_asr", "affect": False}
+    runs = {}
+    for seconds in (0.0, 100.0, 0.5):
+        with Predictor(PredictOptions(**base, segments=seconds)) as p:
+            runs[seconds] = p.predict(bare_clip)
+    whole, one, two = runs[0.0], runs[100.0], runs[0.5]
+    assert whole.segments is None and "segments" not in whole.to_json()
+    assert len(one.segments) == 1 and one.score == pytest.approx(whole.score, abs=1e-6)
+    assert one.segments[0]["text"] == "tone tone" and one.modalities == pytest.approx(whole.modalities, abs=1e-3)
+    assert [s["text"] for s in two.segments] == ["tone", "tone"] and two.segments[0]["start"] == 0.0
+    assert two.segments[0]["end"] == pytest.approx(1.0, abs=0.05) == two.segments[1]["start"]
+    assert two.score == pytest.approx(np.mean([s["score"] for s in two.segments]), abs=1e-4)
+    assert two.label == label_for(two.score, MOSI) and two.to_json()["segments"] == two.segments
+    # 20 audio frames (0.1 s hop) shared out at 1 s: each run has 10 and the bundle reads 5 of them
+    assert [s["truncated"] for s in two.segments] == [{"audio": [5, 10]}] * 2
+    assert two.truncated == {"audio": [10, 20]} and whole.truncated == {"audio": [5, 20]}
+
+
+def test_segments_of_a_classification_bundle_average_the_class_probabilities(tmp_path, bare_clip):
+    classes = Task("mood", 0.0, 2.0, "classification", n_classes=3, classes=("low", "mid", "high"))
+    bundle = save_lmf_bundle(tmp_path / "c", tmp_path / "log", task=classes)
+    with Predictor(PredictOptions(bundle=bundle, signals=(), asr="fake_asr", affect=False, segments=0.5)) as p:
+        r = p.predict(bare_clip)
+        runs = [p._forward(*_one_run(p, bare_clip, i))[1] for i in range(2)]
+    mean = (runs[0] + runs[1]) / 2
+    assert r.probabilities == pytest.approx({c: float(v) for c, v in zip(classes.classes, mean)}, abs=1e-4)
+    assert r.label == classes.classes[int(np.argmax(mean))] and r.score == pytest.approx(float(mean.max()), abs=1e-6)
+    assert [s["label"] for s in r.segments] == [classes.classes[int(np.argmax(x))] for x in runs]
+
+
+def _one_run(p: Predictor, clip: Path, i: int) -> tuple[object, object]:
+    """Run ``i`` of the clip at 0.5 s as an entry of its own (for an independent forward pass)."""
+    from msa.pipeline.extract.cache import FeatureCache
+    from msa.pipeline.extract.runner import run_clip
+    from msa.pipeline.extract.sources import Item
+    from msa.pipeline.serve.segments import segment_entries, split_words
+
+    rec = run_clip(0, Item(clip.parent.name, clip.stem, clip, text=None, label=0.0), p.plan, wait=True)
+    cache = FeatureCache(p.plan.out_dir)
+    feats = {m: cache.load(*ref) for m, ref in rec.entry.refs.items()}
+    entries, mem = segment_entries(rec.entry, feats, split_words(rec.entry.words, 0.5), p.used, p.text_extractor)
+    return [entries[i]], mem
+
+
+def test_segments_refusals_are_one_line_errors(tmp_path, clip_dir, bare_clip, capsys):
+    bundle = save_lmf_bundle(tmp_path / "b", tmp_path / "log")
+    # a sidecar transcript has no word times: that clip fails, the other is scored
+    rc = predict_main([str(clip_dir / "talk.mp4"), str(bare_clip), "--bundle", str(bundle), "--segments", "0.5",
+                       "--json", *FAKES])
+    out, err = capsys.readouterr()
+    assert rc == 1 and len(err.strip().splitlines()) == 1 and "needs word times" in err
+    assert len(json.loads(out)["segments"]) == 2
+    t = tmp_path / "t.txt"
+    t.write_text("hello")
+    for extra in (["--segments", "-1"], ["--segments", "nan"], ["--segments", "5", "--transcript", str(t)]):
+        assert predict_main([str(bare_clip), "--bundle", str(bundle), *extra, *FAKES]) == 2
+        assert "--segments" in capsys.readouterr().err
+    phq8 = save_lmf_bundle(tmp_path / "p", tmp_path / "log", task=Task("phq8", 0.0, 24.0, "phq8"))
+    assert predict_main([str(bare_clip), "--bundle", str(phq8), "--segments", "5", *FAKES]) == 2
+    assert "whole session" in capsys.readouterr().err
+
+
+def test_segments_in_the_text_output(tmp_path, bare_clip, capsys):
+    import dataclasses
+
+    bundle = save_lmf_bundle(tmp_path / "b", tmp_path / "log", dims=dataclasses.replace(DIMS, audio_len=5))
+    assert predict_main([str(bare_clip), "--bundle", str(bundle), "--segments", "0.5", *FAKES]) == 0
+    out = capsys.readouterr().out
+    assert "segments (2; the score is their mean, weighted by length):" in out
+    assert "read only the start of 2 segments: audio 10 of 20 frames" in out
+    assert out.count("(start only)  'tone'") == 2
 
 
 def test_cli_json_lines_and_bad_clips(tmp_path, clip_dir, capsys, bad_media):

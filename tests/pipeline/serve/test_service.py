@@ -181,6 +181,22 @@ def test_long_clips_become_jobs(lmf_bundle, av_clip):
         assert c.get(f"/v1/jobs/{r.json()['id']}").status_code == 200
 
 
+def test_segments_apply_to_every_bundle_but_phq8(lmf_bundle, av_clip, tmp_path):
+    """msa-serve --segments: a sentiment bundle answers with its runs (as msa-predict --segments), a PHQ-8
+    bundle loaded beside it scores the whole session."""
+    from msa.models.base import Task
+
+    phq8 = save_lmf_bundle(tmp_path / "phq8", tmp_path / "log", task=Task("phq8", 0.0, 24.0, "phq8"))
+    with serve((lmf_bundle, phq8), segments=0.5) as c:
+        r = upload(c, av_clip)
+        assert r.status_code == 200, r.text
+        runs = r.json()["segments"]
+        assert [s["text"] for s in runs] == ["tone", "tone"] and {"start", "end", "score", "label"} <= set(runs[0])
+        r = upload(c, av_clip, bundle="phq8")
+        assert r.status_code == 200, r.text
+        assert "segments" not in r.json() and r.json()["task"] == "phq8"
+
+
 def test_a_path_under_the_allowed_root(client, av_clip, tmp_path):
     (client.allowed / "sub").mkdir(exist_ok=True)
     shutil.copy(av_clip, client.allowed / "sub" / "talk.mp4")

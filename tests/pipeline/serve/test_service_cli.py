@@ -29,6 +29,8 @@ def test_a_busy_port_is_one_line(capsys, tmp_path):
     (["--max-upload-mb", "0"], "must be positive"),
     (["--allow-root", "/no/such/folder"], "--allow-root: no such folder"),
     (["--bundle", "/no/such/bundle"], "has no bundle.json"),
+    (["--segments", "-5"], "--segments: expected a positive number"),
+    (["--segments", "nan"], "--segments: expected a positive number"),
 ])
 def test_bad_arguments_are_one_line(capsys, args, needle):
     assert main([*args, "--port", "0"]) == 2
