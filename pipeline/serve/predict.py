@@ -51,6 +51,7 @@ PHQ8_HINT = ("train one on AVEC2019-style sessions: msa-extract DATASET --recipe
 
 
 CLASS_METRICS = ("classification", "binary")
+FORWARD_CHUNK = 16  # entries (a long clip's runs) per forward pass, each with its occluded variants
 
 
 def task_kind(name: str | None, metrics: str | None) -> str:
@@ -343,16 +344,20 @@ class Predictor:
         import torch
 
         w = np.ones(1) if weights is None else np.asarray(weights, dtype=np.float64)
-        batch = clip_batch(entries, self.bundle, self.specs, self.used, cache)
-        variants = [batch] + ([occlude(batch, m) for m in self.used] if len(self.used) > 1 else [])
-        stacked = {k: torch.cat([b[k] for b in variants]).to(self.device) for k in batch}
-        with torch.inference_mode():
-            out = self.bundle.model(stacked)
+        parts = []
+        for i in range(0, len(entries), FORWARD_CHUNK):  # a long clip's runs, a few at a time
+            chunk = entries[i : i + FORWARD_CHUNK]
+            batch = clip_batch(chunk, self.bundle, self.specs, self.used, cache)
+            variants = [batch] + ([occlude(batch, m) for m in self.used] if len(self.used) > 1 else [])
+            stacked = {k: torch.cat([b[k] for b in variants]).to(self.device) for k in batch}
+            with torch.inference_mode():
+                out = self.bundle.model(stacked)
+            y = out["logits"].float().softmax(dim=-1) if self.bundle.task.is_classes else out["pred"].float()
+            parts.append(y.reshape(len(variants), len(chunk), -1).cpu().numpy().astype(np.float64))
+        each = np.concatenate(parts, axis=1)  # (variants, entries, classes or 1)
+        mean = np.tensordot(each, w, axes=([1], [0]))  # (variants, classes or 1)
         if not self.bundle.task.is_classes:
-            each = out["pred"].float().reshape(len(variants), len(entries)).cpu().numpy().astype(np.float64)
-            return each @ w, None, each[0]
-        each = out["logits"].float().softmax(dim=-1).reshape(len(variants), len(entries), -1).cpu().numpy()
-        mean = np.tensordot(each.astype(np.float64), w, axes=([1], [0]))  # (variants, classes)
+            return mean[:, 0], None, each[0, :, 0]
         return mean[:, int(np.argmax(mean[0]))], mean[0], each[0]
 
     def _score_segments(self, path: Path, entry: Any, feats: dict[str, Any]
@@ -367,11 +372,13 @@ class Predictor:
         runs = split_words(entry.words, self.options.segments)
         entries, cache = segment_entries(entry, feats, runs, self.used, self.text_extractor)
         scores, probs, each = self._forward(entries, cache, shares(runs))
-        task, totals, out = self.bundle.task, {}, []
+        totals: dict[str, list[int]] = {}
+        out = []
         for run, e, own in zip(runs, entries, each, strict=True):
             reach = input_reach(self.bundle.model, {m: cache.load(*ref) for m, ref in e.refs.items()}, self.used)
             for m, (read, of) in reach.items():
-                totals[m] = [totals.get(m, [0, 0])[0] + read, totals.get(m, [0, 0])[1] + of]
+                total = totals.setdefault(m, [0, 0])
+                total[0], total[1] = total[0] + read, total[1] + of
             score, label, _ = self._headline(np.atleast_1d(own), own if probs is not None else None)
             item = {"start": round(run.start, 3), "end": round(run.end, 3), "text": e.transcript,
                     "score": round(score, 4), "label": label}

@@ -312,6 +312,20 @@ def test_segments_score_runs_of_words_and_give_their_weighted_mean(tmp_path, bar
     assert two.truncated == {"audio": [10, 20]} and whole.truncated == {"audio": [5, 20]}
 
 
+def test_segments_are_scored_a_few_at_a_time_with_the_same_result(tmp_path, bare_clip, monkeypatch):
+    from msa.pipeline.serve import predict
+
+    bundle = save_lmf_bundle(tmp_path / "b", tmp_path / "log")
+    options = PredictOptions(bundle=bundle, signals=(), asr="fake_asr", affect=False, segments=0.5)
+    with Predictor(options) as p:
+        together = p.predict(bare_clip)
+        monkeypatch.setattr(predict, "FORWARD_CHUNK", 1)  # one run per forward pass
+        apart = p.predict(bare_clip)
+    assert apart.segments == together.segments and len(apart.segments) == 2
+    assert apart.score == pytest.approx(together.score, abs=1e-6)
+    assert apart.modalities == pytest.approx(together.modalities, abs=1e-4)
+
+
 def test_segments_of_a_classification_bundle_average_the_class_probabilities(tmp_path, bare_clip):
     classes = Task("mood", 0.0, 2.0, "classification", n_classes=3, classes=("low", "mid", "high"))
     bundle = save_lmf_bundle(tmp_path / "c", tmp_path / "log", task=classes)
