@@ -201,8 +201,9 @@ class MSAModel(nn.Module):
         """The selection rule ``select = "auto"`` stands for (default: the validation loss)."""
         return "val_loss"
 
-    def stages(self, epoch: int) -> list[tuple[str, int]]:
-        """(stage name, passes over the train loader) for this epoch, in order.
+    def stages(self, epoch: int) -> list[tuple[str, float]]:
+        """(stage name, passes over the train loader) for this epoch, in order; a fraction of a pass runs
+        that share of its batches, the first ones (``trainer.pass_batches``).
 
         Each stage steps only the optimiser built from the param groups with that ``stage``
         (MIMRL: estimators then main network; MMIM: MMILB then main). Default: one "main" pass.

@@ -9,13 +9,13 @@ stage (L1 + alpha*NCE - beta*lld - beta*H; H only from the third batch of the ep
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Annotated, Any, ClassVar
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from msa.core.config import Checked, Dropout, NonNegative, Positive, Size
+from msa.core.config import Checked, Dropout, NonNegative, Positive, Size, in_range, positive
 from msa.core.errors import UsageError
 
 from .base import Batch, Dims, LossOut, MSAModel, ParamGroup, Task, TrainSettings
@@ -43,6 +43,8 @@ class MMIMConfig(Checked):
     alpha: NonNegative = 0.1  # CPC weight
     beta: NonNegative = 0.1  # lld and entropy weight
     contrast: bool = True  # the "mmilb" stage plus the NCE and lld terms
+    # share of an epoch's batches the "mmilb" stage runs, the first ones (MOSEI: 0.5, as the reference)
+    mmilb_passes: Annotated[float, positive(), in_range(0.0, 1.0)] = 1.0
     add_va: bool = False  # a third MMILB pair vision -> audio
     mem_size: Size = 1
     h_threshold: float = 0.0  # entropy groups: label > threshold vs label < threshold
@@ -79,7 +81,7 @@ class MMIM(MSAModel):
     Config = MMIMConfig
     presets: ClassVar[dict[str, dict[str, Any]]] = {
         "mosi": {},
-        "mosei": {},
+        "mosei": dict(mmilb_passes=0.5),  # the reference's stage 0 stops halfway through MOSEI's batches
         "phq8": dict(label_scale=25.0, h_threshold=9.5, train={"select": "max:CCC"}),
         # the published runs (Multimodal-Infomax README; docs/reproduction.md)
         "paper:mosi": dict(text_encoder="bert-base-uncased"),
@@ -171,8 +173,8 @@ class MMIM(MSAModel):
         return LossOut(loss, logs)
 
     # schedule and hooks -----------------------------------------------------------------------------
-    def stages(self, epoch: int) -> list[tuple[str, int]]:
-        return [("mmilb", 1), ("main", 1)] if self.config.contrast else [("main", 1)]
+    def stages(self, epoch: int) -> list[tuple[str, float]]:
+        return [("mmilb", self.config.mmilb_passes), ("main", 1)] if self.config.contrast else [("main", 1)]
 
     def param_groups(self) -> list[ParamGroup]:
         c = self.config

@@ -193,15 +193,19 @@ def evaluate(model: MSAModel, loader: Any, task: Task, batch_loss: bool = False)
 
 
 def train_pass(model: MSAModel, loader: DeviceLoader, opt: torch.optim.Optimizer, stage: str, epoch: int,
-                settings: TrainSettings, amp_dtype: torch.dtype | None, bar: Any) -> dict[str, float]:
-    """One pass: zero at each window's first batch, step after its last; a trailing partial window is not
-    stepped (Self-MM/MMSA semantics). Clipping follows every backward, then ``after_backward``."""
+                settings: TrainSettings, amp_dtype: torch.dtype | None, bar: Any,
+                batches: int | None = None) -> dict[str, float]:
+    """One pass (or its first ``batches`` batches): zero at each window's first batch, step after its last;
+    a trailing partial window is not stepped (Self-MM/MMSA semantics). Clipping follows every backward,
+    then ``after_backward``."""
     model.train()
     k = max(1, settings.update_every)
     sums: dict[str, float] = defaultdict(float)
     n = 0
     params = [p for p in model.parameters() if p.requires_grad]
     for i, batch in enumerate(loader):
+        if batches is not None and i >= batches:
+            break
         if i % k == 0:
             model.zero_grad(set_to_none=True)
         with _autocast(loader.device, amp_dtype):
@@ -227,6 +231,13 @@ def train_pass(model: MSAModel, loader: DeviceLoader, opt: torch.optim.Optimizer
             bar.update(1)
             bar.set_postfix_str(f"{stage} loss {sums['loss'] / n:.4f}", refresh=False)
     return {key: v / max(n, 1) for key, v in sums.items()}
+
+
+def pass_batches(passes: float, n_batches: int) -> list[int]:
+    """Batches per pass of a stage that runs ``passes`` passes: whole passes, then a fraction of one as its
+    first ``ceil(fraction x n_batches)`` batches (MMIM's MMILB stage on MOSEI: 0.5)."""
+    whole, part = int(passes), passes - int(passes)
+    return [n_batches] * whole + ([math.ceil(part * n_batches)] if part > 0 else [])
 
 
 def _stderr_log(line: str) -> None:
@@ -273,14 +284,14 @@ def fit(model: MSAModel, train: Split, valid: Split | None, test: Split | None, 
             model.on_epoch_start(epoch)
             plan = model.stages(epoch)
             record: dict[str, Any] = {"seed": seed, "epoch": epoch}
-            bar = _bar(interactive, sum(p for _, p in plan) * len(train_loader), f"epoch {epoch}")
-            for stage, passes in plan:
+            runs = [(stage, n) for stage, passes in plan for n in pass_batches(passes, len(train_loader))]
+            bar = _bar(interactive, sum(n for _, n in runs), f"epoch {epoch}")
+            for stage, n in runs:
                 if stage not in optimizers:
                     raise ValueError(f"{type(model).__name__}.stages() names stage {stage!r} but no parameter group has it")
-                for _ in range(passes):
-                    logs = train_pass(model, train_loader, optimizers[stage], stage, epoch, settings, amp_dtype, bar)
-                    for k2, v in logs.items():
-                        record[f"train_{k2}" if stage == "main" else f"{stage}/{k2}"] = v
+                logs = train_pass(model, train_loader, optimizers[stage], stage, epoch, settings, amp_dtype, bar, n)
+                for k2, v in logs.items():
+                    record[f"train_{k2}" if stage == "main" else f"{stage}/{k2}"] = v
             record.update({k2: float(v) for k2, v in (model.on_epoch_end(epoch) or {}).items()})
             val = evaluate(model, valid_loader, task, batch_loss=key == "loss_mmsa") if valid_loader is not None else {}
             if not last and key not in val:

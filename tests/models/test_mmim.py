@@ -65,6 +65,9 @@ def test_stages_and_param_groups():
     model = tiny()
     assert model.stages(0) == [("mmilb", 1), ("main", 1)]
     assert tiny(contrast=False).stages(3) == [("main", 1)]
+    # MOSEI: the reference's stage 0 stops halfway through the batches (the trainer runs the first half)
+    assert tiny(Task("mosei", -3.0, 3.0, "mosi")).stages(1) == [("mmilb", 0.5), ("main", 1)]
+    assert build_config("mmim", "mosei", "paper").mmilb_passes == 0.5
     names = {id(p): n for n, p in model.named_parameters()}
     for g in model.param_groups():
         assert {names[id(p)].startswith("mi.") for p in g.params} == ({True} if g.stage == "mmilb" else {False})

@@ -27,6 +27,7 @@ class LinConfig:
     early_stop: int = 3
     max_epochs: int = 12
     two_stages: bool = False
+    aux_passes: float = 1.0  # passes of the "aux" stage (two_stages)
     dropout: float = 0.2
     select: str = "val_loss"
     scheduler: str | None = None
@@ -72,10 +73,10 @@ class Lin(MSAModel):
         return TrainSettings(batch_size=c.batch_size, update_every=c.update_every, early_stop=c.early_stop,
                              max_epochs=c.max_epochs, select=c.select, scheduler=c.scheduler)
 
-    def stages(self, epoch: int) -> list[tuple[str, int]]:
+    def stages(self, epoch: int) -> list[tuple[str, float]]:
         if self.config.stage_without_group:
             return [("ghost", 1)]
-        return [("aux", 1), ("main", 1)] if self.config.two_stages else [("main", 1)]
+        return [("aux", self.config.aux_passes), ("main", 1)] if self.config.two_stages else [("main", 1)]
 
     def on_train_start(self, loader: Any) -> None:
         self.events.append(("train_start", len(loader), next(iter(loader))["audio"].device.type))
@@ -217,6 +218,17 @@ def test_each_stage_steps_only_its_own_groups(fs) -> None:
             assert a_moved and not v_moved
     assert [e[1] for e in losses[:10]] == ["aux"] * 5 + ["main"] * 5
     assert "aux/loss" in res.history[0] and "lr/aux" in res.history[0]
+
+
+@pytest.mark.parametrize("passes,aux_batches", [(0.5, 3), (0.2, 1), (1.5, 8), (2, 10)])
+def test_a_fraction_of_a_pass_runs_its_first_batches(fs, passes, aux_batches) -> None:
+    """40 training rows in batches of 8: 5 batches a pass; 0.5 of a pass is its first 3 (MMIM's MOSEI stage)."""
+    model, _ = _run(fs, two_stages=True, aux_passes=passes, max_epochs=1, early_stop=5)
+    stages = [e[1] for e in model.events if e[0] == "loss"]
+    assert stages == ["aux"] * aux_batches + ["main"] * 5
+    from msa.pipeline.train.trainer import pass_batches
+
+    assert pass_batches(0.5, 5) == [3] and pass_batches(2.25, 4) == [4, 4, 1] and pass_batches(1, 7) == [7]
 
 
 def test_hooks_and_per_epoch_logs(fs) -> None:
