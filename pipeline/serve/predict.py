@@ -304,7 +304,7 @@ class Predictor:
                 on_stage("model")
             t1 = time.perf_counter()
             if self.options.segments:
-                scores, probs, cut, segments = self._score_segments(path, entry, feats)
+                scores, probs, cut, segments = self._score_segments(path, source, entry, feats)
             else:
                 cut, segments = cut_inputs(self.bundle.model, feats, self.used), None
                 scores, probs, _ = self._forward([entry], cache)
@@ -360,15 +360,16 @@ class Predictor:
             return mean[:, 0], None, each[0, :, 0]
         return mean[:, int(np.argmax(mean[0]))], mean[0], each[0]
 
-    def _score_segments(self, path: Path, entry: Any, feats: dict[str, Any]
+    def _score_segments(self, path: Path, source: str, entry: Any, feats: dict[str, Any]
                         ) -> tuple[np.ndarray, np.ndarray | None, dict[str, list[int]], list[dict[str, Any]]]:
         """:meth:`_forward` over the clip's runs of words (--segments); also the inputs read against
         those given, summed over the runs (where some were cut), and one dict per run."""
         from msa.pipeline.serve.segments import segment_entries, shares, split_words
 
-        if not entry.words:
-            raise UsageError(f"{path}: --segments needs word times from speech recognition; a given transcript "
-                             "has none (drop --transcript and the sidecar, or cut the clip yourself)")
+        if not entry.words:  # a given transcript, or a clip where nothing was recognised
+            why = (f"the {source} transcript has none (drop --transcript and the sidecar, or cut the clip yourself)"
+                   if entry.transcript.strip() else "no speech was recognised")
+            raise MsaError(f"{path}: --segments cuts at recognised word times, and {why}", reason="no_word_timings")
         runs = split_words(entry.words, self.options.segments)
         entries, cache = segment_entries(entry, feats, runs, self.used, self.text_extractor)
         scores, probs, each = self._forward(entries, cache, shares(runs))

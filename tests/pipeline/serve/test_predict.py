@@ -358,13 +358,21 @@ def test_segments_refusals_are_one_line_errors(tmp_path, clip_dir, bare_clip, ca
     rc = predict_main([str(clip_dir / "talk.mp4"), str(bare_clip), "--bundle", str(bundle), "--segments", "0.5",
                        "--json", *FAKES])
     out, err = capsys.readouterr()
-    assert rc == 1 and len(err.strip().splitlines()) == 1 and "needs word times" in err
+    assert rc == 1 and len(err.strip().splitlines()) == 1 and "the sidecar transcript has none" in err
     assert len(json.loads(out)["segments"]) == 2
     t = tmp_path / "t.txt"
     t.write_text("hello")
     for extra in (["--segments", "-1"], ["--segments", "nan"], ["--segments", "5", "--transcript", str(t)]):
         assert predict_main([str(bare_clip), "--bundle", str(bundle), *extra, *FAKES]) == 2
         assert "--segments" in capsys.readouterr().err
+    from types import SimpleNamespace
+
+    from msa.core.errors import MsaError
+
+    with Predictor(PredictOptions(bundle=bundle, signals=(), asr="fake_asr", affect=False, segments=5.0)) as p:
+        with pytest.raises(MsaError, match="no speech was recognised") as e:  # e.g. an audio-only bundle
+            p._score_segments(bare_clip, "asr:fake_asr", SimpleNamespace(words=(), transcript=""), {})
+    assert e.value.reason == "no_word_timings"
     phq8 = save_lmf_bundle(tmp_path / "p", tmp_path / "log", task=Task("phq8", 0.0, 24.0, "phq8"))
     assert predict_main([str(bare_clip), "--bundle", str(phq8), "--segments", "5", *FAKES]) == 2
     assert "whole session" in capsys.readouterr().err
