@@ -383,6 +383,8 @@ class Predictor:
             score, label, _ = self._headline(np.atleast_1d(own), own if probs is not None else None)
             item = {"start": round(run.start, 3), "end": round(run.end, 3), "text": e.transcript,
                     "score": round(score, 4), "label": label}
+            if probs is not None:
+                item["probabilities"] = {c: round(float(v), 4) for c, v in zip(self.bundle.task.classes, own)}
             cut = {m: v for m, v in reach.items() if v[0] < v[1]}
             out.append({**item, "truncated": cut} if cut else item)
         return scores, probs, {m: v for m, v in totals.items() if v[0] < v[1]}, out

@@ -336,6 +336,9 @@ def test_segments_of_a_classification_bundle_average_the_class_probabilities(tmp
     assert r.probabilities == pytest.approx({c: float(v) for c, v in zip(classes.classes, mean)}, abs=1e-4)
     assert r.label == classes.classes[int(np.argmax(mean))] and r.score == pytest.approx(float(mean.max()), abs=1e-6)
     assert [s["label"] for s in r.segments] == [classes.classes[int(np.argmax(x))] for x in runs]
+    for seg, x in zip(r.segments, runs):
+        assert seg["probabilities"] == pytest.approx(dict(zip(classes.classes, x.tolist())), abs=1e-4)
+        assert seg["score"] == pytest.approx(float(x.max()), abs=1e-4)
 
 
 def _one_run(p: Predictor, clip: Path, i: int) -> tuple[object, object]:
