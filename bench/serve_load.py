@@ -9,6 +9,10 @@ its answer must carry it back: a response that came back for another request cou
 
     python bench/serve_load.py [--bundle DIR] [--workers 2] [--requests 50] [--concurrency 8] [--clips 5]
 
+It sets malloc as msa-serve does (``keep_heap``; any ``MALLOC_*`` variable leaves glibc's default), and
+reports the process's peak RSS and its RSS 3 s after the last answer (the heap trimmed, as msa-serve trims
+it once its queue has been idle for 2 s).
+
 The test suite runs the same ``run_load`` against fake extractors (tests/pipeline/serve/test_service_load.py).
 """
 from __future__ import annotations
@@ -125,7 +129,19 @@ def summary(answers: list[Answer], wall: float) -> dict[str, Any]:
             **{f"p{q}_s": round(percentile(seconds, q), 3) for q in (50, 90, 99)}, "max_s": round(max(seconds), 3)}
 
 
+def status_mib(key: str) -> float | None:
+    """VmRSS / VmHWM of this process in MiB (Linux), else None."""
+    try:
+        with open("/proc/self/status") as f:
+            return round(int(next(ln for ln in f if ln.startswith(key + ":")).split()[1]) / 1024, 1)
+    except (OSError, StopIteration):
+        return None
+
+
 def main() -> None:
+    from msa.core.heap import keep_heap
+
+    keep_heap()  # as msa-serve does (any MALLOC_* variable turns it off)
     from msa.pipeline.serve.demo import make_example_clip
     from msa.pipeline.serve.predict import resolve_bundle
     from msa.pipeline.serve.service import ServeConfig, create_app
@@ -146,8 +162,11 @@ def main() -> None:
         with serving(app) as url:
             answers, wall = run_load(url, requests_for(clips, args.requests, args.transcripts),
                                      args.concurrency)
+            time.sleep(3.0)  # the queue idle past JobQueue's idle_s (2 s): msa-serve has trimmed the heap
+            rss = {"rss_idle_mib": status_mib("VmRSS"), "rss_peak_mib": status_mib("VmHWM")}
     out = {"bundle": str(args.bundle or "default"), "workers": args.workers, "concurrency": args.concurrency,
-           "clips": args.clips, "transcripts": args.transcripts, "load_s": round(load_s, 2), **summary(answers, wall)}
+           "clips": args.clips, "transcripts": args.transcripts, "load_s": round(load_s, 2), **summary(answers, wall),
+           **rss}
     print(json.dumps(out))
     bad = [a for a in answers if a.status != 200 or a.mixed_up]
     for a in bad[:5]:

@@ -28,6 +28,7 @@ from typing import Any
 from msa.core.errors import ExtractionError, UsageError
 from msa.core.modalities import EXTRACT, extract_name
 from msa.pipeline.extract.sources import LabelCsvError, discover
+from msa.core.heap import keep_heap
 from msa.pipeline.cli import common
 from msa.pipeline.cli.extract_report import Progress, summary_table
 
@@ -77,7 +78,7 @@ def main(argv: list[str] | None = None) -> int:
     # many small forward passes (one short transcript each), where spinning cost MiniLM 16x the CPU
     # seconds for the same wall time on the shared 2-core machine. Set before torch loads; workers inherit it.
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-    common.keep_heap()
+    keep_heap()
     _one_blas_thread()
     return common.run(PROG, build_parser(), _main, argv)
 

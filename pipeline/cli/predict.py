@@ -20,7 +20,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from msa.pipeline.cli.common import check_segments, keep_heap, run
+from msa.core.heap import keep_heap
+from msa.pipeline.cli.common import check_segments, run
 
 PROG = "msa-predict"
 

@@ -16,6 +16,7 @@ import sys
 import time
 from pathlib import Path
 
+from msa.core.heap import keep_heap
 from msa.pipeline.cli.common import check_segments, run
 
 PROG = "msa-serve"
@@ -102,6 +103,7 @@ def _main(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    keep_heap()  # the heap is trimmed whenever the job queue goes idle (jobs.JobQueue, on_idle)
     return run(PROG, build_parser(), _main, argv)
 
 

@@ -86,12 +86,18 @@ Runner = Callable[[Job, Callable[[str], None]], dict[str, Any]]
 class JobQueue:
     """``workers`` threads running ``runner(job, on_stage)``; finished jobs are kept ``keep_s`` seconds.
 
-    ``abandon_s``: a job nobody asked about for that long is cancelled (a page closed mid-job)."""
+    ``abandon_s``: a job nobody asked about for that long is cancelled (a page closed mid-job).
+    ``on_idle``: called once no job has run or waited for ``idle_s`` seconds after some work (msa-serve
+    trims the heap then; not after every job, which would give back memory the next job takes again)."""
 
     def __init__(self, runner: Runner, *, workers: int = 1, max_queued: int = 32, keep_s: float = 3600.0,
-                 abandon_s: float = 120.0, on_forget: Callable[[Job], None] = lambda job: None) -> None:
+                 abandon_s: float = 120.0, on_forget: Callable[[Job], None] = lambda job: None,
+                 on_idle: Callable[[], Any] = lambda: None, idle_s: float = 2.0) -> None:
         self.runner, self.keep_s, self.abandon_s, self.on_forget = runner, keep_s, abandon_s, on_forget
+        self.on_idle, self.idle_s = on_idle, idle_s
         self.workers = workers
+        self._pending = 0  # jobs submitted and not yet finished (waiting or running)
+        self._worked = False  # a job finished since the last on_idle
         self._queue: queue.Queue[Job | None] = queue.Queue(maxsize=max_queued)
         self._jobs: dict[str, Job] = {}
         self._lock = threading.Lock()
@@ -106,11 +112,13 @@ class JobQueue:
         self._forget_old()
         with self._lock:
             self._jobs[job.id] = job
+            self._pending += 1
         try:
             self._queue.put_nowait(job)
         except queue.Full:
             with self._lock:
                 self._jobs.pop(job.id, None)
+                self._pending -= 1
             _remove(job)
             raise QueueFull(f"all {self.workers} worker(s) are busy and {self._queue.maxsize} clip(s) are waiting; "
                             "try again later") from None
@@ -156,10 +164,22 @@ class JobQueue:
 
     def _work(self) -> None:
         while True:
-            job = self._queue.get()
+            try:
+                job = self._queue.get(timeout=self.idle_s)
+            except queue.Empty:
+                with self._lock:
+                    idle = self._worked and self._pending == 0
+                    if idle:
+                        self._worked = False
+                if idle:
+                    self.on_idle()
+                continue
             if job is None:
                 return
             self._run(job)
+            with self._lock:
+                self._pending -= 1
+                self._worked = True
 
     def _run(self, job: Job) -> None:
         def on_stage(stage: str) -> None:

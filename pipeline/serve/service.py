@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any, AsyncIterator
 
 from msa.core.errors import MissingBackendError, MsaError
+from msa.core.heap import trim_heap
 from msa.pipeline.serve.jobs import JOB_STAGES, Job, JobQueue
 from msa.pipeline.serve.predict import PredictOptions, Predictor, predict_json, task_kind
 from msa.pipeline.serve.uploads import RequestError, path_under, receive_upload
@@ -105,7 +106,8 @@ class Service:
             raise
         self.default = next(iter(self.predictors))
         self.jobs = JobQueue(self._run, workers=config.workers, max_queued=config.max_queued,
-                             on_forget=lambda job: (self.plots / f"{job.id}.png").unlink(missing_ok=True))
+                             on_forget=lambda job: (self.plots / f"{job.id}.png").unlink(missing_ok=True),
+                             on_idle=trim_heap)  # no request waiting: the heap's free memory goes back
 
     def close(self) -> None:
         if hasattr(self, "jobs"):

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -99,6 +100,27 @@ def test_a_crash_fails_its_job_and_the_worker_carries_on(tmp_path):
         assert "ZeroDivisionError" in bad.error["error"] and not bad.workdir.exists()
         assert good.status == "done" and q.counts() == {"queued": 0, "running": 0, "done": 1, "failed": 1,
                                                          "cancelled": 0}
+    finally:
+        q.close()
+
+
+def test_on_idle_runs_once_the_queue_has_been_idle_for_a_while():
+    """Two workers, three jobs held at a gate: nothing idles while one runs or waits; once all are done and
+    none came for idle_s, on_idle runs once (msa-serve: trim the heap), and again only after more work."""
+    gate, idles = Gate(), []
+    q = JobQueue(gate, workers=2, on_idle=lambda: idles.append(len(gate.ran)), idle_s=0.1)
+    try:
+        jobs = [q.submit(job(f"c{i}")) for i in range(3)]
+        assert gate.started.wait(WAIT_S)
+        time.sleep(0.4)  # workers wait past idle_s while jobs run and wait: no call
+        assert idles == []
+        gate.go.set()
+        assert all(j.finished.wait(WAIT_S) for j in jobs)
+        time.sleep(0.6)
+        assert idles == [3]  # once, however many idle timeouts passed
+        assert q.submit(job("c3")).finished.wait(WAIT_S)
+        time.sleep(0.6)
+        assert idles == [3, 4]
     finally:
         q.close()
 
