@@ -26,9 +26,9 @@ from pathlib import Path
 from typing import Any
 
 from msa.core.errors import ExtractionError, UsageError
+from msa.core.heap import keep_heap
 from msa.core.modalities import EXTRACT, extract_name
 from msa.pipeline.extract.sources import LabelCsvError, discover
-from msa.core.heap import keep_heap
 from msa.pipeline.cli import common
 from msa.pipeline.cli.extract_report import Progress, summary_table
 

@@ -103,7 +103,7 @@ def _main(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    keep_heap()  # the heap is trimmed whenever the job queue goes idle (jobs.JobQueue, on_idle)
+    keep_heap()  # trimmed once the job queue has been idle 2 s (service.py: JobQueue's on_idle)
     return run(PROG, build_parser(), _main, argv)
 
 
