@@ -49,6 +49,7 @@ class Job:
     bundle: str
     plot: bool = True
     transcript: Path | None = None  # a transcript file to use instead of speech recognition
+    segments: float | None = None  # --segments seconds for this clip (0: whole clip); None: the service's
     workdir: Path | None = None  # private folder of an upload: removed when the job ends
     id: str = field(default_factory=lambda: uuid.uuid4().hex)
     status: str = "queued"  # queued | running | done | failed | cancelled

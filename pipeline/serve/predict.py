@@ -205,8 +205,8 @@ class Predictor:
         self.used = [m for m in meta.get("modalities", ()) if m in TO_EXTRACT]
         if not self.used:
             raise BundleError(f"{options.bundle}: the bundle uses none of text/audio/vision")
-        if options.segments and kind == "phq8":
-            raise UsageError("--segments: a PHQ-8 estimate is of a whole session, so it is not scored in segments")
+        self.kind = kind
+        self._check_segments(options.segments)
         feats = meta.get("features", {})
         extractors = {TO_EXTRACT[m]: extractor_from_spec((feats.get(m) or {}).get("spec"), m, options.bundle)
                       for m in self.used}
@@ -223,7 +223,6 @@ class Predictor:
         self.bundle = load_bundle(options.bundle, current_specs={TO_BATCH[m]: self.specs[m] for m in extractors
                                                                  if TO_BATCH[m] in self.used},
                                   device=str(self.device))
-        self.kind = kind
         if options.affect:
             from msa.pipeline.serve.affect import AffectReader
 
@@ -251,16 +250,23 @@ class Predictor:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
+    def _check_segments(self, seconds: float) -> None:
+        if seconds and self.kind == "phq8":
+            raise UsageError("--segments: a PHQ-8 estimate is of a whole session, so it is not scored in segments")
+
     def predict(self, path: str | Path, transcript_file: str | Path | None = None,
-                on_stage: Callable[[str], None] | None = None) -> Prediction:
+                on_stage: Callable[[str], None] | None = None, segments: float | None = None) -> Prediction:
         """Score one clip; a typed MsaError (one line, naming the file) when it cannot be scored.
 
-        ``on_stage(name)`` is called as each stage starts (the extraction stages, then ``model``)."""
+        ``on_stage(name)`` is called as each stage starts (the extraction stages, then ``model``).
+        ``segments``: this clip's ``--segments`` seconds (0: whole clip), else the options' setting."""
         from msa.pipeline.extract.cache import FeatureCache
         from msa.pipeline.extract.runner import run_clip
         from msa.pipeline.extract.sources import Item, read_sidecar
 
         t0 = time.perf_counter()
+        seconds = self.options.segments if segments is None else segments
+        self._check_segments(seconds)
         path = Path(path)
         if path.is_dir():
             raise MediaError(f"{path}: is a directory, not a media file", reason="not_found")
@@ -298,15 +304,15 @@ class Predictor:
                                "FILE or a <clip>.txt sidecar", reason="no_speech")
             score, label, scores, probs, out_range = None, None, None, None, (task.low, task.high)
             cut: dict[str, list[int]] = {}
-            segments = None
+            runs = None
         else:  # the voice/face readouts stand beside the score either way
             if on_stage is not None:
                 on_stage("model")
             t1 = time.perf_counter()
-            if self.options.segments:
-                scores, probs, cut, segments = self._score_segments(path, source, entry, feats)
+            if seconds:
+                scores, probs, cut, runs = self._score_segments(path, source, entry, feats, seconds)
             else:
-                cut, segments = cut_inputs(self.bundle.model, feats, self.used), None
+                cut, runs = cut_inputs(self.bundle.model, feats, self.used), None
                 scores, probs, _ = self._forward([entry], cache)
             timings["model"] = round(time.perf_counter() - t1, 3)
             score, label, out_range = self._headline(scores, probs)
@@ -319,7 +325,7 @@ class Predictor:
             modalities={} if scores is None else _attribution(self.used, scores),
             face_ratio=None if visual is None else round(float(visual.meta.get("face_ratio", 0.0)), 4),
             timings=timings, range=out_range, words=entry.words,
-            flags=entry.flags + tuple(f"{m}_truncated" for m in cut), truncated=cut, segments=segments,
+            flags=entry.flags + tuple(f"{m}_truncated" for m in cut), truncated=cut, segments=runs,
             duration=rec.duration, language=entry.language,
             signals={m: (f, tuple(self.specs[m].get("columns", ()))) for m, f in feats.items() if m != "text"},
             probabilities=None if probs is None else {c: round(float(p), 4) for c, p in zip(task.classes, probs)},
@@ -360,7 +366,7 @@ class Predictor:
             return mean[:, 0], None, each[0, :, 0]
         return mean[:, int(np.argmax(mean[0]))], mean[0], each[0]
 
-    def _score_segments(self, path: Path, source: str, entry: Any, feats: dict[str, Any]
+    def _score_segments(self, path: Path, source: str, entry: Any, feats: dict[str, Any], seconds: float
                         ) -> tuple[np.ndarray, np.ndarray | None, dict[str, list[int]], list[dict[str, Any]]]:
         """:meth:`_forward` over the clip's runs of words (--segments); also the inputs read against
         those given, summed over the runs (where some were cut), and one dict per run."""
@@ -370,7 +376,7 @@ class Predictor:
             why = (f"the {source} transcript has none (drop --transcript and the sidecar, or cut the clip yourself)"
                    if entry.transcript.strip() else "no speech was recognised")
             raise MsaError(f"{path}: --segments cuts at recognised word times, and {why}", reason="no_word_timings")
-        runs = split_words(entry.words, self.options.segments)
+        runs = split_words(entry.words, seconds)
         entries, cache = segment_entries(entry, feats, runs, self.used, self.text_extractor)
         scores, probs, each = self._forward(entries, cache, shares(runs))
         totals: dict[str, list[int]] = {}
@@ -530,12 +536,13 @@ def plot_paths(plot: str | Path, clips: list[str]) -> list[Path]:
 
 def predict_json(predictor: Predictor, clip: str | Path, transcript_file: str | Path | None = None,
                  plot: str | Path | None = None, *, with_load: bool = False,
-                 on_stage: Callable[[str], None] | None = None) -> dict[str, Any]:
+                 on_stage: Callable[[str], None] | None = None, segments: float | None = None) -> dict[str, Any]:
     """One clip -> the JSON object that ``msa-predict --json`` prints and ``msa-serve`` returns.
 
     ``plot``: also draw the signals to this PNG (key ``plot``, timing ``plot``); ``with_load``: add the
-    predictor's one-time load seconds (msa-predict does for the first clip scored)."""
-    pred = predictor.predict(clip, transcript_file, on_stage=on_stage)
+    predictor's one-time load seconds (msa-predict does for the first clip scored); ``segments``: this clip's
+    ``--segments`` seconds (msa-serve's per-request field), else the predictor's."""
+    pred = predictor.predict(clip, transcript_file, on_stage=on_stage, segments=segments)
     if with_load:
         pred.timings["load"] = round(predictor.load_seconds, 3)  # imports, bundle, extractor specs
     if plot is not None:

@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import math
 import shutil
 import tempfile
 import time
@@ -119,7 +120,8 @@ class Service:
     def _run(self, job: Job, on_stage: Any) -> dict[str, Any]:
         """One job, in a worker thread: the msa-predict JSON with the client's name and a plot URL."""
         plot = self.plots / f"{job.id}.png" if job.plot else None
-        out = predict_json(self.predictors[job.bundle], job.clip, job.transcript, plot, on_stage=on_stage)
+        out = predict_json(self.predictors[job.bundle], job.clip, job.transcript, plot, on_stage=on_stage,
+                           segments=job.segments)
         out["clip"] = job.name
         if plot is not None:
             out["plot"] = f"/v1/jobs/{job.id}/plot.png"
@@ -156,6 +158,20 @@ def flag(value: str | None, default: bool) -> bool:
     raise RequestError(f"expected true or false, got {value!r}", status=400, reason="bad_request")
 
 
+def seconds_field(value: Any) -> float | None:
+    """A request's ``segments`` (seconds of speech per run, 0: the whole clip); None when absent."""
+    if value is None or value == "":
+        return None
+    try:
+        seconds = float(value)
+    except (TypeError, ValueError):
+        seconds = math.nan
+    if not seconds >= 0 or math.isinf(seconds):
+        raise RequestError(f"segments: expected a number of seconds (0: the whole clip), got {value!r}",
+                           status=400, reason="bad_request")
+    return seconds
+
+
 async def _job_from_request(svc: Service, request: Request) -> Job:
     """Read the request into a queued-to-be Job: an upload (streamed, size-checked) or a path."""
     kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
@@ -169,7 +185,8 @@ async def _job_from_request(svc: Service, request: Request) -> Job:
             raise RequestError("JSON body must be an object with a 'path'", status=400, reason="bad_request")
         clip = path_under(svc.config.allow_root, body.get("path"))
         return Job(clip=clip, name=str(body["path"]), bundle=svc.bundle(body.get("bundle") or query.get("bundle")),
-                   plot=flag(str(body["plot"]) if "plot" in body else query.get("plot"), True))
+                   plot=flag(str(body["plot"]) if "plot" in body else query.get("plot"), True),
+                   segments=seconds_field(body.get("segments", query.get("segments"))))
     if kind != "multipart/form-data":
         raise RequestError("send the clip as multipart/form-data (field 'file') or JSON {\"path\": ...}",
                            status=415, reason="bad_request")
@@ -183,7 +200,8 @@ async def _job_from_request(svc: Service, request: Request) -> Job:
             transcript = folder / "transcript.txt"
             transcript.write_text(up.fields["transcript"])
         return Job(clip=up.clip, name=up.name, bundle=svc.bundle(up.fields.get("bundle") or query.get("bundle")),
-                   plot=flag(up.fields.get("plot") or query.get("plot"), True), workdir=folder, transcript=transcript)
+                   plot=flag(up.fields.get("plot") or query.get("plot"), True), workdir=folder, transcript=transcript,
+                   segments=seconds_field(up.fields.get("segments") or query.get("segments")))
     except BaseException:
         shutil.rmtree(folder, ignore_errors=True)
         raise

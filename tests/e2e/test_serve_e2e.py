@@ -109,6 +109,7 @@ def test_page_in_a_real_browser(server, example_clip, tmp_path):
         driver.get(server + "/")
         WebDriverWait(driver, 30).until(lambda d: d.find_elements(By.CSS_SELECTOR, "#bundle option"))
         assert "default (sentiment: text)" in driver.find_element(By.ID, "bundle").text
+        driver.find_element(By.ID, "segments").send_keys("1.5")  # runs of 1.5 s: one per sentence
         driver.find_element(By.ID, "file").send_keys(str(example_clip))
         WebDriverWait(driver, RESULT_S).until(
             lambda d: d.find_element(By.ID, "result").is_displayed() or d.find_element(By.ID, "error").is_displayed())
@@ -118,6 +119,8 @@ def test_page_in_a_real_browser(server, example_clip, tmp_path):
         assert "love" in text("r-transcript").lower() and "asr:whisper" in text("r-transcript")
         assert text("r-drivers") == "text 1.00" and text("r-face").endswith("of frames")
         assert text("r-clip") == "example.mp4" and text("r-speech").endswith(" s")
+        runs = text("r-segments").splitlines()  # "0.0-1.6 s +2.63 positive: I really love this movie,"
+        assert len(runs) >= 2 and all(" positive: " in r for r in runs) and "love" in runs[0].lower(), runs
         WebDriverWait(driver, 30).until(ec.visibility_of_element_located((By.ID, "r-plot")))
         assert driver.execute_script("return document.getElementById('r-plot').naturalWidth") >= 600
         rows = driver.find_elements(By.CSS_SELECTOR, "#rows tr")
@@ -127,14 +130,14 @@ def test_page_in_a_real_browser(server, example_clip, tmp_path):
         shot.parent.mkdir(parents=True, exist_ok=True)
         assert driver.save_screenshot(str(shot))
         assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and shot.stat().st_size > 10_000
-        # a short clip: no "read only the start" row; a result whose transcript was cut shows how much was read
+        # the example clip: no "read only the start" row; a result whose transcript was cut shows how much was read
         assert not driver.find_element(By.ID, "r-cut").is_displayed()
         driver.execute_script("showResult(arguments[0], 'default')", {
             "label": "positive", "range": [-3, 3], "score": 1.0, "clip": "long.mp4", "task": "sentiment",
             "transcript": "...", "transcript_source": "given", "modalities": {"text": 1.0}, "face_ratio": None,
             "speech_seconds": None, "timings": {}, "plot": None, "truncated": {"text": [128, 240]}})
         assert driver.find_element(By.ID, "r-cut").is_displayed() and text("r-cut") == "text 128 of 240 tokens"
-        assert not driver.find_element(By.ID, "r-segments").is_displayed()
+        assert not driver.find_element(By.ID, "r-segments").is_displayed()  # a result without runs
         driver.execute_script("showResult(arguments[0], 'default')", {  # msa-serve --segments
             "label": "positive", "range": [-3, 3], "score": 1.5, "clip": "long.mp4", "task": "sentiment",
             "transcript": "...", "transcript_source": "asr:whisper", "modalities": {"text": 1.0}, "face_ratio": None,

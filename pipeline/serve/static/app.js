@@ -48,6 +48,8 @@ function send(file) {
   const form = new FormData();
   form.append("file", file, file.name);
   form.append("bundle", $("bundle").value);
+  const seconds = $("segments").value.trim();  // empty: the service's --segments
+  if (seconds !== "") form.append("segments", seconds);
   const xhr = new XMLHttpRequest();
   xhr.open("POST", "/v1/predict?wait=false");
   xhr.upload.onprogress = (e) => {

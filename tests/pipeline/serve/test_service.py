@@ -197,6 +197,28 @@ def test_segments_apply_to_every_bundle_but_phq8(lmf_bundle, av_clip, tmp_path):
         assert "segments" not in r.json() and r.json()["task"] == "phq8"
 
 
+def test_segments_per_request(client, lmf_bundle, av_clip, tmp_path):
+    """The form field (or JSON key) ``segments`` sets --segments for one clip; 0 turns the service's off;
+    a bad value is a 400, and so is asking a PHQ-8 bundle for runs."""
+    from msa.models.base import Task
+
+    r = upload(client, av_clip, segments="0.5")
+    assert r.status_code == 200, r.text
+    assert [s["text"] for s in r.json()["segments"]] == ["tone", "tone"]
+    assert "segments" not in upload(client, av_clip).json()  # this service scores whole clips by default
+    (client.allowed / "talk.mp4").write_bytes(av_clip.read_bytes())
+    r = client.post("/v1/predict", json={"path": "talk.mp4", "segments": 0.5})
+    assert r.status_code == 200, r.text
+    assert len(r.json()["segments"]) == 2
+    for bad in ("-1", "nan", "inf", "soon"):
+        assert_error(upload(client, av_clip, segments=bad), 400, "bad_request", "segments: expected a number")
+    with serve((lmf_bundle,), segments=0.5) as c:
+        assert "segments" not in upload(c, av_clip, segments="0").json()
+    phq8 = save_lmf_bundle(tmp_path / "phq8", tmp_path / "log", task=Task("phq8", 0.0, 24.0, "phq8"))
+    with serve((phq8,)) as c:
+        assert_error(upload(c, av_clip, segments="5"), 400, "usage", "whole session")
+
+
 def test_a_path_under_the_allowed_root(client, av_clip, tmp_path):
     (client.allowed / "sub").mkdir(exist_ok=True)
     shutil.copy(av_clip, client.allowed / "sub" / "talk.mp4")
