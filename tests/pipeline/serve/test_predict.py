@@ -374,7 +374,7 @@ def test_segments_refusals_are_one_line_errors(tmp_path, clip_dir, bare_clip, ca
 
     with Predictor(PredictOptions(bundle=bundle, signals=(), asr="fake_asr", affect=False, segments=5.0)) as p:
         with pytest.raises(MsaError, match="no speech was recognised") as e:  # e.g. an audio-only bundle
-            p._score_segments(bare_clip, "asr:fake_asr", SimpleNamespace(words=(), transcript=""), {})
+            p._score_segments(bare_clip, "asr:fake_asr", SimpleNamespace(words=(), transcript=""), {}, 5.0)
     assert e.value.reason == "no_word_timings"
     phq8 = save_lmf_bundle(tmp_path / "p", tmp_path / "log", task=Task("phq8", 0.0, 24.0, "phq8"))
     assert predict_main([str(bare_clip), "--bundle", str(phq8), "--segments", "5", *FAKES]) == 2
