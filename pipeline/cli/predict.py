@@ -86,8 +86,6 @@ def _main(args: argparse.Namespace) -> int:
     if args.transcript is not None and not args.transcript.is_file():
         raise UsageError(f"--transcript: no such file: {args.transcript}")
     check_segments(args.segments)
-    if args.segments and args.transcript is not None:
-        raise UsageError("--segments cuts the clip at recognised word times; a --transcript has none")
     for key, value in (("TRANSFORMERS_VERBOSITY", "error"), ("HF_HUB_DISABLE_PROGRESS_BARS", "1")):
         os.environ.setdefault(key, value)  # no weight-loading reports between the results
     options = PredictOptions(bundle=resolve_bundle(args.bundle, args.task), task=args.task, cache_dir=args.cache,

@@ -7,6 +7,7 @@ reported row by row in one go. Transcript sidecars are located here and parsed o
 from __future__ import annotations
 
 import csv
+import itertools
 import math
 import os
 import re
@@ -15,6 +16,7 @@ from pathlib import Path
 
 from msa.core.errors import DataError, ExtractionError, UsageError
 from msa.core.labels import ID_SEP, SPLITS, split_name
+from msa.extractors.base import Word
 
 VIDEO_EXTS = (".mp4", ".mov", ".avi", ".mkv", ".webm", ".mpg")
 AUDIO_EXTS = (".wav", ".flac", ".mp3", ".aiff", ".aif")
@@ -41,6 +43,7 @@ class Item:
     annotation: str = ""
     mode: str | None = None  # train | valid | test, None for a plain folder
     columns: tuple[tuple[str, str], ...] = ()  # label.csv's other columns (e.g. speaker), for group splits
+    transcript_file: Path | None = None  # a transcript given for this clip (msa-predict --transcript)
 
     @property
     def id(self) -> str:
@@ -48,7 +51,9 @@ class Item:
 
     @property
     def sidecar(self) -> Path | None:
-        """The first ``<clip>.txt|.srt|.vtt`` next to the clip, if any."""
+        """The given transcript file, else the first ``<clip>.txt|.srt|.vtt`` next to the clip, if any."""
+        if self.transcript_file is not None:
+            return self.transcript_file
         for ext in SIDECAR_EXTS:
             p = self.path.with_suffix(ext)
             if p.is_file():
@@ -243,12 +248,14 @@ def _number(value: str | None) -> float | None:
 
 # --- transcripts -------------------------------------------------------------------------------
 
-_TIMING = re.compile(r"^\s*(\d+:)?\d{1,2}:\d{2}[.,]\d{3}\s*-->")
+_TIME = r"(?:(\d+):)?(\d{1,2}):(\d{2})[.,](\d{3})"
+_TIMING = re.compile(rf"^\s*{_TIME}\s*-->\s*{_TIME}")
 _TAG = re.compile(r"<[^>]*>|\{\\[^}]*\}")
 
 
-def read_sidecar(path: Path) -> str:
-    """Plain text of a .txt/.srt/.vtt transcript; a clear per-clip error when empty or not UTF-8."""
+def read_sidecar(path: Path) -> tuple[str, tuple[Word, ...]]:
+    """Text of a .txt/.srt/.vtt transcript, and a subtitle's word times (:func:`subtitle_words`); a clear
+    per-clip error when empty or not UTF-8."""
     try:
         raw = path.read_bytes()
     except OSError as e:
@@ -259,15 +266,21 @@ def read_sidecar(path: Path) -> str:
         raise ExtractionError(
             f"transcript {path} is not UTF-8 (byte {e.start}); re-save it as UTF-8", reason="bad_transcript"
         ) from e
-    text = subtitle_text(content) if path.suffix.lower() in (".srt", ".vtt") else " ".join(content.split())
+    if path.suffix.lower() in (".srt", ".vtt"):
+        words = subtitle_words(content)
+        text = " ".join(w.word for w in words)
+    else:
+        words, text = (), " ".join(content.split())
     if not text:
         raise ExtractionError(f"transcript {path} is empty", reason="empty_transcript")
-    return text
+    return text, words
 
 
-def subtitle_text(content: str) -> str:
-    """Cue text of an SRT or WebVTT file joined into one line (no numbers, timings, tags or notes)."""
-    words: list[str] = []
+def subtitle_words(content: str) -> tuple[Word, ...]:
+    """The words of an SRT or WebVTT file's cues (no numbers, timings, tags or notes), each timed by its
+    share of its cue: a cue's span is shared out over its words in proportion to their length in
+    characters, an approximation (subtitles time lines, not words)."""
+    words: list[Word] = []
     for block in re.split(r"\n\s*\n", content.replace("\r\n", "\n").replace("\r", "\n")):
         lines = [ln for ln in block.split("\n") if ln.strip()]
         if not lines:
@@ -278,6 +291,17 @@ def subtitle_text(content: str) -> str:
         timing = next((i for i, ln in enumerate(lines) if _TIMING.match(ln)), None)
         if timing is None:
             continue  # not a cue (stray header text)
-        for ln in lines[timing + 1:]:
-            words.extend(_TAG.sub("", ln).split())
-    return " ".join(words)
+        span = _TIMING.match(lines[timing]).groups()  # type: ignore[union-attr]
+        start, end = _seconds(span[:4]), _seconds(span[4:])
+        cue = [w for ln in lines[timing + 1:] for w in _TAG.sub("", ln).split()]
+        edges = [0, *itertools.accumulate(len(w) for w in cue)]
+        step = max(end - start, 0.0) / max(edges[-1], 1)
+        words.extend(Word(w, round(start + step * a, 3), round(start + step * b, 3))
+                     for w, a, b in zip(cue, edges, edges[1:]))
+    return tuple(words)
+
+
+def _seconds(parts: tuple[str | None, ...]) -> float:
+    """``(hours or None, minutes, seconds, milliseconds)`` of a cue timing -> seconds."""
+    h, m, s, ms = parts
+    return int(h or 0) * 3600 + int(m) * 60 + int(s) + int(ms) / 1000

@@ -303,7 +303,8 @@ class _ClipJob:
             if self.item.text:
                 return Transcript(self.item.text.strip(), source="label_csv")
             if (sidecar := self.item.sidecar) is not None:
-                return Transcript(read_sidecar(sidecar), source="sidecar")
+                text, words = read_sidecar(sidecar)
+                return Transcript(text, words, source="sidecar")
             if self.plan.asr is None or not info.has_audio:
                 return Transcript("", source="none")
             asr = _instance(self.plan.asr)

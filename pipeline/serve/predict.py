@@ -262,7 +262,7 @@ class Predictor:
         ``segments``: this clip's ``--segments`` seconds (0: whole clip), else the options' setting."""
         from msa.pipeline.extract.cache import FeatureCache
         from msa.pipeline.extract.runner import run_clip
-        from msa.pipeline.extract.sources import Item, read_sidecar
+        from msa.pipeline.extract.sources import Item
 
         t0 = time.perf_counter()
         seconds = self.options.segments if segments is None else segments
@@ -272,12 +272,9 @@ class Predictor:
             raise MediaError(f"{path}: is a directory, not a media file", reason="not_found")
         if not path.is_file():
             raise MediaError(f"{path}: no such file", reason="not_found")
-        text, source = None, "asr:" + self.options.asr
-        if transcript_file is not None:
-            text, source = read_sidecar(Path(transcript_file)), "given"
-        item = Item(path.parent.name or ".", path.stem, path, text=text, label=0.0)
-        if text is None and item.sidecar is not None:
-            source = "sidecar"
+        given = None if transcript_file is None else Path(transcript_file)  # read like a sidecar, in its place
+        item = Item(path.parent.name or ".", path.stem, path, label=0.0, transcript_file=given)
+        source = "given" if given is not None else "sidecar" if item.sidecar is not None else "asr:" + self.options.asr
         # the affect readouts reuse the clip the extraction stages decoded (no second decode)
         rec = run_clip(0, item, self.plan, wait=True, on_stage=on_stage, keep_clip=self.affect is not None)
         if rec.status == "failed" or rec.entry is None:
@@ -397,7 +394,8 @@ class Predictor:
 
     def _speech_seconds(self, words: tuple[tuple[str, float, float], ...], path: Path, source: str,
                         timings: dict[str, float]) -> float | None:
-        """Union of the recognised words' spans; for a given transcript (no word times) Silero VAD."""
+        """Union of the words' spans (recognised, or cue-timed from a subtitle file); for a transcript
+        without word times Silero VAD."""
         if words or source.startswith("asr:"):
             return round(union_seconds([(s, e) for _, s, e in words]), 3)
         t0 = time.perf_counter()

@@ -223,6 +223,15 @@ def test_word_alignment_averages_frames_per_token(tmp_path: Path, clips: dict) -
     assert np.allclose(d["audio"][0, 1], audio[:5].mean(axis=0)) and np.allclose(d["audio"][0, 2], audio[5:10].mean(axis=0))
     assert np.allclose(d["vision"][0, 1], vision[:3].mean(axis=0)) and np.allclose(d["vision"][0, 2], vision[3:5].mean(axis=0))
     assert not d["audio"][0, [0, 3]].any()  # special tokens carry no frames
+    # a subtitle sidecar times its words (by their share of each cue), so it aligns like ASR's words
+    (inp / "av2.txt").unlink()
+    (inp / "av2.srt").write_text("1\n00:00:00,000 --> 00:00:00,500\ntone\n\n2\n00:00:00,500 --> 00:00:01,000\ntone\n")
+    assert extract(inp, tmp_path / "srt", log, "--align") == 0 and not errors(tmp_path / "srt")
+    srt = load(tmp_path / "srt")["all"]
+    j = list(srt["id"]).index("in$_$av2")
+    assert srt["audio"].shape[1] == 4 and list(srt["audio_lengths"]) == [4, 4]
+    frames = plain["audio"][list(plain["id"]).index("in$_$av2")]  # the same clip's frames, unaligned
+    assert np.allclose(srt["audio"][j, 1], frames[:5].mean(axis=0)) and np.allclose(srt["audio"][j, 2], frames[5:10].mean(axis=0))
 
 
 def test_odd_file_names_and_bad_entries_in_a_batch(tmp_path: Path, clips: dict) -> None:

@@ -7,7 +7,8 @@ from pathlib import Path
 import pytest
 
 from msa.core.errors import DataError, ExtractionError, UsageError
-from msa.pipeline.extract.sources import LabelCsvError, discover, read_sidecar, subtitle_text
+from msa.extractors.base import Word
+from msa.pipeline.extract.sources import Item, LabelCsvError, discover, read_sidecar, subtitle_words
 
 HEADER = "video_id,clip_id,text,label,annotation,mode\n"
 
@@ -172,17 +173,28 @@ def test_sidecar_precedence_and_parsing(tmp_path: Path) -> None:
     (tmp_path / "c.srt").write_text("1\n00:00:00,000 --> 00:00:01,000\n<i>Hello</i> there\n\n"
                                     "2\n00:00:01,000 --> 00:00:02,500\n{\\an8}general Kenobi\n")
     assert src.items[0].sidecar == tmp_path / "c.srt"
-    assert read_sidecar(tmp_path / "c.srt") == "Hello there general Kenobi"
+    text, words = read_sidecar(tmp_path / "c.srt")
+    assert text == "Hello there general Kenobi"
+    # each cue's span shared out over its words by length: "Hello" 5 of 10 characters of the first second
+    assert words == (Word("Hello", 0.0, 0.5), Word("there", 0.5, 1.0), Word("general", 1.0, 1.808),
+                     Word("Kenobi", 1.808, 2.5))  # 7 and 6 of 13 characters of 1.5 s
     (tmp_path / "c.txt").write_text("  plain\ntext  ")
     assert src.items[0].sidecar == tmp_path / "c.txt"  # .txt wins over .srt
-    assert read_sidecar(tmp_path / "c.txt") == "plain text"
+    assert read_sidecar(tmp_path / "c.txt") == ("plain text", ())  # no times in plain text
+    given = tmp_path / "elsewhere.vtt"
+    given.write_text("WEBVTT\n\n00:00.000 --> 00:01.000\nhi\n")
+    assert Item("v", "c", clip, transcript_file=given).sidecar == given  # msa-predict --transcript comes first
 
 
 def test_vtt_parsing_skips_header_notes_and_cue_ids() -> None:
     vtt = ("WEBVTT - title\n\nNOTE a comment\nspanning lines\n\nSTYLE\n::cue { color: red }\n\n"
            "intro\n00:01.000 --> 00:02.000 align:start\n<v Roger>We are <c.loud>in</c> 1999\n\n"
            "00:00:02.000 --> 00:00:03.000\nokay\n")
-    assert subtitle_text(vtt) == "We are in 1999 okay"
+    words = subtitle_words(vtt)
+    assert " ".join(w.word for w in words) == "We are in 1999 okay"
+    assert words[0] == Word("We", 1.0, 1.182) and words[-1] == Word("okay", 2.0, 3.0)  # hours are optional
+    long = "1\n01:02:03,250 --> 01:02:04,250\nlater\n"
+    assert subtitle_words(long) == (Word("later", 3723.25, 3724.25),)
 
 
 def test_bad_sidecars_fail_their_clip_with_a_reason(tmp_path: Path) -> None:

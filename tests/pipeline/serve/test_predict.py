@@ -248,7 +248,8 @@ def test_text_only_bundle_still_reports_signals(tmp_path, clip_dir):
     assert b.transcript == "what a great day" and a.score != b.score
     assert a.face_ratio == 0.0 and set(a.signals) == {"audio", "visual"}
     assert {"transcript", "text", "audio", "visual", "model", "total"} <= set(a.timings)
-    assert a.speech_seconds is not None and a.speech_seconds >= 0.0  # Silero VAD: no word times given
+    assert a.speech_seconds == 1.0 and "vad" not in a.timings  # the subtitle's cue-timed words span 1 s
+    assert b.speech_seconds is not None and "vad" in b.timings  # a .txt sidecar has no word times: Silero VAD
     assert not a.truncated and not any(f.endswith("_truncated") for f in a.flags)
     # a transcript longer than the bundle's 16 tokens: scored on its start, and the result says so
     long_text = "the plot was slow but the acting was wonderful and the music carried every scene to the end"
@@ -365,9 +366,11 @@ def test_segments_refusals_are_one_line_errors(tmp_path, clip_dir, bare_clip, ca
     assert len(json.loads(out)["segments"]) == 2
     t = tmp_path / "t.txt"
     t.write_text("hello")
-    for extra in (["--segments", "-1"], ["--segments", "nan"], ["--segments", "5", "--transcript", str(t)]):
+    for extra in (["--segments", "-1"], ["--segments", "nan"]):
         assert predict_main([str(bare_clip), "--bundle", str(bundle), *extra, *FAKES]) == 2
         assert "--segments" in capsys.readouterr().err
+    assert predict_main([str(bare_clip), "--bundle", str(bundle), "--segments", "5", "--transcript", str(t), *FAKES]) == 1
+    assert "the given transcript has none" in capsys.readouterr().err
     from types import SimpleNamespace
 
     from msa.core.errors import MsaError
@@ -379,6 +382,24 @@ def test_segments_refusals_are_one_line_errors(tmp_path, clip_dir, bare_clip, ca
     phq8 = save_lmf_bundle(tmp_path / "p", tmp_path / "log", task=Task("phq8", 0.0, 24.0, "phq8"))
     assert predict_main([str(bare_clip), "--bundle", str(phq8), "--segments", "5", *FAKES]) == 2
     assert "whole session" in capsys.readouterr().err
+
+
+def test_segments_follow_a_subtitle_files_cues(tmp_path, bare_clip, capsys):
+    """A .srt sidecar or --transcript times its words by its cues, so --segments cuts it without ASR."""
+    srt = bare_clip.with_suffix(".srt")
+    srt.write_text("1\n00:00:00,000 --> 00:00:00,900\nwhat a day.\n\n2\n00:00:01,100 --> 00:00:02,000\nso dull\n")
+    bundle = save_lmf_bundle(tmp_path / "b", tmp_path / "log")
+    assert predict_main([str(bare_clip), "--bundle", str(bundle), "--segments", "0.5", "--json", *FAKES]) == 0
+    r = json.loads(capsys.readouterr().out)
+    assert r["transcript_source"] == "sidecar" and r["transcript"] == "what a day. so dull"
+    assert [(s["start"], s["end"], s["text"]) for s in r["segments"]] == [(0.0, 0.9, "what a day."), (1.1, 2.0, "so dull")]
+    given = tmp_path / "given.vtt"
+    given.write_text("WEBVTT\n\n00:00.000 --> 00:02.000\nall of it\n")
+    srt.unlink()
+    assert predict_main([str(bare_clip), "--bundle", str(bundle), "--segments", "30", "--transcript", str(given),
+                         "--json", *FAKES]) == 0
+    r = json.loads(capsys.readouterr().out)
+    assert r["transcript_source"] == "given" and [s["text"] for s in r["segments"]] == ["all of it"]
 
 
 def test_segments_in_the_text_output(tmp_path, bare_clip, capsys):
