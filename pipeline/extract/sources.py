@@ -276,6 +276,13 @@ def read_sidecar(path: Path) -> tuple[str, tuple[Word, ...]]:
     return text, words
 
 
+def subtitle_suffix(content: str) -> str:
+    """The file suffix a transcript's text reads as: ``.vtt`` or ``.srt`` when it has cue timings, else ``.txt``."""
+    if not any(_TIMING.match(ln) for ln in content.splitlines()):
+        return ".txt"
+    return ".vtt" if content.lstrip("\ufeff").lstrip().startswith("WEBVTT") else ".srt"
+
+
 def subtitle_words(content: str) -> tuple[Word, ...]:
     """The words of an SRT or WebVTT file's cues (no numbers, timings, tags or notes), each timed by its
     share of its cue: a cue's span is shared out over its words in proportion to their length in

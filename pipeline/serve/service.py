@@ -23,6 +23,7 @@ from typing import Any, AsyncIterator
 
 from msa.core.errors import MissingBackendError, MsaError
 from msa.core.heap import trim_heap
+from msa.pipeline.extract.sources import subtitle_suffix
 from msa.pipeline.serve.jobs import JOB_STAGES, Job, JobQueue
 from msa.pipeline.serve.predict import PredictOptions, Predictor, predict_json, task_kind
 from msa.pipeline.serve.uploads import RequestError, path_under, receive_upload
@@ -195,10 +196,10 @@ async def _job_from_request(svc: Service, request: Request) -> Job:
         up = await receive_upload(request.headers, request.stream(), folder,
                                   int(svc.config.max_upload_mb * 2**20))
         assert up.clip is not None
-        transcript = None
-        if up.fields.get("transcript", "").strip():
-            transcript = folder / "transcript.txt"
-            transcript.write_text(up.fields["transcript"])
+        transcript, text = None, up.fields.get("transcript", "")
+        if text.strip():  # plain text, or a subtitle file's content (its cues then time the words)
+            transcript = folder / f"transcript{subtitle_suffix(text)}"
+            transcript.write_text(text, encoding="utf-8")
         return Job(clip=up.clip, name=up.name, bundle=svc.bundle(up.fields.get("bundle") or query.get("bundle")),
                    plot=flag(up.fields.get("plot") or query.get("plot"), True), workdir=folder, transcript=transcript,
                    segments=seconds_field(up.fields.get("segments") or query.get("segments")))

@@ -8,7 +8,8 @@ import pytest
 
 from msa.core.errors import DataError, ExtractionError, UsageError
 from msa.extractors.base import Word
-from msa.pipeline.extract.sources import Item, LabelCsvError, discover, read_sidecar, subtitle_words
+from msa.pipeline.extract.sources import (Item, LabelCsvError, discover, read_sidecar, subtitle_suffix,
+                                          subtitle_words)
 
 HEADER = "video_id,clip_id,text,label,annotation,mode\n"
 
@@ -193,6 +194,8 @@ def test_vtt_parsing_skips_header_notes_and_cue_ids() -> None:
     words = subtitle_words(vtt)
     assert " ".join(w.word for w in words) == "We are in 1999 okay"
     assert words[0] == Word("We", 1.0, 1.182) and words[-1] == Word("okay", 2.0, 3.0)  # hours are optional
+    assert subtitle_suffix(vtt) == ".vtt" and subtitle_suffix("\ufeffWEBVTT\n\n00:01.000 --> 00:02.000\nx\n") == ".vtt"
+    assert subtitle_suffix("1\n00:00:00,000 --> 00:00:01,000\nhi\n") == ".srt" and subtitle_suffix("hi -->") == ".txt"
     long = "1\n01:02:03,250 --> 01:02:04,250\nlater\n"
     assert subtitle_words(long) == (Word("later", 3723.25, 3724.25),)
 

@@ -210,6 +210,11 @@ def test_segments_per_request(client, lmf_bundle, av_clip, tmp_path):
     r = client.post("/v1/predict", json={"path": "talk.mp4", "segments": 0.5})
     assert r.status_code == 200, r.text
     assert len(r.json()["segments"]) == 2
+    srt = "1\n00:00:00,000 --> 00:00:00,900\nwhat a day.\n\n2\n00:00:01,100 --> 00:00:02,000\nso dull\n"
+    r = upload(client, av_clip, transcript=srt, segments="0.5")  # a subtitle in the form field times its words
+    assert r.status_code == 200, r.text
+    assert [(s["start"], s["text"]) for s in r.json()["segments"]] == [(0.0, "what a day."), (1.1, "so dull")]
+    assert r.json()["transcript"] == "what a day. so dull" and r.json()["transcript_source"] == "given"
     for bad in ("-1", "nan", "inf", "soon"):
         assert_error(upload(client, av_clip, segments=bad), 400, "bad_request", "segments: expected a number")
     with serve((lmf_bundle,), segments=0.5) as c:
