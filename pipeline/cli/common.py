@@ -6,16 +6,9 @@ import os
 import sys
 from typing import Callable, Sequence
 
-from msa.core.errors import MsaError, UsageError
+from msa.core.errors import MsaError
 
 Main = Callable[[argparse.Namespace], int]
-
-
-def check_segments(seconds: float) -> float:
-    """``--segments`` of msa-predict and msa-serve: 0 (off) or a positive number of seconds (not NaN)."""
-    if not seconds >= 0:
-        raise UsageError(f"--segments: expected a positive number of seconds (0: off), got {seconds:g}")
-    return seconds
 
 
 def run(prog: str, parser: argparse.ArgumentParser, main: Main, argv: Sequence[str] | None = None) -> int:

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from msa.core.heap import keep_heap
-from msa.pipeline.cli.common import check_segments, run
+from msa.pipeline.cli.common import run
 
 PROG = "msa-predict"
 
@@ -49,8 +49,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="spoken language: auto (detected per clip) or a Whisper code such as en, zh, fr")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     p.add_argument("--segments", type=float, default=0.0, metavar="SECONDS",
-                   help="score runs of about SECONDS of recognised speech each (cut at sentence ends and pauses) "
-                        "and give their length-weighted mean as the clip's score (needs speech recognition)")
+                   help="score runs of about SECONDS of speech each (cut at sentence ends and pauses) and give "
+                        "their length-weighted mean as the clip's score (needs word times: speech recognition, "
+                        "or an .srt/.vtt transcript)")
     p.add_argument("--no-affect", dest="affect", action="store_false",
                    help="skip the voice-emotion and face-expression readouts (reported beside the score)")
     return p
@@ -85,7 +86,6 @@ def _main(args: argparse.Namespace) -> int:
         raise UsageError("--transcript gives the text of one clip; pass one CLIP (or use <clip>.txt sidecars)")
     if args.transcript is not None and not args.transcript.is_file():
         raise UsageError(f"--transcript: no such file: {args.transcript}")
-    check_segments(args.segments)
     for key, value in (("TRANSFORMERS_VERBOSITY", "error"), ("HF_HUB_DISABLE_PROGRESS_BARS", "1")):
         os.environ.setdefault(key, value)  # no weight-loading reports between the results
     options = PredictOptions(bundle=resolve_bundle(args.bundle, args.task), task=args.task, cache_dir=args.cache,

@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 
 from msa.core.heap import keep_heap
-from msa.pipeline.cli.common import check_segments, run
+from msa.pipeline.cli.common import run
 
 PROG = "msa-serve"
 
@@ -61,7 +61,9 @@ def _main(args: argparse.Namespace) -> int:
         raise UsageError("--workers and --max-queued must be at least 1")
     if args.max_upload_mb <= 0:
         raise UsageError("--max-upload-mb must be positive")
-    check_segments(args.segments)
+    from msa.pipeline.serve.segments import check_seconds
+
+    check_seconds(args.segments)
     if args.allow_root is not None and not args.allow_root.is_dir():
         raise UsageError(f"--allow-root: no such folder: {args.allow_root}")
     bundles = tuple(args.bundle or (resolve_bundle(None, None),))

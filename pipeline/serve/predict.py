@@ -251,7 +251,9 @@ class Predictor:
         self.close()
 
     def _check_segments(self, seconds: float) -> None:
-        if seconds and self.kind == "phq8":
+        from msa.pipeline.serve.segments import check_seconds
+
+        if check_seconds(seconds) and self.kind == "phq8":
             raise UsageError("--segments: a PHQ-8 estimate is of a whole session, so it is not scored in segments")
 
     def predict(self, path: str | Path, transcript_file: str | Path | None = None,
@@ -370,9 +372,9 @@ class Predictor:
         from msa.pipeline.serve.segments import segment_entries, shares, split_words
 
         if not entry.words:  # a given transcript, or a clip where nothing was recognised
-            why = (f"the {source} transcript has none (drop --transcript and the sidecar, or cut the clip yourself)"
-                   if entry.transcript.strip() else "no speech was recognised")
-            raise MsaError(f"{path}: --segments cuts at recognised word times, and {why}", reason="no_word_timings")
+            why = (f"the {source} transcript has none (give it as .srt/.vtt, whose cues time the words, or leave it "
+                   "out for speech recognition)" if entry.transcript.strip() else "no speech was recognised")
+            raise MsaError(f"{path}: --segments cuts at word times, and {why}", reason="no_word_timings")
         runs = split_words(entry.words, seconds)
         entries, cache = segment_entries(entry, feats, runs, self.used, self.text_extractor)
         scores, probs, each = self._forward(entries, cache, shares(runs))

@@ -1,5 +1,6 @@
-"""A long clip scored in segments: the recognised words cut into runs of about N seconds, each run scored
-by the bundle as a clip of its own, and the clip's score the duration-weighted mean of the runs'.
+"""A long clip scored in segments: the transcript's timed words (recognised, or a subtitle file's) cut into
+runs of about N seconds, each run scored by the bundle as a clip of its own, and the clip's score the
+duration-weighted mean of the runs'.
 
 A bundle reads the start of its inputs only (128 tokens of text for the default one, about 120 words
 of English), so without segments the rest of a long clip does not count (msa-predict says so in
@@ -25,6 +26,14 @@ PAUSE_S = 0.3  # a gap between words this long ends a sentence as well as punctu
 SENTENCE_ENDS = tuple(".!?;。！？；…")
 
 
+def check_seconds(seconds: float) -> float:
+    """``--segments`` (msa-predict, msa-serve and its per-request field): 0 (off) or a positive number of
+    seconds; UsageError otherwise (NaN included)."""
+    if not seconds >= 0:
+        raise UsageError(f"--segments: expected a positive number of seconds (0: off), got {seconds:g}")
+    return seconds
+
+
 @dataclass(frozen=True)
 class Segment:
     start: float
@@ -38,9 +47,8 @@ class Segment:
 def split_words(words: tuple[tuple[str, float, float], ...], target_s: float) -> list[Segment]:
     """Consecutive runs of ``words`` (word, start, end): a run closes after a word ending a sentence or
     followed by a pause of :data:`PAUSE_S` once it spans ``target_s``, and after any word once it spans
-    1.5 x ``target_s``. A last run of at most half the target joins the one before."""
-    if target_s <= 0:
-        raise UsageError(f"--segments: expected a positive number of seconds, got {target_s:g}")
+    1.5 x ``target_s`` (> 0, :func:`check_seconds`). A last run of at most half the target joins the one
+    before."""
     runs: list[list[tuple[str, float, float]]] = [[]]
     for i, w in enumerate(words):
         run = runs[-1]

@@ -13,7 +13,6 @@ import asyncio
 import contextlib
 import json
 import logging
-import math
 import shutil
 import tempfile
 import time
@@ -25,7 +24,8 @@ from msa.core.errors import MissingBackendError, MsaError
 from msa.core.heap import trim_heap
 from msa.pipeline.extract.sources import subtitle_suffix
 from msa.pipeline.serve.jobs import JOB_STAGES, Job, JobQueue
-from msa.pipeline.serve.predict import PredictOptions, Predictor, predict_json, task_kind
+from msa.pipeline.serve.predict import PredictOptions, Predictor, predict_json
+from msa.pipeline.serve.segments import check_seconds
 from msa.pipeline.serve.uploads import RequestError, path_under, receive_upload
 
 try:
@@ -97,12 +97,10 @@ class Service:
         self.meta: dict[str, dict[str, Any]] = {}
         try:
             for name, path in zip(bundle_names(config.bundles), config.bundles, strict=True):
-                self.meta[name] = meta = read_meta(Path(path))
                 extra = {} if config.signals is None else {"signals": config.signals}
-                whole = task_kind(meta["task"].get("name"), meta["task"].get("metrics")) == "phq8"
-                self.predictors[name] = Predictor(PredictOptions(
-                    bundle=Path(path), asr=config.asr, device=config.device, affect=config.affect,
-                    segments=0.0 if whole else config.segments, **extra))
+                self.predictors[name] = Predictor(PredictOptions(bundle=Path(path), asr=config.asr,
+                                                                 device=config.device, affect=config.affect, **extra))
+                self.meta[name] = read_meta(Path(path))
         except BaseException:
             self.close()
             raise
@@ -121,8 +119,10 @@ class Service:
     def _run(self, job: Job, on_stage: Any) -> dict[str, Any]:
         """One job, in a worker thread: the msa-predict JSON with the client's name and a plot URL."""
         plot = self.plots / f"{job.id}.png" if job.plot else None
-        out = predict_json(self.predictors[job.bundle], job.clip, job.transcript, plot, on_stage=on_stage,
-                           segments=job.segments)
+        predictor = self.predictors[job.bundle]
+        default = 0.0 if predictor.kind == "phq8" else self.config.segments  # PHQ-8: whole sessions
+        out = predict_json(predictor, job.clip, job.transcript, plot, on_stage=on_stage,
+                           segments=default if job.segments is None else job.segments)
         out["clip"] = job.name
         if plot is not None:
             out["plot"] = f"/v1/jobs/{job.id}/plot.png"
@@ -164,13 +164,10 @@ def seconds_field(value: Any) -> float | None:
     if value is None or value == "":
         return None
     try:
-        seconds = float(value)
-    except (TypeError, ValueError):
-        seconds = math.nan
-    if not seconds >= 0 or math.isinf(seconds):
-        raise RequestError(f"segments: expected a number of seconds (0: the whole clip), got {value!r}",
-                           status=400, reason="bad_request")
-    return seconds
+        return check_seconds(float(value))
+    except (TypeError, ValueError, MsaError) as e:
+        raise RequestError(f"segments: expected a positive number of seconds (0: off), got {value!r}",
+                           status=400, reason="bad_request") from e
 
 
 async def _job_from_request(svc: Service, request: Request) -> Job:

@@ -8,7 +8,7 @@ import pytest
 
 from msa.core.errors import UsageError
 from msa.extractors.base import Features
-from msa.pipeline.serve.segments import Segment, segment_entries, shares, split_words
+from msa.pipeline.serve.segments import Segment, check_seconds, segment_entries, shares, split_words
 
 
 def _words(spec: list[tuple[str, float, float]]) -> tuple[tuple[str, float, float], ...]:
@@ -32,11 +32,13 @@ def test_a_run_without_a_natural_end_is_cut_at_one_and_a_half_targets() -> None:
     assert sum(len(r.words) for r in runs) == 10
 
 
-def test_a_short_clip_is_one_run_and_the_target_must_be_positive() -> None:
+def test_a_short_clip_is_one_run_and_the_seconds_are_checked() -> None:
     words = _words([("hi", 0.0, 0.4), ("there", 0.5, 1.0)])
     assert len(split_words(words, 30.0)) == 1
-    with pytest.raises(UsageError, match="positive"):
-        split_words(words, 0.0)
+    assert check_seconds(0.0) == 0.0 and check_seconds(2.5) == 2.5  # 0: off
+    for bad in (-1.0, float("nan")):
+        with pytest.raises(UsageError, match="positive number of seconds"):
+            check_seconds(bad)
 
 
 class _Text:

@@ -215,8 +215,11 @@ def test_segments_per_request(client, lmf_bundle, av_clip, tmp_path):
     assert r.status_code == 200, r.text
     assert [(s["start"], s["text"]) for s in r.json()["segments"]] == [(0.0, "what a day."), (1.1, "so dull")]
     assert r.json()["transcript"] == "what a day. so dull" and r.json()["transcript_source"] == "given"
-    for bad in ("-1", "nan", "inf", "soon"):
-        assert_error(upload(client, av_clip, segments=bad), 400, "bad_request", "segments: expected a number")
+    for bad in ("-1", "nan", "soon"):
+        assert_error(upload(client, av_clip, segments=bad), 400, "bad_request", "segments: expected a positive number")
+    # plain text has no word times: that clip cannot be cut (422, as msa-predict's one-line error)
+    assert_error(upload(client, av_clip, transcript="what a day", segments="0.5"), 422, "no_word_timings",
+                 "the given transcript has none")
     with serve((lmf_bundle,), segments=0.5) as c:
         assert "segments" not in upload(c, av_clip, segments="0").json()
     phq8 = save_lmf_bundle(tmp_path / "phq8", tmp_path / "log", task=Task("phq8", 0.0, 24.0, "phq8"))
