@@ -117,13 +117,18 @@ def _pid_of(name: str) -> int | None:
 
 
 def _alive(pid: int) -> bool:
+    """Whether ``pid`` runs. A zombie does not: a SIGKILLed worker whose parent died stays one until something
+    reaps it, and a rerun that starts meanwhile would otherwise leave its temp files in place."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:
         return True
-    return True
+    try:  # Linux: the state is the field after the parenthesised command name
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return True
 
 
 class ClipLock:

@@ -148,3 +148,23 @@ def test_sweep_removes_temp_files_of_dead_writers_only(tmp_path: Path) -> None:
     stop.touch()
     assert c.sweep_temp() == 2
     assert not stale.exists() and not stop.exists() and live.exists()
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="/proc")
+def test_sweep_removes_temp_files_of_zombie_writers(tmp_path: Path) -> None:
+    """A killed writer nobody has reaped yet (a zombie) counts as dead: its temp file goes."""
+    c = FeatureCache(tmp_path)
+    folder = tmp_path / "cache" / "x" / "h"
+    folder.mkdir(parents=True)
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    try:
+        stat = Path(f"/proc/{child.pid}/stat")
+        for _ in range(600):  # until it has exited and waits to be reaped (not waited on here)
+            if stat.read_text().rsplit(")", 1)[1].split()[0] == "Z":
+                break
+            time.sleep(0.05)
+        zombie = folder / f".{KEY}.pkl.{child.pid}.abc123.tmp"
+        zombie.write_bytes(b"partial")
+        assert c.sweep_temp() == 1 and not zombie.exists()
+    finally:
+        child.wait()
